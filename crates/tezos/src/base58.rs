@@ -1,0 +1,142 @@
+//! Base58check encoding with Tezos's typed prefixes (`tz1…`, `edpk…`, `p2sig…`, `Net…`, …).
+
+use thiserror::Error;
+
+/// A Tezos base58check prefix: the bytes prepended to the payload and the payload length they go with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub name: &'static str,
+    pub bytes: &'static [u8],
+    pub payload_len: usize,
+}
+
+macro_rules! prefixes {
+    ($($id:ident = $name:literal, [$($b:literal),*], $len:literal;)*) => {
+        $(pub const $id: Prefix = Prefix { name: $name, bytes: &[$($b),*], payload_len: $len };)*
+        /// Every prefix this crate knows, for `decode_any`.
+        pub const ALL: &[Prefix] = &[$($id),*];
+    };
+}
+
+prefixes! {
+    TZ1 = "tz1", [0x06, 0xa1, 0x9f], 20;
+    TZ2 = "tz2", [0x06, 0xa1, 0xa1], 20;
+    TZ3 = "tz3", [0x06, 0xa1, 0xa4], 20;
+    TZ4 = "tz4", [0x06, 0xa1, 0xa6], 20;
+    TZ5 = "tz5", [0x06, 0xa1, 0xa9], 20;
+    EDPK = "edpk", [0x0d, 0x0f, 0x25, 0xd9], 32;
+    SPPK = "sppk", [0x03, 0xfe, 0xe2, 0x56], 33;
+    P2PK = "p2pk", [0x03, 0xb2, 0x8b, 0x7f], 33;
+    BLPK = "BLpk", [0x06, 0x95, 0x87, 0xcc], 48;
+    EDSK_SEED = "edsk", [0x0d, 0x0f, 0x3a, 0x07], 32;
+    EDSK_64 = "edsk", [0x2b, 0xf6, 0x4e, 0x07], 64;
+    SPSK = "spsk", [0x11, 0xa2, 0xe0, 0xc9], 32;
+    P2SK = "p2sk", [0x10, 0x51, 0xee, 0xbd], 32;
+    BLSK = "BLsk", [0x03, 0x96, 0xc0, 0x28], 32;
+    EDESK = "edesk", [0x07, 0x5a, 0x3c, 0xb3, 0x29], 56;
+    SPESK = "spesk", [0x09, 0xed, 0xf1, 0xae, 0x96], 56;
+    P2ESK = "p2esk", [0x09, 0x30, 0x39, 0x73, 0xab], 56;
+    BLESK = "BLesk", [0x02, 0x05, 0x1e, 0x35, 0x19], 56;
+    EDSIG = "edsig", [0x09, 0xf5, 0xcd, 0x86, 0x12], 64;
+    SPSIG = "spsig1", [0x0d, 0x73, 0x65, 0x13, 0x3f], 64;
+    P2SIG = "p2sig", [0x36, 0xf0, 0x2c, 0x34], 64;
+    SIG = "sig", [0x04, 0x82, 0x2b], 64;
+    BLSIG = "BLsig", [0x28, 0xab, 0x40, 0xcf], 96;
+    CHAIN_ID = "Net", [0x57, 0x52, 0x00], 4;
+    BLOCK_HASH = "B", [0x01, 0x34], 32;
+    PAYLOAD_HASH = "vh", [0x01, 0x6a, 0xf2], 32;
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Base58Error {
+    #[error("not valid base58check: {0}")]
+    Invalid(String),
+    #[error("expected a {expected} value")]
+    WrongPrefix { expected: &'static str },
+    #[error("unknown base58check prefix")]
+    UnknownPrefix,
+}
+
+/// Encodes `payload` under `prefix`. The payload length is the caller's contract.
+pub fn encode(prefix: Prefix, payload: &[u8]) -> String {
+    debug_assert_eq!(payload.len(), prefix.payload_len, "{}", prefix.name);
+    let mut data = Vec::with_capacity(prefix.bytes.len() + payload.len());
+    data.extend_from_slice(prefix.bytes);
+    data.extend_from_slice(payload);
+    bs58::encode(data).with_check().into_string()
+}
+
+fn decode_raw(text: &str) -> Result<Vec<u8>, Base58Error> {
+    // The longest Tezos value we accept (a BLS signature) is 142 characters; refuse anything much
+    // longer before spending time on it.
+    if text.len() > 200 {
+        return Err(Base58Error::Invalid("too long".into()));
+    }
+    bs58::decode(text)
+        .with_check(None)
+        .into_vec()
+        .map_err(|e| Base58Error::Invalid(e.to_string()))
+}
+
+/// Decodes `text`, requiring `prefix` and its payload length.
+pub fn decode(prefix: Prefix, text: &str) -> Result<Vec<u8>, Base58Error> {
+    let raw = decode_raw(text)?;
+    strip(prefix, &raw).ok_or(Base58Error::WrongPrefix {
+        expected: prefix.name,
+    })
+}
+
+fn strip(prefix: Prefix, raw: &[u8]) -> Option<Vec<u8>> {
+    (raw.len() == prefix.bytes.len() + prefix.payload_len && raw.starts_with(prefix.bytes))
+        .then(|| raw[prefix.bytes.len()..].to_vec())
+}
+
+/// Decodes `text` under whichever of `candidates` matches.
+pub fn decode_one_of(candidates: &[Prefix], text: &str) -> Result<(Prefix, Vec<u8>), Base58Error> {
+    let raw = decode_raw(text)?;
+    candidates
+        .iter()
+        .find_map(|p| strip(*p, &raw).map(|payload| (*p, payload)))
+        .ok_or(Base58Error::UnknownPrefix)
+}
+
+/// Decodes `text` under any known prefix.
+pub fn decode_any(text: &str) -> Result<(Prefix, Vec<u8>), Base58Error> {
+    decode_one_of(ALL, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_prefix_round_trips_zero_and_ff_payloads() {
+        for p in ALL {
+            for byte in [0u8, 0xff] {
+                let payload = vec![byte; p.payload_len];
+                let text = encode(*p, &payload);
+                assert!(text.starts_with(p.name), "{} -> {text}", p.name);
+                assert_eq!(decode(*p, &text).unwrap(), payload);
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_checksum_is_rejected() {
+        let text = encode(TZ1, &[7; 20]);
+        let mut chars: Vec<char> = text.chars().collect();
+        let last = chars.len() - 1;
+        chars[last] = if chars[last] == 'a' { 'b' } else { 'a' };
+        let bad: String = chars.into_iter().collect();
+        assert!(matches!(decode(TZ1, &bad), Err(Base58Error::Invalid(_))));
+    }
+
+    #[test]
+    fn wrong_prefix_is_rejected() {
+        let text = encode(TZ2, &[7; 20]);
+        assert_eq!(
+            decode(TZ1, &text),
+            Err(Base58Error::WrongPrefix { expected: "tz1" })
+        );
+    }
+}

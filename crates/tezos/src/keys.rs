@@ -1,0 +1,489 @@
+//! Key types for the four curves a signer serves: public key hashes, public keys and secret keys, with
+//! their base58check and binary forms, key generation and signing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::Signer as _;
+use k256::ecdsa::signature::hazmat::PrehashSigner;
+use rand_core::{OsRng, RngCore};
+use thiserror::Error;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::base58::{self, Base58Error, Prefix};
+use crate::hash::{blake2b_160, blake2b_256};
+use crate::signature::{BlsScheme, Signature, BLS_DST_POP_PROOF};
+
+/// The signature schemes of Tezos implicit accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Curve {
+    /// tz1
+    Ed25519,
+    /// tz2
+    Secp256k1,
+    /// tz3
+    P256,
+    /// tz4
+    Bls,
+}
+
+impl Curve {
+    pub const ALL: [Curve; 4] = [Curve::Ed25519, Curve::Secp256k1, Curve::P256, Curve::Bls];
+
+    /// The name used in configuration and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Curve::Ed25519 => "ed25519",
+            Curve::Secp256k1 => "secp256k1",
+            Curve::P256 => "p256",
+            Curve::Bls => "bls",
+        }
+    }
+
+    /// The tag byte of binary public key hashes and public keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            Curve::Ed25519 => 0,
+            Curve::Secp256k1 => 1,
+            Curve::P256 => 2,
+            Curve::Bls => 3,
+        }
+    }
+
+    fn pkh_prefix(self) -> Prefix {
+        match self {
+            Curve::Ed25519 => base58::TZ1,
+            Curve::Secp256k1 => base58::TZ2,
+            Curve::P256 => base58::TZ3,
+            Curve::Bls => base58::TZ4,
+        }
+    }
+
+    fn pk_prefix(self) -> Prefix {
+        match self {
+            Curve::Ed25519 => base58::EDPK,
+            Curve::Secp256k1 => base58::SPPK,
+            Curve::P256 => base58::P2PK,
+            Curve::Bls => base58::BLPK,
+        }
+    }
+}
+
+impl fmt::Display for Curve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Curve {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        match s.to_ascii_lowercase().as_str() {
+            "ed25519" | "tz1" => Ok(Curve::Ed25519),
+            "secp256k1" | "tz2" | "p-256k" | "p256k" => Ok(Curve::Secp256k1),
+            "p256" | "p-256" | "tz3" => Ok(Curve::P256),
+            "bls" | "bls12-381" | "tz4" => Ok(Curve::Bls),
+            _ => Err(KeyError::UnknownCurve(s.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("{0}")]
+    Base58(#[from] Base58Error),
+    #[error("unknown curve {0:?} (expected ed25519, secp256k1, p256 or bls)")]
+    UnknownCurve(String),
+    #[error("not a valid {curve} public key")]
+    InvalidPublicKey { curve: Curve },
+    #[error("not a valid {curve} secret key")]
+    InvalidSecretKey { curve: Curve },
+    #[error("the ed25519 secret key's embedded public key does not match its seed")]
+    InconsistentEd25519Key,
+    #[error("this secret key is encrypted: a password is needed")]
+    Encrypted,
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// A public key hash (`tz1…`/`tz2…`/`tz3…`/`tz4…`): BLAKE2b-160 of the public key, tagged by curve.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKeyHash {
+    curve: Curve,
+    hash: [u8; 20],
+}
+
+impl PublicKeyHash {
+    pub fn new(curve: Curve, hash: [u8; 20]) -> Self {
+        Self { curve, hash }
+    }
+    pub fn curve(&self) -> Curve {
+        self.curve
+    }
+    pub fn hash(&self) -> &[u8; 20] {
+        &self.hash
+    }
+    /// The 21-byte binary form: curve tag then hash.
+    pub fn to_binary(&self) -> [u8; 21] {
+        let mut out = [0u8; 21];
+        out[0] = self.curve.tag();
+        out[1..].copy_from_slice(&self.hash);
+        out
+    }
+}
+
+impl FromStr for PublicKeyHash {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        let candidates = Curve::ALL.map(Curve::pkh_prefix);
+        let (prefix, payload) = base58::decode_one_of(&candidates, s).map_err(|e| match e {
+            Base58Error::UnknownPrefix => Base58Error::WrongPrefix {
+                expected: "tz1, tz2, tz3 or tz4",
+            },
+            other => other,
+        })?;
+        let curve = Curve::ALL
+            .into_iter()
+            .find(|c| c.pkh_prefix() == prefix)
+            .ok_or(Base58Error::UnknownPrefix)?;
+        let mut hash = [0u8; 20];
+        hash.copy_from_slice(&payload);
+        Ok(Self { curve, hash })
+    }
+}
+
+impl fmt::Display for PublicKeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base58::encode(self.curve.pkh_prefix(), &self.hash))
+    }
+}
+
+impl fmt::Debug for PublicKeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKeyHash({self})")
+    }
+}
+
+/// A public key, stored in its canonical Tezos byte form (ed25519 32 bytes, ECDSA compressed SEC1
+/// 33 bytes, BLS compressed G1 48 bytes) and validated on construction.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PublicKey {
+    curve: Curve,
+    bytes: Vec<u8>,
+}
+
+impl PublicKey {
+    /// Parses and validates the canonical bytes of a public key.
+    pub fn from_bytes(curve: Curve, bytes: &[u8]) -> Result<Self, KeyError> {
+        let invalid = KeyError::InvalidPublicKey { curve };
+        let bytes = match curve {
+            Curve::Ed25519 => {
+                let arr: [u8; 32] = bytes.try_into().map_err(|_| invalid.clone())?;
+                ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| invalid)?;
+                arr.to_vec()
+            }
+            Curve::Secp256k1 => {
+                let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| invalid)?;
+                key.to_encoded_point(true).as_bytes().to_vec()
+            }
+            Curve::P256 => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| invalid)?;
+                key.to_encoded_point(true).as_bytes().to_vec()
+            }
+            Curve::Bls => {
+                let key = blst::min_pk::PublicKey::key_validate(bytes).map_err(|_| invalid)?;
+                key.compress().to_vec()
+            }
+        };
+        Ok(Self { curve, bytes })
+    }
+
+    /// An EC public key from its affine coordinates (as Azure Key Vault's JWK `x` and `y` give them).
+    pub fn from_affine(curve: Curve, x: &[u8], y: &[u8]) -> Result<Self, KeyError> {
+        if x.len() > 32 || y.len() > 32 || !matches!(curve, Curve::Secp256k1 | Curve::P256) {
+            return Err(KeyError::InvalidPublicKey { curve });
+        }
+        let mut sec1 = [0u8; 65];
+        sec1[0] = 4;
+        sec1[1 + 32 - x.len()..33].copy_from_slice(x);
+        sec1[33 + 32 - y.len()..].copy_from_slice(y);
+        Self::from_bytes(curve, &sec1)
+    }
+
+    pub fn curve(&self) -> Curve {
+        self.curve
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn hash(&self) -> PublicKeyHash {
+        PublicKeyHash::new(self.curve, blake2b_160(&self.bytes))
+    }
+
+    /// Verifies `signature` over `message` as Tezos does: ECDSA and ed25519 over BLAKE2b-256(message),
+    /// BLS over the message itself under `scheme`. secp256k1 signatures must be low-S.
+    pub fn verify(&self, message: &[u8], signature: &Signature, scheme: BlsScheme) -> bool {
+        crate::signature::verify(self, message, signature, scheme)
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        let candidates = Curve::ALL.map(Curve::pk_prefix);
+        let (prefix, payload) = base58::decode_one_of(&candidates, s).map_err(|e| match e {
+            Base58Error::UnknownPrefix => Base58Error::WrongPrefix {
+                expected: "edpk, sppk, p2pk or BLpk",
+            },
+            other => other,
+        })?;
+        let curve = Curve::ALL
+            .into_iter()
+            .find(|c| c.pk_prefix() == prefix)
+            .ok_or(Base58Error::UnknownPrefix)?;
+        Self::from_bytes(curve, &payload)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base58::encode(self.curve.pk_prefix(), &self.bytes))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+/// A secret key held in memory. Its bytes are zeroed on drop and it never prints them.
+pub struct SecretKey {
+    inner: SecretInner,
+    public: PublicKey,
+}
+
+enum SecretInner {
+    Ed25519(ed25519_dalek::SigningKey),
+    Secp256k1(k256::ecdsa::SigningKey),
+    P256(p256::ecdsa::SigningKey),
+    Bls(blst::min_pk::SecretKey),
+}
+
+impl Drop for SecretInner {
+    fn drop(&mut self) {
+        // ed25519-dalek, k256 and p256 zeroize their keys on drop; blst's secret key does too
+        // (it implements Zeroize on drop). Nothing else to clear here.
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({}, [REDACTED])", self.public.hash())
+    }
+}
+
+/// The raw secret scalar or seed of a key, to write it to a file or encrypt it.
+pub type SecretBytes = Zeroizing<[u8; 32]>;
+
+impl SecretKey {
+    /// A fresh random key on `curve`.
+    pub fn generate(curve: Curve) -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        loop {
+            OsRng.fill_bytes(seed.as_mut());
+            if curve == Curve::Bls {
+                // KeyGen (draft-irtf-cfrg-bls-signature) maps any 32-byte IKM to a valid scalar.
+                let sk = blst::min_pk::SecretKey::key_gen(seed.as_ref(), &[])
+                    .expect("key_gen accepts 32 bytes of IKM");
+                return Self::from_inner(SecretInner::Bls(sk));
+            }
+            if let Ok(key) = Self::from_raw(curve, seed.as_ref()) {
+                return key;
+            }
+        }
+    }
+
+    /// A key from its raw 32-byte secret: the ed25519 seed, the big-endian ECDSA scalar, or the
+    /// little-endian BLS scalar (Tezos's `BLsk` byte order).
+    pub fn from_raw(curve: Curve, raw: &[u8]) -> Result<Self, KeyError> {
+        let invalid = KeyError::InvalidSecretKey { curve };
+        let arr: Zeroizing<[u8; 32]> = Zeroizing::new(raw.try_into().map_err(|_| invalid.clone())?);
+        let inner = match curve {
+            Curve::Ed25519 => SecretInner::Ed25519(ed25519_dalek::SigningKey::from_bytes(&arr)),
+            Curve::Secp256k1 => SecretInner::Secp256k1(
+                k256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?,
+            ),
+            Curve::P256 => {
+                SecretInner::P256(p256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?)
+            }
+            Curve::Bls => {
+                let mut be = Zeroizing::new(*arr);
+                be.reverse();
+                SecretInner::Bls(blst::min_pk::SecretKey::from_bytes(be.as_ref()).map_err(|_| invalid)?)
+            }
+        };
+        Ok(Self::from_inner(inner))
+    }
+
+    fn from_inner(inner: SecretInner) -> Self {
+        let public = match &inner {
+            SecretInner::Ed25519(k) => PublicKey {
+                curve: Curve::Ed25519,
+                bytes: k.verifying_key().to_bytes().to_vec(),
+            },
+            SecretInner::Secp256k1(k) => PublicKey {
+                curve: Curve::Secp256k1,
+                bytes: k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
+            },
+            SecretInner::P256(k) => PublicKey {
+                curve: Curve::P256,
+                bytes: k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
+            },
+            SecretInner::Bls(k) => PublicKey {
+                curve: Curve::Bls,
+                bytes: k.sk_to_pk().compress().to_vec(),
+            },
+        };
+        Self { inner, public }
+    }
+
+    pub fn curve(&self) -> Curve {
+        self.public.curve
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// The raw 32-byte secret in Tezos byte order (see [`SecretKey::from_raw`]).
+    pub fn to_raw(&self) -> SecretBytes {
+        let mut out = Zeroizing::new([0u8; 32]);
+        match &self.inner {
+            SecretInner::Ed25519(k) => out.copy_from_slice(k.as_bytes()),
+            SecretInner::Secp256k1(k) => out.copy_from_slice(&k.to_bytes()),
+            SecretInner::P256(k) => out.copy_from_slice(&k.to_bytes()),
+            SecretInner::Bls(k) => {
+                let mut be = k.to_bytes();
+                out.copy_from_slice(&be);
+                be.zeroize();
+                out.reverse();
+            }
+        }
+        out
+    }
+
+    /// The unencrypted base58 form (`edsk…` seed form, `spsk…`, `p2sk…`, `BLsk…`).
+    pub fn to_b58(&self) -> Zeroizing<String> {
+        let prefix = match self.curve() {
+            Curve::Ed25519 => base58::EDSK_SEED,
+            Curve::Secp256k1 => base58::SPSK,
+            Curve::P256 => base58::P2SK,
+            Curve::Bls => base58::BLSK,
+        };
+        Zeroizing::new(base58::encode(prefix, self.to_raw().as_ref()))
+    }
+
+    /// Signs `message` the way Tezos does (see [`PublicKey::verify`]). ECDSA signatures are
+    /// deterministic (RFC 6979) and low-S.
+    pub fn sign(&self, message: &[u8], scheme: BlsScheme) -> Result<Signature, KeyError> {
+        let signing = |e: String| KeyError::Signing(e);
+        Ok(match &self.inner {
+            SecretInner::Ed25519(k) => Signature::Ed25519(k.sign(&blake2b_256(message)).to_bytes()),
+            SecretInner::Secp256k1(k) => {
+                let sig: k256::ecdsa::Signature = k
+                    .sign_prehash(&blake2b_256(message))
+                    .map_err(|e| signing(e.to_string()))?;
+                let sig = sig.normalize_s().unwrap_or(sig);
+                Signature::Secp256k1(sig.to_bytes().into())
+            }
+            SecretInner::P256(k) => {
+                let sig: p256::ecdsa::Signature = k
+                    .sign_prehash(&blake2b_256(message))
+                    .map_err(|e| signing(e.to_string()))?;
+                let sig = sig.normalize_s().unwrap_or(sig);
+                Signature::P256(sig.to_bytes().into())
+            }
+            SecretInner::Bls(k) => {
+                let sig = match scheme {
+                    BlsScheme::ProofOfPossession => k.sign(message, scheme.dst(), &[]),
+                    BlsScheme::Augmented => k.sign(message, scheme.dst(), self.public.as_bytes()),
+                };
+                Signature::Bls(sig.compress())
+            }
+        })
+    }
+
+    /// A BLS proof of possession of `public_key` (this key's own unless overridden), as
+    /// `GET /bls_prove_possession` returns it. `None` for non-BLS keys.
+    pub fn bls_prove_possession(&self, override_pk: Option<&PublicKey>) -> Option<Signature> {
+        let SecretInner::Bls(k) = &self.inner else {
+            return None;
+        };
+        let msg = override_pk.unwrap_or(&self.public).as_bytes();
+        Some(Signature::Bls(k.sign(msg, BLS_DST_POP_PROOF, &[]).compress()))
+    }
+}
+
+impl FromStr for SecretKey {
+    type Err = KeyError;
+    /// Parses an unencrypted secret key (`edsk…` in both forms, `spsk…`, `p2sk…`, `BLsk…`).
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        use base58::*;
+        let candidates = [EDSK_SEED, EDSK_64, SPSK, P2SK, BLSK, EDESK, SPESK, P2ESK, BLESK];
+        let (prefix, payload) = decode_one_of(&candidates, s)?;
+        let payload = Zeroizing::new(payload);
+        match prefix {
+            p if p == EDSK_SEED => Self::from_raw(Curve::Ed25519, &payload),
+            p if p == EDSK_64 => {
+                let key = Self::from_raw(Curve::Ed25519, &payload[..32])?;
+                if key.public.as_bytes() != &payload[32..] {
+                    return Err(KeyError::InconsistentEd25519Key);
+                }
+                Ok(key)
+            }
+            p if p == SPSK => Self::from_raw(Curve::Secp256k1, &payload),
+            p if p == P2SK => Self::from_raw(Curve::P256, &payload),
+            p if p == BLSK => Self::from_raw(Curve::Bls, &payload),
+            _ => Err(KeyError::Encrypted),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_sign_and_verify_on_every_curve() {
+        for curve in Curve::ALL {
+            let sk = SecretKey::generate(curve);
+            let msg = b"\x03hello";
+            let sig = sk.sign(msg, BlsScheme::ProofOfPossession).unwrap();
+            assert!(
+                sk.public_key().verify(msg, &sig, BlsScheme::ProofOfPossession),
+                "{curve}"
+            );
+            assert!(!sk
+                .public_key()
+                .verify(b"\x03hellO", &sig, BlsScheme::ProofOfPossession));
+            let again: SecretKey = sk.to_b58().parse().unwrap();
+            assert_eq!(again.public_key(), sk.public_key());
+        }
+    }
+
+    #[test]
+    fn secret_keys_never_print_their_bytes() {
+        let sk = SecretKey::generate(Curve::P256);
+        let printed = format!("{sk:?}");
+        assert!(printed.contains("REDACTED"));
+        assert!(!printed.contains(sk.to_b58().as_str()));
+    }
+
+    #[test]
+    fn curve_names_parse() {
+        assert_eq!("P256".parse::<Curve>().unwrap(), Curve::P256);
+        assert!("rsa".parse::<Curve>().is_err());
+    }
+}
