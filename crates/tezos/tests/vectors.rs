@@ -1,6 +1,8 @@
 //! Every vector in `../shared/vectors/` against this crate: keys, payloads, signatures, encrypted keys,
 //! BLS proofs of possession and the authentication example.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use serde_json::Value;
