@@ -72,10 +72,16 @@ fn decode_raw(text: &str) -> Result<Vec<u8>, Base58Error> {
     if text.len() > 200 {
         return Err(Base58Error::Invalid("too long".into()));
     }
-    bs58::decode(text)
-        .with_check(None)
-        .into_vec()
-        .map_err(|e| Base58Error::Invalid(e.to_string()))
+    bs58::decode(text).with_check(None).into_vec().map_err(|e| {
+        Base58Error::Invalid(match e {
+            bs58::decode::Error::InvalidChecksum { .. } => "checksum mismatch".into(),
+            bs58::decode::Error::InvalidCharacter { character, .. } => {
+                format!("invalid character {character:?}")
+            }
+            bs58::decode::Error::NoChecksum => "too short".into(),
+            other => other.to_string(),
+        })
+    })
 }
 
 /// Decodes `text`, requiring `prefix` and its payload length.

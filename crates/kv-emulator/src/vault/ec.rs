@@ -1,0 +1,257 @@
+//! EC key material: P-256 and secp256k1 private keys, randomised ECDSA over a caller-supplied digest, raw r||s.
+
+use k256::elliptic_curve::ff::PrimeField;
+use k256::elliptic_curve::scalar::IsHigh;
+use k256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::ecdsa::signature::hazmat::{PrehashVerifier, RandomizedPrehashSigner};
+use rand_core::{OsRng, RngCore};
+
+/// The curves the emulator supports (the ones Tezos uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Curve {
+    /// NIST P-256, `ES256`, Tezos tz3.
+    #[serde(rename = "P-256")]
+    P256,
+    /// secp256k1, `ES256K`, Tezos tz2.
+    #[serde(rename = "P-256K")]
+    P256K,
+}
+
+impl Curve {
+    /// JWK `crv` name as Key Vault returns it.
+    pub fn jwk_name(self) -> &'static str {
+        match self {
+            Curve::P256 => "P-256",
+            Curve::P256K => "P-256K",
+        }
+    }
+
+    /// Parse a JWK `crv`; the legacy `SECP256K1` name is an alias of `P-256K`.
+    pub fn from_jwk_name(name: &str) -> Option<Curve> {
+        match name {
+            "P-256" => Some(Curve::P256),
+            "P-256K" | "SECP256K1" => Some(Curve::P256K),
+            _ => None,
+        }
+    }
+
+    /// The signature algorithm that goes with the curve.
+    pub fn algorithm(self) -> &'static str {
+        match self {
+            Curve::P256 => "ES256",
+            Curve::P256K => "ES256K",
+        }
+    }
+}
+
+/// How the `s` half of a signature is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SPolicy {
+    /// Either half at random, as Azure does (it does not normalise).
+    Natural,
+    /// Always the high half (`s > n/2`), to exercise a client's normalisation.
+    ForceHigh,
+}
+
+/// A private key on one of the supported curves.
+#[derive(Clone)]
+pub enum PrivateKey {
+    P256(p256::ecdsa::SigningKey),
+    P256K(k256::ecdsa::SigningKey),
+}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrivateKey({:?}, [REDACTED])", self.curve())
+    }
+}
+
+/// Why key material was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyMaterialError {
+    #[error("the private scalar d is not a valid {0} scalar")]
+    InvalidScalar(&'static str),
+    #[error("x/y do not match the private key")]
+    PublicMismatch,
+}
+
+impl PrivateKey {
+    pub fn generate(curve: Curve) -> PrivateKey {
+        match curve {
+            Curve::P256 => PrivateKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+            Curve::P256K => PrivateKey::P256K(k256::ecdsa::SigningKey::random(&mut OsRng)),
+        }
+    }
+
+    /// From a big-endian private scalar (left-padded to 32 bytes if shorter).
+    pub fn from_scalar(curve: Curve, d: &[u8]) -> Result<PrivateKey, KeyMaterialError> {
+        let invalid = KeyMaterialError::InvalidScalar(curve.jwk_name());
+        if d.is_empty() || d.len() > 32 {
+            return Err(invalid);
+        }
+        let mut padded = [0u8; 32];
+        padded[32 - d.len()..].copy_from_slice(d);
+        match curve {
+            Curve::P256 => p256::ecdsa::SigningKey::from_slice(&padded)
+                .map(PrivateKey::P256)
+                .map_err(|_| invalid),
+            Curve::P256K => k256::ecdsa::SigningKey::from_slice(&padded)
+                .map(PrivateKey::P256K)
+                .map_err(|_| invalid),
+        }
+    }
+
+    pub fn curve(&self) -> Curve {
+        match self {
+            PrivateKey::P256(_) => Curve::P256,
+            PrivateKey::P256K(_) => Curve::P256K,
+        }
+    }
+
+    /// The private scalar, big-endian, 32 bytes.
+    pub fn scalar_bytes(&self) -> [u8; 32] {
+        match self {
+            PrivateKey::P256(k) => k.to_bytes().into(),
+            PrivateKey::P256K(k) => k.to_bytes().into(),
+        }
+    }
+
+    /// Affine public coordinates (x, y), 32 bytes each.
+    pub fn public_xy(&self) -> ([u8; 32], [u8; 32]) {
+        let point = match self {
+            PrivateKey::P256(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+            PrivateKey::P256K(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+        };
+        let mut x = [0u8; 32];
+        let mut y = [0u8; 32];
+        // Uncompressed SEC1: 0x04 || x || y.
+        if point.len() == 65 {
+            x.copy_from_slice(&point[1..33]);
+            y.copy_from_slice(&point[33..65]);
+        }
+        (x, y)
+    }
+
+    /// SEC1 compressed public key (33 bytes).
+    pub fn public_sec1_compressed(&self) -> Vec<u8> {
+        match self {
+            PrivateKey::P256(k) => k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
+            PrivateKey::P256K(k) => k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
+        }
+    }
+
+    /// Randomised ECDSA over a 32-byte digest (RFC 6979 nonce hedged with fresh randomness, so two signatures of
+    /// the same digest differ), returned as raw `r || s`.
+    pub fn sign_digest(&self, digest: &[u8; 32], policy: SPolicy) -> Result<[u8; 64], SignError> {
+        let want_high = match policy {
+            SPolicy::Natural => OsRng.next_u32() & 1 == 1,
+            SPolicy::ForceHigh => true,
+        };
+        let mut out = [0u8; 64];
+        match self {
+            PrivateKey::P256(k) => {
+                let sig: p256::ecdsa::Signature =
+                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|_| SignError)?;
+                let (r, s) = sig.split_scalars();
+                let s_high: bool = s.is_high().into();
+                let s = if s_high == want_high { *s } else { -*s };
+                out[..32].copy_from_slice(&r.to_repr());
+                out[32..].copy_from_slice(&s.to_repr());
+            }
+            PrivateKey::P256K(k) => {
+                let sig: k256::ecdsa::Signature =
+                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|_| SignError)?;
+                let (r, s) = sig.split_scalars();
+                let s_high: bool = s.is_high().into();
+                let s = if s_high == want_high { *s } else { -*s };
+                out[..32].copy_from_slice(&r.to_repr());
+                out[32..].copy_from_slice(&s.to_repr());
+            }
+        }
+        Ok(out)
+    }
+
+    /// ECDSA verification of raw `r || s` over a digest; either half of `s` is accepted, as Azure does.
+    pub fn verify_digest(&self, digest: &[u8], signature: &[u8]) -> bool {
+        match self {
+            PrivateKey::P256(k) => match p256::ecdsa::Signature::from_slice(signature) {
+                Ok(sig) => {
+                    let sig = sig.normalize_s().unwrap_or(sig);
+                    k.verifying_key().verify_prehash(digest, &sig).is_ok()
+                }
+                Err(_) => false,
+            },
+            PrivateKey::P256K(k) => match k256::ecdsa::Signature::from_slice(signature) {
+                Ok(sig) => {
+                    let sig = sig.normalize_s().unwrap_or(sig);
+                    k.verifying_key().verify_prehash(digest, &sig).is_ok()
+                }
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+/// The ECDSA primitive failed (practically unreachable for a 32-byte digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ECDSA signing failed")]
+pub struct SignError;
+
+/// Is `s` (the second half of raw `r || s`) above n/2 for this curve?
+pub fn s_is_high(curve: Curve, signature: &[u8; 64]) -> bool {
+    match curve {
+        Curve::P256 => p256::ecdsa::Signature::from_slice(signature)
+            .map(|s| s.normalize_s().is_some())
+            .unwrap_or(false),
+        Curve::P256K => k256::ecdsa::Signature::from_slice(signature)
+            .map(|s| s.normalize_s().is_some())
+            .unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_on_both_curves_and_differ_each_time() {
+        for curve in [Curve::P256, Curve::P256K] {
+            let key = PrivateKey::generate(curve);
+            let digest = [7u8; 32];
+            let a = key.sign_digest(&digest, SPolicy::Natural).expect("sign");
+            let b = key.sign_digest(&digest, SPolicy::Natural).expect("sign");
+            assert_ne!(a, b);
+            assert!(key.verify_digest(&digest, &a));
+            assert!(key.verify_digest(&digest, &b));
+            assert!(!key.verify_digest(&[8u8; 32], &a));
+        }
+    }
+
+    #[test]
+    fn forced_high_s_is_high_and_still_verifies() {
+        for curve in [Curve::P256, Curve::P256K] {
+            let key = PrivateKey::generate(curve);
+            for _ in 0..8 {
+                let sig = key.sign_digest(&[1u8; 32], SPolicy::ForceHigh).expect("sign");
+                assert!(s_is_high(curve, &sig));
+                assert!(key.verify_digest(&[1u8; 32], &sig));
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_round_trips_and_short_scalars_are_padded() {
+        let key = PrivateKey::generate(Curve::P256K);
+        let again = PrivateKey::from_scalar(Curve::P256K, &key.scalar_bytes()).expect("valid");
+        assert_eq!(key.public_xy(), again.public_xy());
+        assert!(PrivateKey::from_scalar(Curve::P256, &[1]).is_ok());
+        assert!(PrivateKey::from_scalar(Curve::P256, &[0u8; 32]).is_err());
+        assert!(PrivateKey::from_scalar(Curve::P256, &[1u8; 33]).is_err());
+    }
+
+    #[test]
+    fn legacy_secp256k1_name_is_an_alias() {
+        assert_eq!(Curve::from_jwk_name("SECP256K1"), Some(Curve::P256K));
+        assert_eq!(Curve::from_jwk_name("P-384"), None);
+    }
+}

@@ -1,0 +1,331 @@
+//! Local key files: tzkms's own `<data_dir>/keys/*.key` files and the `secret_keys` wallet of an
+//! octez-client base directory. Secrets stay in process memory (zeroed on drop); files that other users
+//! could read are refused.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tezos::encrypted;
+use tezos::{BlsScheme, PublicKey, PublicKeyHash, SecretKey, Signature};
+use zeroize::Zeroizing;
+
+use super::{BackendError, BoxFuture, KeyBackend, KeyInfo};
+
+/// The folder under the data directory that holds tzkms's key files.
+pub const KEYS_DIR: &str = "keys";
+const KEY_EXTENSION: &str = "key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileKeyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{path} is accessible to other users (mode {mode:04o}); a key file must be private: run `chmod 600 {path}`"
+    )]
+    UnsafePermissions { path: PathBuf, mode: u32 },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "{path} holds an encrypted key: set the password in the TZKMS_KEY_PASSWORD environment variable or in keys.password_file"
+    )]
+    PasswordNeeded { path: PathBuf },
+    #[error("{path}: cannot decrypt the key: {message}")]
+    Decrypt { path: PathBuf, message: String },
+    #[error("a key named {0:?} already exists")]
+    Exists(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileKeyError + '_ {
+    move |source| FileKeyError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Refuses files that anyone but their owner can read or write.
+pub fn check_private(path: &Path) -> Result<(), FileKeyError> {
+    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(FileKeyError::UnsafePermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// A secret key as written in a file: `unencrypted:` or `encrypted:` (octez-client's wallet syntax) or
+/// bare base58.
+fn parse_secret(
+    path: &Path,
+    value: &str,
+    password: Option<&Zeroizing<Vec<u8>>>,
+) -> Result<SecretKey, FileKeyError> {
+    let value = value.trim();
+    let b58 = value
+        .strip_prefix("unencrypted:")
+        .or_else(|| value.strip_prefix("encrypted:"))
+        .unwrap_or(value);
+    if encrypted::is_encrypted(b58) {
+        let password = password.ok_or_else(|| FileKeyError::PasswordNeeded {
+            path: path.to_owned(),
+        })?;
+        return encrypted::decrypt(b58, password).map_err(|e| FileKeyError::Decrypt {
+            path: path.to_owned(),
+            message: e.to_string(),
+        });
+    }
+    b58.parse().map_err(|e: tezos::KeyError| FileKeyError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[derive(Debug)]
+struct FileKey {
+    name: String,
+    secret: SecretKey,
+}
+
+/// Keys loaded from files into memory.
+#[derive(Debug, Default)]
+pub struct FileBackend {
+    keys: HashMap<PublicKeyHash, FileKey>,
+}
+
+/// What loading found besides keys: entries skipped, each with the reason, for the startup log.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub skipped: Vec<String>,
+}
+
+impl FileBackend {
+    /// Loads `<data_dir>/keys/*.key` and, if given, `<octez_base_dir>/secret_keys`.
+    pub fn load(
+        data_dir: &Path,
+        octez_base_dir: Option<&Path>,
+        password: Option<&Zeroizing<Vec<u8>>>,
+    ) -> Result<(Self, LoadReport), FileKeyError> {
+        let mut backend = Self::default();
+        let mut report = LoadReport::default();
+        let dir = data_dir.join(KEYS_DIR);
+        if dir.exists() {
+            let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
+                .map_err(io_err(&dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == KEY_EXTENSION))
+                .collect();
+            entries.sort();
+            for path in entries {
+                check_private(&path)?;
+                let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+                let secret = parse_secret(&path, &text, password)?;
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                backend.insert(name, secret);
+            }
+        }
+        if let Some(base) = octez_base_dir {
+            let path = base.join("secret_keys");
+            check_private(&path)?;
+            let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+            #[derive(serde::Deserialize)]
+            struct Alias {
+                name: String,
+                value: String,
+            }
+            let aliases: Vec<Alias> = serde_json::from_str(&text).map_err(|e| FileKeyError::Invalid {
+                path: path.clone(),
+                message: format!("not an octez-client secret_keys file: {e}"),
+            })?;
+            for alias in aliases {
+                let value = Zeroizing::new(alias.value);
+                if !(value.starts_with("unencrypted:") || value.starts_with("encrypted:")) {
+                    // ledger://, remote:, http(s):// and other signers' keys are not ours to serve.
+                    let scheme = value.split(':').next().unwrap_or("");
+                    report.skipped.push(format!(
+                        "octez wallet key {:?}: {scheme}: keys are not local",
+                        alias.name
+                    ));
+                    continue;
+                }
+                let secret = parse_secret(&path, &value, password)?;
+                backend.insert(alias.name, secret);
+            }
+        }
+        Ok((backend, report))
+    }
+
+    fn insert(&mut self, name: String, secret: SecretKey) {
+        let pkh = secret.public_key().hash();
+        self.keys.entry(pkh).or_insert(FileKey { name, secret });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl KeyBackend for FileBackend {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn keys(&self) -> Vec<KeyInfo> {
+        self.keys
+            .values()
+            .map(|k| KeyInfo {
+                public_key: k.secret.public_key().clone(),
+                name: k.name.clone(),
+            })
+            .collect()
+    }
+
+    fn sign<'a>(
+        &'a self,
+        pkh: &'a PublicKeyHash,
+        message: &'a [u8],
+        scheme: BlsScheme,
+    ) -> BoxFuture<'a, Result<Signature, BackendError>> {
+        Box::pin(async move {
+            let key = self.keys.get(pkh).ok_or(BackendError::UnknownKey(*pkh))?;
+            key.secret
+                .sign(message, scheme)
+                .map_err(|e| BackendError::Failed(e.to_string()))
+        })
+    }
+
+    fn bls_prove_possession(
+        &self,
+        pkh: &PublicKeyHash,
+        override_pk: Option<&PublicKey>,
+    ) -> Option<Signature> {
+        self.keys.get(pkh)?.secret.bls_prove_possession(override_pk)
+    }
+}
+
+/// Writes `secret` (already in its final text form: base58, possibly encrypted) as a new key file named
+/// `<name>.key`, created 0600 and synced to disk. Refuses to overwrite.
+pub fn write_key_file(data_dir: &Path, name: &str, secret_text: &str) -> Result<PathBuf, FileKeyError> {
+    if name.is_empty() || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+        return Err(FileKeyError::Invalid {
+            path: PathBuf::from(name),
+            message: "a key name must be a plain file name".into(),
+        });
+    }
+    let dir = data_dir.join(KEYS_DIR);
+    create_private_dir(&dir)?;
+    let path = dir.join(format!("{name}.{KEY_EXTENSION}"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                FileKeyError::Exists(name.to_owned())
+            } else {
+                FileKeyError::Io {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        })?;
+    file.write_all(secret_text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&path))?;
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&dir))?;
+    Ok(path)
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+pub fn create_private_dir(dir: &Path) -> Result<(), FileKeyError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tezos::Curve;
+
+    #[test]
+    fn key_files_round_trip_and_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate(Curve::P256);
+        write_key_file(dir.path(), "baker", &sk.to_b58()).unwrap();
+        let (backend, _) = FileBackend::load(dir.path(), None, None).unwrap();
+        let keys = backend.keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(&keys[0].public_key, sk.public_key());
+        assert_eq!(keys[0].name, "baker");
+        assert!(matches!(
+            write_key_file(dir.path(), "baker", &sk.to_b58()),
+            Err(FileKeyError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn world_readable_key_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate(Curve::Ed25519);
+        let path = write_key_file(dir.path(), "k", &sk.to_b58()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = FileBackend::load(dir.path(), None, None).unwrap_err();
+        assert!(
+            matches!(err, FileKeyError::UnsafePermissions { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn encrypted_keys_need_the_right_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate(Curve::Secp256k1);
+        write_key_file(dir.path(), "enc", &encrypted::encrypt(&sk, b"pw")).unwrap();
+        assert!(matches!(
+            FileBackend::load(dir.path(), None, None),
+            Err(FileKeyError::PasswordNeeded { .. })
+        ));
+        let wrong = Zeroizing::new(b"nope".to_vec());
+        assert!(matches!(
+            FileBackend::load(dir.path(), None, Some(&wrong)),
+            Err(FileKeyError::Decrypt { .. })
+        ));
+        let right = Zeroizing::new(b"pw".to_vec());
+        let (backend, _) = FileBackend::load(dir.path(), None, Some(&right)).unwrap();
+        assert_eq!(&backend.keys()[0].public_key, sk.public_key());
+    }
+
+    #[test]
+    fn octez_wallet_keys_are_served_and_remote_ones_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate(Curve::Ed25519);
+        let wallet = serde_json::json!([
+            {"name": "baker", "value": format!("unencrypted:{}", sk.to_b58().as_str())},
+            {"name": "ledger", "value": "ledger://abc/ed25519/0h/0h"},
+        ]);
+        let path = dir.path().join("secret_keys");
+        fs::write(&path, wallet.to_string()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let (backend, report) = FileBackend::load(&dir.path().join("none"), Some(dir.path()), None).unwrap();
+        assert_eq!(backend.keys().len(), 1);
+        assert_eq!(backend.keys()[0].name, "baker");
+        assert_eq!(report.skipped.len(), 1);
+    }
+}

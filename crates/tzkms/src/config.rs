@@ -1,0 +1,189 @@
+//! The TOML configuration file. Every struct denies unknown fields so a typo is an error, not a silently
+//! ignored setting. Secrets never live here: only paths to files that hold them.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6732";
+pub const DEFAULT_DATA_DIR: &str = "./tzkms-data";
+/// The environment variable holding the password of encrypted file keys.
+pub const PASSWORD_ENV: &str = "TZKMS_KEY_PASSWORD";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where tzkms keeps its own keys and state. Default `./tzkms-data`.
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Addresses to serve HTTP on.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Largest request body accepted (bytes). Consensus payloads are under 300 bytes; the largest
+    /// manager operation batches a baker signs are well under 64 KiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// A request not answered within this time gets 408 (milliseconds).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            request_timeout_ms: default_request_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![DEFAULT_LISTEN.parse().expect("valid default address")]
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_request_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// An octez-client base directory whose `secret_keys` file is served too.
+    pub octez_base_dir: Option<PathBuf>,
+    /// A file holding the password of encrypted keys (else `TZKMS_KEY_PASSWORD`).
+    pub password_file: Option<PathBuf>,
+    /// Generate one P-256 key on first start when no key is configured anywhere.
+    #[serde(default = "yes")]
+    pub generate_if_empty: bool,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            octez_base_dir: None,
+            password_file: None,
+            generate_if_empty: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Magic bytes any key may sign, like `octez-signer -M`. 0x04 is never signed whatever this says.
+    #[serde(default = "default_magic_bytes", deserialize_with = "magic_bytes")]
+    pub allowed_magic_bytes: BTreeSet<u8>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            allowed_magic_bytes: default_magic_bytes(),
+        }
+    }
+}
+
+/// Generic operations, Michelson data and the three Tenderbake consensus kinds. Legacy (Emmy) 0x01/0x02
+/// payloads have no round and are only signed when listed explicitly.
+pub fn default_magic_bytes() -> BTreeSet<u8> {
+    [0x03, 0x05, 0x11, 0x12, 0x13].into()
+}
+
+fn magic_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<u8>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Byte {
+        Int(u8),
+        Text(String),
+    }
+    let list = Vec::<Byte>::deserialize(d)?;
+    list.into_iter()
+        .map(|b| match b {
+            Byte::Int(n) => Ok(n),
+            Byte::Text(t) => parse_magic_byte(&t).map_err(serde::de::Error::custom),
+        })
+        .collect()
+}
+
+/// Parses `0x11`, `11` (hex) as a magic byte.
+pub fn parse_magic_byte(text: &str) -> Result<u8, String> {
+    let digits = text.trim().trim_start_matches("0x").trim_start_matches("0X");
+    u8::from_str_radix(digits, 16).map_err(|_| format!("{text:?} is not a magic byte like 0x11"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_safe_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.listen, default_listen());
+        assert_eq!(c.policy.allowed_magic_bytes, default_magic_bytes());
+        assert!(c.keys.generate_if_empty);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = Config::parse("[server]\nlisen = [\"127.0.0.1:1\"]\n").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn magic_bytes_parse_as_hex_strings_or_numbers() {
+        let c = Config::parse("[policy]\nallowed_magic_bytes = [\"0x11\", \"12\", 19]\n").unwrap();
+        assert_eq!(c.policy.allowed_magic_bytes, [0x11, 0x12, 0x13].into());
+        assert!(Config::parse("[policy]\nallowed_magic_bytes = [\"0xzz\"]\n").is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! From a configuration to a ready signer: the data directory, passwords, key backends, first-start key
+//! generation.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tezos::{Curve, PublicKeyHash, SecretKey};
+use zeroize::Zeroizing;
+
+use crate::backend::file::{self, FileBackend};
+use crate::backend::{KeyBackend, Keyring};
+use crate::config::{Config, PASSWORD_ENV};
+use crate::signer::Signer;
+
+/// What startup did that the operator should hear about.
+#[derive(Debug, Default)]
+pub struct StartupReport {
+    /// A key generated because none was configured.
+    pub generated: Option<PublicKeyHash>,
+    /// Keys or entries not served, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// The password for encrypted file keys: `keys.password_file`, else `TZKMS_KEY_PASSWORD`.
+pub fn key_password(config: &Config) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    if let Some(path) = &config.keys.password_file {
+        file::check_private(path)?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading password file {}", path.display()))?,
+        );
+        return Ok(Some(Zeroizing::new(
+            text.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+        )));
+    }
+    Ok(std::env::var(PASSWORD_ENV)
+        .ok()
+        .map(|p| Zeroizing::new(p.into_bytes())))
+}
+
+/// Creates the data directory (0700) if it does not exist yet.
+pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    file::create_private_dir(dir).with_context(|| format!("creating data directory {}", dir.display()))
+}
+
+/// Loads every configured key backend into a signer.
+pub fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
+    let data_dir = config.data_dir();
+    ensure_data_dir(&data_dir)?;
+    let password = key_password(config)?;
+    let mut report = StartupReport::default();
+    let (mut files, load) = FileBackend::load(
+        &data_dir,
+        config.keys.octez_base_dir.as_deref(),
+        password.as_ref(),
+    )?;
+    report.skipped.extend(load.skipped);
+    if files.is_empty() && config.keys.generate_if_empty {
+        let key = SecretKey::generate(Curve::P256);
+        let pkh = key.public_key().hash();
+        file::write_key_file(&data_dir, &pkh.to_string(), &key.to_b58())?;
+        report.generated = Some(pkh);
+        (files, _) = FileBackend::load(
+            &data_dir,
+            config.keys.octez_base_dir.as_deref(),
+            password.as_ref(),
+        )?;
+    }
+    let mut keyring = Keyring::default();
+    let backend: Arc<dyn KeyBackend> = Arc::new(files);
+    for dup in keyring.add_backend(backend) {
+        report.skipped.push(format!(
+            "{} ({}): served twice; the first one is used",
+            dup.public_key.hash(),
+            dup.name
+        ));
+    }
+    Ok((
+        Signer::new(keyring, config.policy.allowed_magic_bytes.clone()),
+        report,
+    ))
+}
