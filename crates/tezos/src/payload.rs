@@ -155,17 +155,18 @@ pub enum Payload {
     Unknown { magic: u8 },
 }
 
-impl Payload {
-    pub fn magic_byte_name(&self) -> &'static str {
-        match self {
-            Payload::Consensus(c) => c.kind.name(),
-            Payload::GenericOperation => "generic operation",
-            Payload::MichelsonData => "michelson data",
-            Payload::LegacyBlock { .. } => "legacy block",
-            Payload::LegacyEndorsement { .. } => "legacy endorsement",
-            Payload::AuthenticationRequest => "authentication request",
-            Payload::Unknown { .. } => "unknown",
-        }
+/// What a magic byte announces, for messages.
+pub fn magic_byte_name(magic: u8) -> &'static str {
+    match magic {
+        0x01 => "legacy block",
+        0x02 => "legacy endorsement",
+        0x03 => "generic operation",
+        0x04 => "authentication request",
+        0x05 => "michelson data",
+        0x11 => "block",
+        0x12 => "preattestation",
+        0x13 => "attestation",
+        _ => "unknown",
     }
 }
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tezos::{classify, BlsScheme, Payload, PayloadError, PublicKey, PublicKeyHash, Signature};
+use tezos::payload::magic_byte_name;
+use tezos::{classify, BlsScheme, PayloadError, PublicKey, PublicKeyHash, Signature};
 
 use crate::backend::{Keyring, ServedKey};
 
@@ -73,8 +74,8 @@ impl Signer {
 
     pub async fn sign(&self, request: &SignRequest) -> Result<Signature, SignError> {
         let key = self.key(&request.pkh)?;
-        let payload = classify(&request.payload)?;
-        self.check_policy(&request.payload, &payload)?;
+        self.check_magic_byte(&request.payload)?;
+        let _payload = classify(&request.payload)?;
         let signature = key
             .backend
             .sign(&request.pkh, &request.payload, request.scheme)
@@ -93,9 +94,12 @@ impl Signer {
         Ok(signature)
     }
 
-    fn check_policy(&self, bytes: &[u8], payload: &Payload) -> Result<(), SignError> {
-        let magic = bytes[0];
-        if matches!(payload, Payload::AuthenticationRequest) {
+    /// Like Octez, the magic byte is checked before the payload is parsed.
+    fn check_magic_byte(&self, bytes: &[u8]) -> Result<(), SignError> {
+        let Some(&magic) = bytes.first() else {
+            return Err(PayloadError::Empty.into());
+        };
+        if magic == 0x04 {
             return Err(SignError::Forbidden(
                 "magic byte 0x04 (authentication request) is never signed".into(),
             ));
@@ -103,7 +107,7 @@ impl Signer {
         if !self.allowed_magic_bytes.contains(&magic) {
             return Err(SignError::Forbidden(format!(
                 "magic byte 0x{magic:02X} ({}) not allowed",
-                payload.magic_byte_name()
+                magic_byte_name(magic)
             )));
         }
         Ok(())

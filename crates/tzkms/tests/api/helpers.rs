@@ -1,0 +1,123 @@
+//! A test signer: a temporary data directory with one key per curve, served on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
+use tokio::sync::oneshot;
+use tzkms::backend::file::write_key_file;
+use tzkms::config::Config;
+use tzkms::server::App;
+
+pub struct TestSigner {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub keys: Vec<(Curve, PublicKeyHash, PublicKey)>,
+    pub _data_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn vectors(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/vectors")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+impl TestSigner {
+    /// One fresh key per curve.
+    pub async fn start() -> Self {
+        let keys: Vec<SecretKey> = Curve::ALL.into_iter().map(SecretKey::generate).collect();
+        Self::start_with(&keys, |_| {}).await
+    }
+
+    pub async fn start_with(secrets: &[SecretKey], tweak: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut keys = Vec::new();
+        for sk in secrets {
+            let pkh = sk.public_key().hash();
+            if keys.iter().any(|(_, known, _)| *known == pkh) {
+                continue;
+            }
+            write_key_file(data_dir.path(), &pkh.to_string(), &sk.to_b58()).unwrap();
+            keys.push((sk.curve(), pkh, sk.public_key().clone()));
+        }
+        let mut config = Config {
+            data_dir: Some(data_dir.path().to_owned()),
+            ..Config::default()
+        };
+        config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.keys.generate_if_empty = false;
+        tweak(&mut config);
+        let (signer, _) = tzkms::startup::build_signer(&config).unwrap();
+        let app = App::bind(signer, &config.server).await.unwrap();
+        let addr = app.local_addrs()[0];
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            keys,
+            _data_dir: data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn key(&self, curve: Curve) -> &(Curve, PublicKeyHash, PublicKey) {
+        self.keys.iter().find(|k| k.0 == curve).unwrap()
+    }
+
+    /// POSTs `body` verbatim to `/keys/<pkh><query>`.
+    pub async fn post_raw(&self, pkh: &str, query: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/keys/{pkh}{query}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
+        (status, json)
+    }
+
+    /// Signs `payload` (bytes) for `pkh`.
+    pub async fn sign(&self, pkh: &PublicKeyHash, query: &str, payload: &[u8]) -> (u16, Value) {
+        self.post_raw(&pkh.to_string(), query, format!("\"{}\"", hex::encode(payload)))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// Asserts an Octez error list with a message containing `needle`.
+pub fn assert_octez_error(body: &Value, needle: &str) {
+    let list = body
+        .as_array()
+        .unwrap_or_else(|| panic!("not an error list: {body}"));
+    assert_eq!(list.len(), 1, "{body}");
+    assert_eq!(list[0]["kind"], "temporary");
+    assert_eq!(list[0]["id"], "failure");
+    let msg = list[0]["msg"].as_str().unwrap();
+    assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
+}
