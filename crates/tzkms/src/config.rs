@@ -23,6 +23,17 @@ pub struct Config {
     pub keys: KeysConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// Keys whose consensus payloads are signed WITHOUT double-signing protection. Never list a baking
+    /// key that signs on a live chain: this is for test setups that replay levels.
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub unprotected_keys: Vec<tezos::PublicKeyHash>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +131,21 @@ fn magic_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<u8>, D::Error
         .map(|b| match b {
             Byte::Int(n) => Ok(n),
             Byte::Text(t) => parse_magic_byte(&t).map_err(serde::de::Error::custom),
+        })
+        .collect()
+}
+
+fn parsed_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
         })
         .collect()
 }

@@ -6,3 +6,4 @@ pub mod config;
 pub mod server;
 pub mod signer;
 pub mod startup;
+pub mod watermark;

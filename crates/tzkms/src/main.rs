@@ -11,6 +11,8 @@ use tzkms::backend::file::write_key_file;
 use tzkms::config::{Config, DEFAULT_LISTEN};
 use tzkms::server::App;
 use tzkms::startup;
+use tzkms::watermark::file::Opened;
+use tzkms::watermark::{self, interchange};
 use zeroize::Zeroizing;
 
 #[derive(Debug, Parser)]
@@ -52,6 +54,58 @@ enum Command {
     /// Manage local key files.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect and manage high watermarks (double-signing protection).
+    #[command(subcommand)]
+    Watermark(WatermarkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WatermarkCommand {
+    /// Show the marks (safe while tzkms runs).
+    Show {
+        #[arg(long)]
+        pkh: Option<String>,
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Raise one mark by hand (e.g. before moving a key from another signer). Never lowers a mark.
+    Set {
+        #[arg(long)]
+        pkh: String,
+        #[arg(long)]
+        chain: String,
+        /// block, preattestation or attestation; repeat or omit for all three.
+        #[arg(long)]
+        kind: Vec<String>,
+        #[arg(long)]
+        level: u32,
+        #[arg(long, default_value_t = 0)]
+        round: u32,
+    },
+    /// Write every mark in tzkms's JSON interchange format (safe while tzkms runs).
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import marks; only raises, never lowers.
+    Import {
+        /// Format of the source.
+        #[arg(long, value_enum, default_value = "tzkms")]
+        from: ImportFormat,
+        /// A tzkms export file, an octez-signer base directory, or Signatory's watermark_v2 directory
+        /// or one of its <chain>.json files.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ImportFormat {
+    Tzkms,
+    Octez,
+    Signatory,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +175,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve { listen } => serve(config, listen),
         Command::Keys(cmd) => keys(config, cmd),
+        Command::Watermark(cmd) => watermark(config, cmd),
     }
 }
 
@@ -130,9 +185,27 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let data_dir = config.data_dir();
+        startup::ensure_data_dir(&data_dir)?;
+        let _lock = startup::DataDirLock::acquire(&data_dir)?;
         let (signer, report) = startup::build_signer(&config)?;
         for skipped in &report.skipped {
             tracing::warn!("not served: {skipped}");
+        }
+        match report.watermarks {
+            Some(Opened::Initialized) => tracing::info!(
+                store = %data_dir.join(watermark::file::STORE_FILE).display(),
+                "fresh data directory: initialised a new, empty watermark store"
+            ),
+            Some(Opened::Loaded(marks)) => tracing::info!(marks, "watermark store loaded"),
+            None => {}
+        }
+        for pkh in &config.watermark.unprotected_keys {
+            tracing::warn!(
+                %pkh,
+                "DOUBLE-SIGNING PROTECTION IS OFF for this key (watermark.unprotected_keys): it will sign \
+                 conflicting blocks and attestations if asked"
+            );
         }
         let app = App::bind(signer.clone(), &config.server).await?;
         let addrs = app.local_addrs();
@@ -184,8 +257,8 @@ fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { json } => {
             let mut config = config;
             config.keys.generate_if_empty = false;
-            let (signer, report) = startup::build_signer(&config)?;
-            let keys = signer.keyring().sorted();
+            let (keyring, report) = startup::load_keyring(&config)?;
+            let keys = keyring.sorted();
             if *json {
                 let list: Vec<_> = keys
                     .iter()
@@ -253,8 +326,8 @@ fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
             let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;
             let mut config = config;
             config.keys.generate_if_empty = false;
-            let (signer, _) = startup::build_signer(&config)?;
-            let Some(key) = signer.keyring().get(&pkh) else {
+            let (keyring, _) = startup::load_keyring(&config)?;
+            let Some(key) = keyring.get(&pkh) else {
                 bail!("{pkh} is not served from {}", data_dir.display());
             };
             println!("address:    {pkh}");
@@ -298,4 +371,116 @@ fn report_key(key: &SecretKey, path: &std::path::Path) {
     println!("public key: {}", key.public_key());
     println!("key file:   {}", path.display());
     println!("{}", import_line(&pkh, None));
+}
+
+fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    match cmd {
+        WatermarkCommand::Show { pkh, chain, json } => {
+            let pkh: Option<PublicKeyHash> = pkh.as_deref().map(str::parse).transpose()?;
+            let chain: Option<tezos::ChainId> = chain.as_deref().map(str::parse).transpose()?;
+            let mut marks = watermark::file::read(&data_dir)?;
+            marks.retain(|k, _| pkh.is_none_or(|p| p == k.pkh) && chain.is_none_or(|c| c == k.chain));
+            if *json {
+                print!("{}", interchange::encode(&marks));
+            } else if marks.is_empty() {
+                println!("no marks");
+            } else {
+                println!(
+                    "{:<15}  {:<36}  {:<14}  {:>10}  {:>5}  signature",
+                    "chain", "pkh", "kind", "level", "round"
+                );
+                for (k, m) in &marks {
+                    println!(
+                        "{:<15}  {:<36}  {:<14}  {:>10}  {:>5}  {}",
+                        k.chain.to_string(),
+                        k.pkh.to_string(),
+                        k.kind.name(),
+                        m.level,
+                        m.round,
+                        if m.signature.is_some() { "stored" } else { "none" }
+                    );
+                }
+            }
+        }
+        WatermarkCommand::Export { out } => {
+            let text = interchange::encode(&watermark::file::read(&data_dir)?);
+            match out {
+                Some(path) => {
+                    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+        }
+        WatermarkCommand::Set {
+            pkh,
+            chain,
+            kind,
+            level,
+            round,
+        } => {
+            let pkh: PublicKeyHash = pkh.parse()?;
+            let chain: tezos::ChainId = chain.parse()?;
+            let kinds: Vec<tezos::ConsensusKind> = if kind.is_empty() {
+                tezos::ConsensusKind::ALL.to_vec()
+            } else {
+                kind.iter()
+                    .map(|k| k.parse().map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let incoming = kinds
+                .into_iter()
+                .map(|kind| {
+                    (
+                        watermark::MarkKey { chain, pkh, kind },
+                        watermark::Mark {
+                            level: tezos::Level(*level),
+                            round: tezos::Round(*round),
+                            // No payload was signed here: nothing at or below this mark will be.
+                            hash: [0; 32],
+                            signature: None,
+                        },
+                    )
+                })
+                .collect();
+            change_marks(&data_dir, incoming)?;
+        }
+        WatermarkCommand::Import { from, path } => {
+            let incoming = match from {
+                ImportFormat::Tzkms => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    interchange::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                ImportFormat::Octez => interchange::import_octez(path).map_err(anyhow::Error::msg)?,
+                ImportFormat::Signatory => interchange::import_signatory(path).map_err(anyhow::Error::msg)?,
+            };
+            change_marks(&data_dir, incoming)?;
+        }
+    }
+    Ok(())
+}
+
+/// Raises marks in the store while holding the data directory's lock (a running server holds it, and
+/// its in-memory marks would not see the change).
+fn change_marks(data_dir: &std::path::Path, incoming: interchange::Marks) -> anyhow::Result<()> {
+    startup::ensure_data_dir(data_dir)?;
+    let _lock = startup::DataDirLock::acquire(data_dir)
+        .context("changing marks needs tzkms stopped (show and export work while it runs)")?;
+    let mut marks = watermark::file::read(data_dir)?;
+    let total = incoming.len();
+    let raised = interchange::raise(&mut marks, incoming);
+    if !raised.is_empty() {
+        watermark::file::write(data_dir, &marks)?;
+        watermark::file::mark_initialized(data_dir)?;
+    }
+    for key in &raised {
+        let m = &marks[key];
+        println!("raised {key} to level {} round {}", m.level, m.round);
+    }
+    println!(
+        "{} of {total} marks raised; the others were already at or above",
+        raised.len()
+    );
+    Ok(())
 }

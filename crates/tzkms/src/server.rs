@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tezos::payload::magic_byte_name;
 use tezos::{BlsScheme, PublicKeyHash, SignatureVersion};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -143,18 +144,33 @@ async fn post_sign(
     let digest = hex::encode(tezos::blake2b_256(&request.payload));
     let magic = request.payload[0];
     match state.signer.sign(&request).await {
-        Ok(signature) => {
+        Ok(signed) => {
+            let (kind, chain, level, round) = match &signed.consensus {
+                Some((k, r)) => (
+                    k.kind.name(),
+                    k.chain.to_string(),
+                    r.level.0.to_string(),
+                    r.round.0.to_string(),
+                ),
+                None => (
+                    magic_byte_name(magic),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
+            };
             tracing::info!(
                 target: "tzkms::audit",
-                %pkh, magic = format_args!("0x{magic:02x}"), payload_blake2b = %digest,
-                decision = "signed", latency_us = started.elapsed().as_micros() as u64,
+                %pkh, kind, chain, level, round, payload_blake2b = %digest,
+                decision = if signed.replayed { "replayed" } else { "signed" },
+                latency_us = started.elapsed().as_micros() as u64,
             );
-            Ok(Json(json!({ "signature": signature.to_string() })).into_response())
+            Ok(Json(json!({ "signature": signed.signature.to_string() })).into_response())
         }
         Err(e) => {
             tracing::warn!(
                 target: "tzkms::audit",
-                %pkh, magic = format_args!("0x{magic:02x}"), payload_blake2b = %digest,
+                %pkh, kind = magic_byte_name(magic), payload_blake2b = %digest,
                 decision = "refused", status = e.status(), reason = %e,
                 latency_us = started.elapsed().as_micros() as u64,
             );

@@ -5,9 +5,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tezos::payload::magic_byte_name;
-use tezos::{classify, BlsScheme, PayloadError, PublicKey, PublicKeyHash, Signature};
+use tezos::{
+    blake2b_256, classify, BlsScheme, ConsensusKind, Payload, PayloadError, PublicKey, PublicKeyHash, Round,
+    Signature,
+};
 
 use crate::backend::{Keyring, ServedKey};
+use crate::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
 
 /// One signing request, as parsed from HTTP.
 #[derive(Debug)]
@@ -32,6 +36,12 @@ pub enum SignError {
     Backend { pkh: PublicKeyHash, message: String },
     #[error("the signature returned for {0} does not verify against its public key; it was not released")]
     VerificationFailed(PublicKeyHash),
+    #[error("{0}")]
+    Watermark(#[from] WatermarkError),
+    #[error(
+        "watermark: identical bytes were signed before with another signature version; refusing to sign them again"
+    )]
+    ReplayVersionMismatch,
 }
 
 impl SignError {
@@ -40,24 +50,48 @@ impl SignError {
             SignError::BadRequest(_) | SignError::Payload(_) => 400,
             SignError::Forbidden(_) => 403,
             SignError::UnknownKey(_) => 404,
-            SignError::Backend { .. } | SignError::VerificationFailed(_) => 500,
+            SignError::Watermark(WatermarkError::Refused { .. }) | SignError::ReplayVersionMismatch => 409,
+            SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => 500,
         }
     }
 }
 
-/// Signs requests for the keys of a keyring under a policy.
+/// A signature and how it was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signed {
+    pub signature: Signature,
+    /// The stored signature of an identical earlier request; the backend was not called.
+    pub replayed: bool,
+    pub consensus: Option<(MarkKey, MarkRequest)>,
+}
+
+/// Signs requests for the keys of a keyring under a policy and the high watermark.
 #[derive(Debug)]
 pub struct Signer {
     keyring: Keyring,
     allowed_magic_bytes: BTreeSet<u8>,
+    watermarks: Arc<dyn WatermarkStore>,
+    unprotected: BTreeSet<PublicKeyHash>,
 }
 
 impl Signer {
-    pub fn new(keyring: Keyring, allowed_magic_bytes: BTreeSet<u8>) -> Arc<Self> {
+    /// `unprotected` lists keys whose consensus payloads are signed without a watermark check.
+    pub fn new(
+        keyring: Keyring,
+        allowed_magic_bytes: BTreeSet<u8>,
+        watermarks: Arc<dyn WatermarkStore>,
+        unprotected: BTreeSet<PublicKeyHash>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             keyring,
             allowed_magic_bytes,
+            watermarks,
+            unprotected,
         })
+    }
+
+    pub fn watermarks(&self) -> &Arc<dyn WatermarkStore> {
+        &self.watermarks
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -72,10 +106,49 @@ impl Signer {
         self.keyring.get(pkh).ok_or(SignError::UnknownKey(*pkh))
     }
 
-    pub async fn sign(&self, request: &SignRequest) -> Result<Signature, SignError> {
+    pub async fn sign(&self, request: &SignRequest) -> Result<Signed, SignError> {
         let key = self.key(&request.pkh)?;
         self.check_magic_byte(&request.payload)?;
-        let _payload = classify(&request.payload)?;
+        let payload = classify(&request.payload)?;
+        let consensus = watermark_position(request, &payload);
+        let protected = consensus.filter(|_| !self.unprotected.contains(&request.pkh));
+        let Some((mark_key, mark_request)) = protected else {
+            let signature = self.sign_and_verify(key, request).await?;
+            return Ok(Signed {
+                signature,
+                replayed: false,
+                consensus,
+            });
+        };
+        match self.watermarks.begin(mark_key, mark_request).await? {
+            Begin::Replay(signature) => {
+                // The stored signature answers identical bytes, but only under the same BLS scheme.
+                if !key
+                    .info
+                    .public_key
+                    .verify(&request.payload, &signature, request.scheme)
+                {
+                    return Err(SignError::ReplayVersionMismatch);
+                }
+                Ok(Signed {
+                    signature,
+                    replayed: true,
+                    consensus,
+                })
+            }
+            Begin::Sign(ticket) => {
+                let signature = self.sign_and_verify(key, request).await?;
+                self.watermarks.finish(ticket, signature).await?;
+                Ok(Signed {
+                    signature,
+                    replayed: false,
+                    consensus,
+                })
+            }
+        }
+    }
+
+    async fn sign_and_verify(&self, key: &ServedKey, request: &SignRequest) -> Result<Signature, SignError> {
         let signature = key
             .backend
             .sign(&request.pkh, &request.payload, request.scheme)
@@ -112,4 +185,29 @@ impl Signer {
         }
         Ok(())
     }
+}
+
+/// Where a payload sits for the watermark: consensus payloads by kind, legacy (Emmy) blocks and
+/// endorsements, when allowed at all, under the block and attestation marks at round 0.
+fn watermark_position(request: &SignRequest, payload: &Payload) -> Option<(MarkKey, MarkRequest)> {
+    let (chain, kind, level, round) = match *payload {
+        Payload::Consensus(c) => (c.chain_id, c.kind, c.level, c.round),
+        Payload::LegacyBlock { chain_id, level } => (chain_id, ConsensusKind::Block, level, Round(0)),
+        Payload::LegacyEndorsement { chain_id, level } => {
+            (chain_id, ConsensusKind::Attestation, level, Round(0))
+        }
+        _ => return None,
+    };
+    Some((
+        MarkKey {
+            chain,
+            pkh: request.pkh,
+            kind,
+        },
+        MarkRequest {
+            level,
+            round,
+            hash: blake2b_256(&request.payload),
+        },
+    ))
 }

@@ -12,6 +12,41 @@ use crate::backend::file::{self, FileBackend};
 use crate::backend::{KeyBackend, Keyring};
 use crate::config::{Config, PASSWORD_ENV};
 use crate::signer::Signer;
+use crate::watermark::file::{FileStore, Opened};
+
+/// The lock file that keeps two tzkms processes (or a server and a watermark-changing command) from
+/// using one data directory at once.
+pub const LOCK_FILE: &str = "tzkms.lock";
+
+/// Holds the data directory's lock until dropped.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{} is in use by another tzkms process (lock {}); stop it first",
+                data_dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+}
 
 /// What startup did that the operator should hear about.
 #[derive(Debug, Default)]
@@ -20,6 +55,8 @@ pub struct StartupReport {
     pub generated: Option<PublicKeyHash>,
     /// Keys or entries not served, with the reason.
     pub skipped: Vec<String>,
+    /// Whether the watermark store was created now or loaded.
+    pub watermarks: Option<Opened>,
 }
 
 /// The password for encrypted file keys: `keys.password_file`, else `TZKMS_KEY_PASSWORD`.
@@ -44,8 +81,19 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     file::create_private_dir(dir).with_context(|| format!("creating data directory {}", dir.display()))
 }
 
-/// Loads every configured key backend into a signer.
+/// Loads every configured key backend and the watermark store into a signer. Must run inside a tokio
+/// runtime (the store's writer task).
 pub fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
+    let data_dir = config.data_dir();
+    ensure_data_dir(&data_dir)?;
+    let (store, opened) = FileStore::open(&data_dir)?;
+    let (signer, mut report) = build_signer_with(config, Arc::new(store))?;
+    report.watermarks = Some(opened);
+    Ok((signer, report))
+}
+
+/// Loads every configured key backend (generating a first key if configured and none exists).
+pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)> {
     let data_dir = config.data_dir();
     ensure_data_dir(&data_dir)?;
     let password = key_password(config)?;
@@ -76,8 +124,22 @@ pub fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupRepo
             dup.name
         ));
     }
+    Ok((keyring, report))
+}
+
+/// Like [`build_signer`] with a given watermark store.
+pub fn build_signer_with(
+    config: &Config,
+    watermarks: Arc<dyn crate::watermark::WatermarkStore>,
+) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
+    let (keyring, report) = load_keyring(config)?;
     Ok((
-        Signer::new(keyring, config.policy.allowed_magic_bytes.clone()),
+        Signer::new(
+            keyring,
+            config.policy.allowed_magic_bytes.clone(),
+            watermarks,
+            config.watermark.unprotected_keys.iter().copied().collect(),
+        ),
         report,
     ))
 }

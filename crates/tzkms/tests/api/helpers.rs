@@ -7,8 +7,40 @@ use serde_json::Value;
 use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
 use tokio::sync::oneshot;
 use tzkms::backend::file::write_key_file;
+use tzkms::backend::file::FileBackend;
+use tzkms::backend::{BackendError, BoxFuture, KeyBackend, KeyInfo, Keyring};
 use tzkms::config::Config;
 use tzkms::server::App;
+use tzkms::signer::Signer;
+use tzkms::watermark::file::FileStore;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A real file backend whose sign calls are counted.
+#[derive(Debug)]
+struct Counting {
+    inner: FileBackend,
+    calls: Arc<AtomicUsize>,
+}
+
+impl KeyBackend for Counting {
+    fn kind(&self) -> &'static str {
+        "counting-file"
+    }
+    fn keys(&self) -> Vec<KeyInfo> {
+        self.inner.keys()
+    }
+    fn sign<'a>(
+        &'a self,
+        pkh: &'a PublicKeyHash,
+        message: &'a [u8],
+        scheme: tezos::BlsScheme,
+    ) -> BoxFuture<'a, Result<tezos::Signature, BackendError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.sign(pkh, message, scheme)
+    }
+}
 
 pub struct TestSigner {
     pub addr: SocketAddr,
@@ -52,6 +84,45 @@ impl TestSigner {
         config.keys.generate_if_empty = false;
         tweak(&mut config);
         let (signer, _) = tzkms::startup::build_signer(&config).unwrap();
+        Self::serve(signer, &config, keys, data_dir).await
+    }
+
+    /// Like `start_with`, with every backend call counted.
+    pub async fn start_counting(secrets: &[SecretKey]) -> (Self, Arc<AtomicUsize>) {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut keys = Vec::new();
+        for sk in secrets {
+            write_key_file(data_dir.path(), &sk.public_key().hash().to_string(), &sk.to_b58()).unwrap();
+            keys.push((sk.curve(), sk.public_key().hash(), sk.public_key().clone()));
+        }
+        let mut config = Config {
+            data_dir: Some(data_dir.path().to_owned()),
+            ..Config::default()
+        };
+        config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let (files, _) = FileBackend::load(data_dir.path(), None, None).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut keyring = Keyring::default();
+        keyring.add_backend(Arc::new(Counting {
+            inner: files,
+            calls: calls.clone(),
+        }));
+        let (store, _) = FileStore::open(data_dir.path()).unwrap();
+        let signer = Signer::new(
+            keyring,
+            config.policy.allowed_magic_bytes.clone(),
+            Arc::new(store),
+            Default::default(),
+        );
+        (Self::serve(signer, &config, keys, data_dir).await, calls)
+    }
+
+    async fn serve(
+        signer: Arc<Signer>,
+        config: &Config,
+        keys: Vec<(Curve, PublicKeyHash, PublicKey)>,
+        data_dir: tempfile::TempDir,
+    ) -> Self {
         let app = App::bind(signer, &config.server).await.unwrap();
         let addr = app.local_addrs()[0];
         let (stop, stopped) = oneshot::channel();

@@ -4,3 +4,4 @@
 
 mod helpers;
 mod routes;
+mod watermark;

@@ -59,7 +59,8 @@ async fn every_curve_signs_and_the_signature_verifies() {
 async fn bls_version_selects_the_scheme() {
     let signer = TestSigner::start().await;
     let (_, pkh, pk) = signer.key(Curve::Bls).clone();
-    let payload = payload_hex("tezt-bls-mode-attestation");
+    // A generic operation: consensus payloads are watermarked, and one payload is signed once.
+    let payload = payload_hex("sig-req-operation");
     for (query, scheme) in [
         ("?version=1", BlsScheme::Augmented),
         ("?version=0", BlsScheme::Augmented),
@@ -93,7 +94,9 @@ async fn deterministic_vectors_are_reproduced_over_http() {
         .iter()
         .map(|s| s["sk"].as_str().unwrap().parse().unwrap())
         .collect();
-    let signer = TestSigner::start_with(&secrets, |_| {}).await;
+    // The vectors sign one block under both BLS schemes: without a watermark for these keys.
+    let unprotected = secrets.iter().map(|k| k.public_key().hash()).collect();
+    let signer = TestSigner::start_with(&secrets, |c| c.watermark.unprotected_keys = unprotected).await;
     for s in wanted {
         let version = if s["scheme"] == "aug" {
             "?version=1"

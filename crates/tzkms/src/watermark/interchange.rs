@@ -1,0 +1,260 @@
+//! Watermark files: tzkms's own versioned JSON format (the store file and `watermark export`/`import`),
+//! and importers for the files of the signers bakers migrate from (octez-signer, Signatory).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tezos::{base58, ChainId, ConsensusKind, Level, PublicKeyHash, Round, Signature};
+
+use super::{Mark, MarkKey};
+
+pub const FORMAT: &str = "tzkms-watermarks";
+pub const VERSION: u32 = 1;
+
+/// The document: `{"format":"tzkms-watermarks","version":1,"marks":[…]}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: String,
+    version: u32,
+    marks: Vec<Entry>,
+}
+
+/// One mark. `hash` is the hex BLAKE2b-256 of the payload signed at (level, round); `signature` the
+/// base58 signature returned for it, when known.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    chain: String,
+    pkh: String,
+    kind: String,
+    level: u32,
+    round: u32,
+    hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+}
+
+pub type Marks = BTreeMap<MarkKey, Mark>;
+
+pub fn encode(marks: &Marks) -> String {
+    let doc = Document {
+        format: FORMAT.into(),
+        version: VERSION,
+        marks: marks
+            .iter()
+            .map(|(k, m)| Entry {
+                chain: k.chain.to_string(),
+                pkh: k.pkh.to_string(),
+                kind: k.kind.name().into(),
+                level: m.level.0,
+                round: m.round.0,
+                hash: hex::encode(m.hash),
+                signature: m.signature.map(|s| s.to_string()),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&doc).expect("marks serialise");
+    text.push('\n');
+    text
+}
+
+pub fn decode(text: &str) -> Result<Marks, String> {
+    let doc: Document = serde_json::from_str(text).map_err(|e| format!("not a {FORMAT} document: {e}"))?;
+    if doc.format != FORMAT {
+        return Err(format!("format is {:?}, expected {FORMAT:?}", doc.format));
+    }
+    if doc.version != VERSION {
+        return Err(format!(
+            "version {} is not supported (this tzkms reads version {VERSION})",
+            doc.version
+        ));
+    }
+    let mut marks = Marks::new();
+    for (i, e) in doc.marks.into_iter().enumerate() {
+        let at = |what: &str| format!("mark {i} ({} {} {}): {what}", e.kind, e.pkh, e.chain);
+        let key = MarkKey {
+            chain: e.chain.parse().map_err(|err| at(&format!("chain: {err}")))?,
+            pkh: e.pkh.parse().map_err(|err| at(&format!("pkh: {err}")))?,
+            kind: e.kind.parse().map_err(|err: String| at(&err))?,
+        };
+        let mark = Mark {
+            level: Level(e.level),
+            round: Round(e.round),
+            hash: parse_hash(&e.hash).map_err(|err| at(&err))?,
+            signature: e
+                .signature
+                .as_deref()
+                .map(str::parse::<Signature>)
+                .transpose()
+                .map_err(|err| at(&format!("signature: {err}")))?,
+        };
+        if marks.insert(key, mark).is_some() {
+            return Err(at("appears twice"));
+        }
+    }
+    Ok(marks)
+}
+
+/// A payload hash as hex or as `vh…` base58.
+fn parse_hash(text: &str) -> Result<[u8; 32], String> {
+    let bytes = if text.starts_with("vh") {
+        base58::decode(base58::PAYLOAD_HASH, text).map_err(|e| format!("hash: {e}"))?
+    } else {
+        hex::decode(text).map_err(|e| format!("hash: {e}"))?
+    };
+    bytes.try_into().map_err(|_| "hash is not 32 bytes".to_string())
+}
+
+/// Merges `incoming` into `marks`, only ever raising: an incoming mark replaces an existing one only if
+/// it is strictly higher. Returns the keys raised or added.
+pub fn raise(marks: &mut Marks, incoming: Marks) -> Vec<MarkKey> {
+    let mut changed = Vec::new();
+    for (key, mark) in incoming {
+        let higher = marks
+            .get(&key)
+            .is_none_or(|old| (mark.level, mark.round) > (old.level, old.round));
+        if higher {
+            marks.insert(key, mark);
+            changed.push(key);
+        }
+    }
+    changed
+}
+
+fn insert_max(marks: &mut Marks, key: MarkKey, mark: Mark) {
+    let keep_old = marks
+        .get(&key)
+        .is_some_and(|old| (old.level, old.round) >= (mark.level, mark.round));
+    if !keep_old {
+        marks.insert(key, mark);
+    }
+}
+
+/// octez-signer's `<base_dir>/{block,preattestation,attestation}_high_watermarks` files:
+/// `{ "<chain>": { "<pkh>": { "level", "round"?, "hash", "signature"? } } }`. Missing files are skipped.
+pub fn import_octez(base_dir: &Path) -> Result<Marks, String> {
+    #[derive(Deserialize)]
+    struct OctezMark {
+        level: i64,
+        #[serde(default)]
+        round: Option<i64>,
+        hash: String,
+        #[serde(default)]
+        signature: Option<String>,
+    }
+    let mut marks = Marks::new();
+    let mut found = 0;
+    for kind in ConsensusKind::ALL {
+        let path = base_dir.join(format!("{}_high_watermarks", kind.name()));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        found += 1;
+        let at = |what: String| format!("{}: {what}", path.display());
+        let chains: BTreeMap<String, BTreeMap<String, OctezMark>> = serde_json::from_str(&text)
+            .map_err(|e| at(format!("not an octez-signer watermark file: {e}")))?;
+        for (chain, keys) in chains {
+            let chain: ChainId = chain.parse().map_err(|e| at(format!("chain {chain}: {e}")))?;
+            for (pkh, m) in keys {
+                let pkh: PublicKeyHash = pkh.parse().map_err(|e| at(format!("{pkh}: {e}")))?;
+                let level =
+                    u32::try_from(m.level).map_err(|_| at(format!("{pkh}: bad level {}", m.level)))?;
+                let round = u32::try_from(m.round.unwrap_or(0))
+                    .map_err(|_| at(format!("{pkh}: bad round {:?}", m.round)))?;
+                let mark = Mark {
+                    level: Level(level),
+                    round: Round(round),
+                    hash: parse_hash(&m.hash).map_err(|e| at(format!("{pkh}: {e}")))?,
+                    signature: m
+                        .signature
+                        .as_deref()
+                        .map(str::parse::<Signature>)
+                        .transpose()
+                        .map_err(|e| at(format!("{pkh}: signature: {e}")))?,
+                };
+                insert_max(&mut marks, MarkKey { chain, pkh, kind }, mark);
+            }
+        }
+    }
+    if found == 0 {
+        return Err(format!(
+            "{}: no block_high_watermarks, preattestation_high_watermarks or attestation_high_watermarks file",
+            base_dir.display()
+        ));
+    }
+    Ok(marks)
+}
+
+/// Signatory's `watermark_v2/<chain>.json` files (`{ "<pkh>": { "<request kind>": { "level", "round",
+/// "hash" } } }`, hash as `vh…`). `path` is one such file or the `watermark_v2` directory. Request kinds
+/// map to tzkms's three marks (attestation and attestation_with_dal share one); the highest wins.
+/// Kinds that carry no consensus watermark (generic, …) are skipped.
+pub fn import_signatory(path: &Path) -> Result<Marks, String> {
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    if files.is_empty() {
+        return Err(format!("{}: no <chain>.json file", path.display()));
+    }
+    #[derive(Deserialize)]
+    struct SignatoryMark {
+        level: i64,
+        #[serde(default)]
+        round: i64,
+        #[serde(default)]
+        hash: Option<String>,
+    }
+    let mut marks = Marks::new();
+    for file in files {
+        let at = |what: String| format!("{}: {what}", file.display());
+        let chain: ChainId = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| at(format!("the file name must be <chain id>.json: {e}")))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| at(e.to_string()))?;
+        let keys: BTreeMap<String, BTreeMap<String, SignatoryMark>> =
+            serde_json::from_str(&text).map_err(|e| at(format!("not a Signatory watermark file: {e}")))?;
+        for (pkh, kinds) in keys {
+            let pkh: PublicKeyHash = pkh.parse().map_err(|e| at(format!("{pkh}: {e}")))?;
+            for (request_kind, m) in kinds {
+                let kind = match request_kind.as_str() {
+                    "block" => ConsensusKind::Block,
+                    "preattestation" | "preendorsement" => ConsensusKind::Preattestation,
+                    "attestation" | "endorsement" | "attestation_with_dal" | "endorsement_with_dal" => {
+                        ConsensusKind::Attestation
+                    }
+                    _ => continue,
+                };
+                let level = u32::try_from(m.level).map_err(|_| at(format!("{pkh}: bad level")))?;
+                let round = u32::try_from(m.round).map_err(|_| at(format!("{pkh}: bad round")))?;
+                let hash = match m.hash.as_deref() {
+                    Some(h) => parse_hash(h).map_err(|e| at(format!("{pkh}: {e}")))?,
+                    None => [0; 32],
+                };
+                let mark = Mark {
+                    level: Level(level),
+                    round: Round(round),
+                    hash,
+                    // Signatory does not keep signatures.
+                    signature: None,
+                };
+                insert_max(&mut marks, MarkKey { chain, pkh, kind }, mark);
+            }
+        }
+    }
+    Ok(marks)
+}

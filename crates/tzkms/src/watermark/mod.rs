@@ -1,0 +1,263 @@
+//! Double-signing protection: one high watermark per (chain, key, consensus kind), Octez's rule, and the
+//! store trait that file and shared stores implement.
+//!
+//! A request strictly above the mark is signed and becomes the mark; the same level and round with the
+//! same bytes gets the stored signature back (the backend is not asked again: an HSM's ECDSA is
+//! randomised and a second signature would be a second, different block or operation); anything else is
+//! refused.
+
+pub mod file;
+pub mod interchange;
+
+use std::any::Any;
+use std::fmt;
+
+use tezos::{ChainId, ConsensusKind, Level, PublicKeyHash, Round, Signature};
+
+use crate::backend::BoxFuture;
+
+/// What a mark is kept for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MarkKey {
+    pub chain: ChainId,
+    pub pkh: PublicKeyHash,
+    pub kind: ConsensusKind,
+}
+
+impl fmt::Display for MarkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} for {} on {}", self.kind, self.pkh, self.chain)
+    }
+}
+
+/// The highest (level, round) signed for a key, the hash of the payload signed there, and the signature
+/// returned (absent for marks imported from signers that do not keep it, or raised by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub level: Level,
+    pub round: Round,
+    pub hash: [u8; 32],
+    pub signature: Option<Signature>,
+}
+
+impl Mark {
+    fn position(&self) -> (Level, Round) {
+        (self.level, self.round)
+    }
+}
+
+/// A consensus request, as the watermark sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkRequest {
+    pub level: Level,
+    pub round: Round,
+    pub hash: [u8; 32],
+}
+
+/// The decision for one request against the current mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Strictly above the mark (or no mark): sign, then record.
+    Sign,
+    /// Same level, round and bytes as the mark: answer with its stored signature.
+    Replay(Signature),
+    Refuse(Refusal),
+}
+
+/// Why a request was refused, with the stored position for the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Below {
+        stored: (Level, Round),
+    },
+    DifferentBytes {
+        stored: (Level, Round),
+    },
+    /// Same bytes, but no signature was kept (an imported or hand-raised mark): signing again could make a
+    /// different signature, so the request is refused like any other at the mark.
+    NoStoredSignature {
+        stored: (Level, Round),
+    },
+}
+
+/// Octez's `check_mark`, for a mark that may be absent.
+pub fn decide(mark: Option<&Mark>, request: &MarkRequest) -> Decision {
+    let Some(mark) = mark else {
+        return Decision::Sign;
+    };
+    let requested = (request.level, request.round);
+    let stored = mark.position();
+    if requested > stored {
+        return Decision::Sign;
+    }
+    if requested < stored {
+        return Decision::Refuse(Refusal::Below { stored });
+    }
+    if request.hash != mark.hash {
+        return Decision::Refuse(Refusal::DifferentBytes { stored });
+    }
+    match mark.signature {
+        Some(signature) => Decision::Replay(signature),
+        None => Decision::Refuse(Refusal::NoStoredSignature { stored }),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatermarkError {
+    #[error("watermark: {kind} at level {level} round {round} for {pkh} on {chain} {why}", kind = .key.kind, pkh = .key.pkh, chain = .key.chain, level = .requested.0, round = .requested.1, why = why(.refusal))]
+    Refused {
+        key: MarkKey,
+        requested: (Level, Round),
+        refusal: Refusal,
+    },
+    /// The store could not be read or made durable: nothing is signed.
+    #[error("watermark store: {0}")]
+    Store(String),
+}
+
+fn why(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Below { stored } => {
+            format!(
+                "is not above the high watermark (level {} round {})",
+                stored.0, stored.1
+            )
+        }
+        Refusal::DifferentBytes { stored } => format!(
+            "already signed with different data (high watermark level {} round {})",
+            stored.0, stored.1
+        ),
+        Refusal::NoStoredSignature { stored } => format!(
+            "is at the high watermark (level {} round {}) and no signature is stored for it",
+            stored.0, stored.1
+        ),
+    }
+}
+
+/// A reservation: the store decided to sign and holds the key until [`WatermarkStore::finish`] or drop.
+/// Dropping a ticket (signing failed, request cancelled) leaves the mark as it was.
+pub struct Ticket {
+    pub key: MarkKey,
+    pub request: MarkRequest,
+    /// Store-specific state (a lock guard, an ETag…).
+    pub state: Box<dyn Any + Send>,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("key", &self.key)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `begin` answers.
+#[derive(Debug)]
+pub enum Begin {
+    Sign(Ticket),
+    Replay(Signature),
+}
+
+/// A place where marks live. `begin` atomically checks the request against the mark and, if it may be
+/// signed, reserves the key; `finish` records the signature durably before it may be released.
+/// Requests for one key are decided one after the other; different keys proceed in parallel.
+pub trait WatermarkStore: Send + Sync + fmt::Debug {
+    fn begin<'a>(
+        &'a self,
+        key: MarkKey,
+        request: MarkRequest,
+    ) -> BoxFuture<'a, Result<Begin, WatermarkError>>;
+    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>>;
+    /// Every mark, for `watermark show` and export.
+    fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(level: u32, round: u32, hash: u8, signed: bool) -> Mark {
+        Mark {
+            level: Level(level),
+            round: Round(round),
+            hash: [hash; 32],
+            signature: signed.then_some(Signature::Generic([hash; 64])),
+        }
+    }
+
+    fn req(level: u32, round: u32, hash: u8) -> MarkRequest {
+        MarkRequest {
+            level: Level(level),
+            round: Round(round),
+            hash: [hash; 32],
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let at = |l, r| (Level(l), Round(r));
+        let cases: Vec<(Option<Mark>, MarkRequest, Decision)> = vec![
+            (None, req(0, 0, 1), Decision::Sign),
+            (None, req(100, 3, 1), Decision::Sign),
+            (Some(mark(10, 2, 1, true)), req(11, 0, 2), Decision::Sign),
+            (Some(mark(10, 2, 1, true)), req(10, 3, 2), Decision::Sign),
+            (
+                Some(mark(10, 2, 1, true)),
+                req(10, 2, 1),
+                Decision::Replay(Signature::Generic([1; 64])),
+            ),
+            (
+                Some(mark(10, 2, 1, true)),
+                req(10, 2, 2),
+                Decision::Refuse(Refusal::DifferentBytes { stored: at(10, 2) }),
+            ),
+            (
+                Some(mark(10, 2, 1, true)),
+                req(10, 1, 1),
+                Decision::Refuse(Refusal::Below { stored: at(10, 2) }),
+            ),
+            (
+                Some(mark(10, 2, 1, true)),
+                req(9, 5, 1),
+                Decision::Refuse(Refusal::Below { stored: at(10, 2) }),
+            ),
+            // Legacy or imported marks without a signature: strictly above only.
+            (
+                Some(mark(10, 2, 1, false)),
+                req(10, 2, 1),
+                Decision::Refuse(Refusal::NoStoredSignature { stored: at(10, 2) }),
+            ),
+            (
+                Some(mark(10, 2, 1, false)),
+                req(10, 2, 9),
+                Decision::Refuse(Refusal::DifferentBytes { stored: at(10, 2) }),
+            ),
+            (Some(mark(10, 2, 1, false)), req(10, 3, 1), Decision::Sign),
+        ];
+        for (i, (m, r, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(decide(m.as_ref(), &r), expected, "case {i}");
+        }
+    }
+
+    #[test]
+    fn refusal_message_names_kind_chain_key_and_both_positions() {
+        let key = MarkKey {
+            chain: ChainId([0x7a, 0x06, 0xa7, 0x70]),
+            pkh: "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx".parse().unwrap(),
+            kind: ConsensusKind::Attestation,
+        };
+        let e = WatermarkError::Refused {
+            key,
+            requested: (Level(120), Round(0)),
+            refusal: Refusal::DifferentBytes {
+                stored: (Level(120), Round(0)),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "watermark: attestation at level 120 round 0 for tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx on \
+             NetXdQprcVkpaWU already signed with different data (high watermark level 120 round 0)"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The high watermark over HTTP: the shared sequences, replays without a backend call, refusals, and
+//! concurrent conflicting requests.
+
+use std::sync::atomic::Ordering;
+
+use tezos::{BlsScheme, Curve, SecretKey, Signature};
+
+use crate::helpers::{assert_octez_error, vectors, TestSigner};
+
+#[tokio::test]
+async fn shared_watermark_sequences_get_the_expected_statuses() {
+    let v = vectors("payloads.json");
+    for seq in v["watermark_sequences"].as_array().unwrap() {
+        // Each sequence starts from an empty watermark, for one key.
+        let (signer, calls) = TestSigner::start_counting(&[SecretKey::generate(Curve::P256)]).await;
+        let (_, pkh, pk) = signer.key(Curve::P256).clone();
+        let mut signed: Vec<(Vec<u8>, serde_json::Value)> = Vec::new();
+        for (i, step) in seq["steps"].as_array().unwrap().iter().enumerate() {
+            let bytes = hex::decode(step["hex"].as_str().unwrap()).unwrap();
+            let before = calls.load(Ordering::SeqCst);
+            let (status, body) = signer.sign(&pkh, "?version=3", &bytes).await;
+            let expected = step["expect_status"].as_u64().unwrap() as u16;
+            assert_eq!(
+                status, expected,
+                "{} step {i} ({}): {body}",
+                seq["name"], step["note"]
+            );
+            let backend_called = calls.load(Ordering::SeqCst) > before;
+            if status == 200 {
+                let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+                assert!(pk.verify(&bytes, &sig, BlsScheme::default()));
+                if let Some((_, earlier)) = signed.iter().find(|(b, _)| *b == bytes) {
+                    assert_eq!(
+                        earlier, &body["signature"],
+                        "replay must return the stored signature"
+                    );
+                    assert!(!backend_called, "replay called the backend");
+                } else {
+                    assert!(backend_called);
+                }
+                signed.push((bytes, body["signature"].clone()));
+            } else {
+                assert!(!backend_called, "a refused request called the backend");
+                assert_octez_error(&body, "watermark:");
+            }
+        }
+        signer.stop().await;
+    }
+}
+
+fn attestation(level: u32, round: u32, payload_hash: u8) -> Vec<u8> {
+    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
+    p.extend_from_slice(&[0x11; 32]);
+    p.push(21);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&level.to_be_bytes());
+    p.extend_from_slice(&round.to_be_bytes());
+    p.extend_from_slice(&[payload_hash; 32]);
+    p
+}
+
+#[tokio::test]
+async fn refusal_message_names_kind_chain_key_and_levels() {
+    let signer = TestSigner::start_with(&[SecretKey::generate(Curve::Secp256k1)], |_| {}).await;
+    let (_, pkh, _) = signer.key(Curve::Secp256k1).clone();
+    assert_eq!(signer.sign(&pkh, "", &attestation(120, 0, 1)).await.0, 200);
+    let (status, body) = signer.sign(&pkh, "", &attestation(120, 0, 2)).await;
+    assert_eq!(status, 409);
+    assert_octez_error(
+        &body,
+        &format!(
+            "watermark: attestation at level 120 round 0 for {pkh} on NetXdQprcVkpaWU already signed with \
+             different data (high watermark level 120 round 0)"
+        ),
+    );
+    let (status, body) = signer.sign(&pkh, "", &attestation(119, 5, 1)).await;
+    assert_eq!(status, 409);
+    assert_octez_error(&body, "level 119 round 5");
+    assert_octez_error(&body, "not above the high watermark (level 120 round 0)");
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_conflicting_requests_yield_exactly_one_signature() {
+    let keys = [
+        SecretKey::generate(Curve::P256),
+        SecretKey::generate(Curve::Ed25519),
+    ];
+    let (signer, calls) = TestSigner::start_counting(&keys).await;
+    let signer = std::sync::Arc::new(signer);
+    for (_, pkh, pk) in signer.keys.clone() {
+        for level in 1..=5u32 {
+            let mut tasks = Vec::new();
+            // 32 different payloads at the same level and round, and 32 copies of one payload.
+            for i in 0..64u8 {
+                let s = signer.clone();
+                let payload = attestation(level, 0, if i < 32 { i } else { 200 });
+                tasks.push(tokio::spawn(async move {
+                    let (status, body) = s.sign(&pkh, "", &payload).await;
+                    (payload, status, body)
+                }));
+            }
+            let mut winners = std::collections::HashMap::new();
+            for t in tasks {
+                let (payload, status, body) = t.await.unwrap();
+                match status {
+                    200 => {
+                        let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+                        assert!(pk.verify(&payload, &sig, BlsScheme::default()));
+                        let previous = winners.insert(payload.clone(), body["signature"].clone());
+                        if let Some(previous) = previous {
+                            assert_eq!(
+                                previous, body["signature"],
+                                "identical payloads, different signatures"
+                            );
+                        }
+                    }
+                    409 => assert_octez_error(&body, "already signed with different data"),
+                    other => panic!("unexpected status {other}: {body}"),
+                }
+            }
+            assert_eq!(
+                winners.len(),
+                1,
+                "{pkh} level {level}: {} payloads signed",
+                winners.len()
+            );
+        }
+    }
+    // One backend call per (key, level): the rest were refused or replayed.
+    assert_eq!(calls.load(Ordering::SeqCst), 2 * 5);
+    match std::sync::Arc::try_unwrap(signer) {
+        Ok(s) => s.stop().await,
+        Err(_) => panic!("signer still shared"),
+    }
+}
+
+#[tokio::test]
+async fn kinds_and_keys_have_independent_marks() {
+    let keys = [SecretKey::generate(Curve::P256), SecretKey::generate(Curve::P256)];
+    let signer = TestSigner::start_with(&keys, |_| {}).await;
+    let a = signer.keys[0].1;
+    let b = signer.keys[1].1;
+    assert_eq!(signer.sign(&a, "", &attestation(10, 0, 1)).await.0, 200);
+    // Another key at the same level and round, with other bytes.
+    assert_eq!(signer.sign(&b, "", &attestation(10, 0, 2)).await.0, 200);
+    // A preattestation at the same level and round for the same key.
+    let mut pre = attestation(10, 0, 3);
+    pre[0] = 0x12;
+    pre[37] = 20;
+    assert_eq!(signer.sign(&a, "", &pre).await.0, 200);
+    // Generic operations are not watermarked.
+    assert_eq!(signer.sign(&a, "", b"\x03\x00").await.0, 200);
+    assert_eq!(signer.sign(&a, "", b"\x03\x00").await.0, 200);
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn unprotected_keys_sign_conflicts_when_configured() {
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    let signer = TestSigner::start_with(&[sk], |c| c.watermark.unprotected_keys = vec![pkh]).await;
+    assert_eq!(signer.sign(&pkh, "", &attestation(10, 0, 1)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(10, 0, 2)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(9, 0, 2)).await.0, 200);
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_with_another_bls_scheme_is_refused() {
+    let sk = SecretKey::generate(Curve::Bls);
+    let pkh = sk.public_key().hash();
+    let signer = TestSigner::start_with(&[sk], |_| {}).await;
+    let payload = hex::decode(
+        vectors("payloads.json")["payloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "tezt-bls-mode-attestation")
+            .unwrap()["hex"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(signer.sign(&pkh, "?version=3", &payload).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "?version=3", &payload).await.0, 200);
+    let (status, body) = signer.sign(&pkh, "?version=1", &payload).await;
+    assert_eq!(status, 409);
+    assert_octez_error(&body, "another signature version");
+    signer.stop().await;
+}
