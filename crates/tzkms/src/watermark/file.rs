@@ -277,7 +277,7 @@ impl WatermarkStore for FileStore {
                     out.push((key, mark));
                 }
             }
-            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out.sort_by_key(|(key, _)| *key);
             Ok(out)
         })
     }
