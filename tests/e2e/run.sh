@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# End-to-end suite of tzkms: real clients (Taquito, pytezos, py_ecc, curl)
+# against the real tzkms binary. Called by .ci/run from the repository root;
+# works from any directory.
+#
+#   TZKMS_BIN       tzkms binary to test (default: target/release/tzkms)
+#   TZKMS_VECTORS   vectors directory (default: <repo>/../shared/vectors)
+#   E2E_SKIP_AZURE  set to skip tests/e2e/azure-sdk/run.sh
+#   E2E_ONLY        "node" or "python" to run only that suite
+#   PYTHON          interpreter for the venv (default: python3)
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO_ROOT"
+SIGNER_DIR="$REPO_ROOT/tests/e2e/signer"
+
+log() { printf '\n==> %s\n' "$*"; }
+die() { printf 'tests/e2e/run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- binary, vectors
+TZKMS_BIN="${TZKMS_BIN:-target/release/tzkms}"
+case "$TZKMS_BIN" in /*) ;; *) TZKMS_BIN="$REPO_ROOT/$TZKMS_BIN" ;; esac
+[ -x "$TZKMS_BIN" ] || die "no tzkms binary at $TZKMS_BIN (build it with 'cargo build --release' or set TZKMS_BIN)"
+export TZKMS_BIN
+
+TZKMS_VECTORS="${TZKMS_VECTORS:-$REPO_ROOT/../shared/vectors}"
+[ -f "$TZKMS_VECTORS/signatures.json" ] || die "no test vectors in $TZKMS_VECTORS"
+TZKMS_VECTORS="$(cd "$TZKMS_VECTORS" && pwd)"
+export TZKMS_VECTORS
+
+# ---------------------------------------------------------------- system packages
+# curl: the octez-client-sequence test; libsodium: pysodium (pytezos) loads it
+# with ctypes; libgmp-dev and a C compiler: only needed if pip has to build
+# fastecdsa<4 from source; python3-venv: venvs on a Debian python.
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found"
+command -v node >/dev/null || die "node not found"
+command -v npm >/dev/null || die "npm not found"
+
+have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+apt_needed=()
+command -v curl >/dev/null || apt_needed+=(curl ca-certificates)
+"$PYTHON" -c "import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library('sodium') else 1)" \
+  || apt_needed+=(libsodium-dev)
+[ -f /usr/include/gmp.h ] || [ -f /usr/include/x86_64-linux-gnu/gmp.h ] || have_deb libgmp-dev \
+  || apt_needed+=(libgmp-dev)
+command -v cc >/dev/null || apt_needed+=(build-essential)
+"$PYTHON" -c "import ensurepip, venv" 2>/dev/null || apt_needed+=(python3-venv)
+if [ "${#apt_needed[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null || die "missing system packages (${apt_needed[*]}) and no apt-get"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif sudo -n true 2>/dev/null; then SUDO=(sudo -n); else
+    die "missing system packages (${apt_needed[*]}); install them or run as root"
+  fi
+  log "apt-get install ${apt_needed[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${apt_needed[@]}"
+fi
+
+# ---------------------------------------------------------------- node and python deps
+stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+node_stamp="$(stamp_of "$SIGNER_DIR/package-lock.json"; node --version)"
+if [ "$(cat "$SIGNER_DIR/node_modules/.e2e-stamp" 2>/dev/null || true)" != "$node_stamp" ]; then
+  log "npm ci (tests/e2e/signer)"
+  (cd "$SIGNER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$node_stamp" > "$SIGNER_DIR/node_modules/.e2e-stamp"
+fi
+
+VENV="$SIGNER_DIR/.venv"
+py_stamp="$(stamp_of "$SIGNER_DIR/requirements.txt"; "$PYTHON" --version 2>&1)"
+if [ "$(cat "$VENV/.e2e-stamp" 2>/dev/null || true)" != "$py_stamp" ]; then
+  log "python venv (tests/e2e/signer/.venv)"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$SIGNER_DIR/requirements.txt"
+  echo "$py_stamp" > "$VENV/.e2e-stamp"
+fi
+
+# ---------------------------------------------------------------- temp dir, cleanup
+E2E_TMP="$(mktemp -d -t tzkms-e2e.XXXXXX)"
+export TMPDIR="$E2E_TMP"   # every data dir and log of the suites lands here
+
+kill_our_servers() {
+  # Any tzkms still running from this run has a data dir under $E2E_TMP.
+  local p cmd
+  for p in /proc/[0-9]*; do
+    cmd="$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null || true)"
+    case "$cmd" in
+      "$TZKMS_BIN "*"$E2E_TMP"*) kill -TERM "${p#/proc/}" 2>/dev/null || true ;;
+    esac
+  done
+}
+cleanup() {
+  kill_our_servers
+  rm -rf "$E2E_TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- suites
+log "tzkms under test: $TZKMS_BIN"
+log "vectors: $TZKMS_VECTORS"
+
+failed=()
+start=$SECONDS
+
+if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = node ]; then
+  log "node --test: Taquito RemoteSigner (tests/e2e/signer/taquito.test.mjs)"
+  set +e
+  (cd "$SIGNER_DIR" && timeout 600 node --test --test-reporter=tap taquito.test.mjs)
+  rc=$?
+  set -e
+  [ "$rc" -eq 0 ] || failed+=("node (exit $rc)")
+fi
+
+if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = python ]; then
+  log "pytest: pytezos, py_ecc, curl, bad input (tests/e2e/signer/test_*.py)"
+  set +e
+  (cd "$SIGNER_DIR" && timeout 900 "$VENV/bin/python" -m pytest -p no:cacheprovider -v --tb=short \
+     --durations=5)
+  rc=$?
+  set -e
+  # 5 = no test collected: that is a failure here too.
+  [ "$rc" -eq 0 ] || failed+=("pytest (exit $rc)")
+fi
+
+if [ -f "$REPO_ROOT/tests/e2e/azure-sdk/run.sh" ] && [ -z "${E2E_SKIP_AZURE:-}" ] && [ -z "${E2E_ONLY:-}" ]; then
+  log "tests/e2e/azure-sdk/run.sh"
+  set +e
+  bash "$REPO_ROOT/tests/e2e/azure-sdk/run.sh"
+  rc=$?
+  set -e
+  [ "$rc" -eq 0 ] || failed+=("azure-sdk (exit $rc)")
+fi
+
+log "e2e suites finished in $((SECONDS - start))s"
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'e2e FAILED: %s\n' "${failed[*]}" >&2
+  exit 1
+fi
+echo "e2e: all suites passed"
