@@ -43,7 +43,14 @@ pub fn request_id() -> String {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// 32 lowercase hex characters, the shape of a Key Vault key version.

@@ -45,9 +45,10 @@ impl Default for ManagedIdentity {
         ManagedIdentity {
             client_id: "6b0c2a3e-4d5f-4a61-8b7c-000000000003".to_owned(),
             object_id: "7c1d3b4f-5e60-4b72-9c8d-000000000004".to_owned(),
-            resource_id: "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/tzkms/providers/\
+            resource_id:
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/tzkms/providers/\
                           Microsoft.ManagedIdentity/userAssignedIdentities/tzkms-emulator"
-                .to_owned(),
+                    .to_owned(),
         }
     }
 }

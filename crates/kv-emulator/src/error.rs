@@ -164,7 +164,10 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("state file {path} is not valid: {message}")]
-    CorruptState { path: std::path::PathBuf, message: String },
+    CorruptState {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// Why a direct (in-process) key helper call failed.

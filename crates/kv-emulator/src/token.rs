@@ -59,7 +59,9 @@ pub enum TokenRejection {
     BadSignature,
     #[error("AKV10022: Invalid audience. Expected {expected}, found: {found}.")]
     WrongAudience { expected: String, found: String },
-    #[error("AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{expected}/, found: {found}.")]
+    #[error(
+        "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{expected}/, found: {found}."
+    )]
     WrongTenant { expected: String, found: String },
     #[error("AKV10021: Token is expired.")]
     Expired,
@@ -90,10 +92,6 @@ impl TokenAuthority {
         }
     }
 
-    pub fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
     /// Tokens minted from now on stop working after `after` (while still advertising the normal lifetime).
     pub fn set_early_expiry(&self, after: Option<Duration>) {
         *self.early_expiry.lock().unwrap_or_else(|p| p.into_inner()) = after;
@@ -111,7 +109,9 @@ impl TokenAuthority {
         let exp = now.saturating_add(lifetime);
         let early = *self.early_expiry.lock().unwrap_or_else(|p| p.into_inner());
         let vexp = match early {
-            Some(d) => now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(0)).min(exp),
+            Some(d) => now
+                .saturating_add(i64::try_from(d.as_secs()).unwrap_or(0))
+                .min(exp),
             None => exp,
         };
         let claims = Claims {
@@ -153,7 +153,8 @@ impl TokenAuthority {
         mac.update(header.as_bytes());
         mac.update(b".");
         mac.update(payload.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| TokenRejection::BadSignature)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| TokenRejection::BadSignature)?;
         let payload = from_b64url(payload).ok_or(TokenRejection::Malformed)?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)?;
         if claims.tid != self.tenant {
@@ -245,7 +246,10 @@ mod tests {
             a.validate(&t.access_token, "https://vault.azure.net"),
             Err(TokenRejection::BadSignature)
         );
-        assert_eq!(a.validate("abc", "https://vault.azure.net"), Err(TokenRejection::Malformed));
+        assert_eq!(
+            a.validate("abc", "https://vault.azure.net"),
+            Err(TokenRejection::Malformed)
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use k256::elliptic_curve::ff::PrimeField;
 use k256::elliptic_curve::scalar::IsHigh;
-use k256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::ecdsa::signature::hazmat::{PrehashVerifier, RandomizedPrehashSigner};
 use rand_core::{OsRng, RngCore};
 
@@ -71,8 +70,6 @@ impl std::fmt::Debug for PrivateKey {
 pub enum KeyMaterialError {
     #[error("the private scalar d is not a valid {0} scalar")]
     InvalidScalar(&'static str),
-    #[error("x/y do not match the private key")]
-    PublicMismatch,
 }
 
 impl PrivateKey {
@@ -132,14 +129,6 @@ impl PrivateKey {
         (x, y)
     }
 
-    /// SEC1 compressed public key (33 bytes).
-    pub fn public_sec1_compressed(&self) -> Vec<u8> {
-        match self {
-            PrivateKey::P256(k) => k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
-            PrivateKey::P256K(k) => k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
-        }
-    }
-
     /// Randomised ECDSA over a 32-byte digest (RFC 6979 nonce hedged with fresh randomness, so two signatures of
     /// the same digest differ), returned as raw `r || s`.
     pub fn sign_digest(&self, digest: &[u8; 32], policy: SPolicy) -> Result<[u8; 64], SignError> {
@@ -150,8 +139,9 @@ impl PrivateKey {
         let mut out = [0u8; 64];
         match self {
             PrivateKey::P256(k) => {
-                let sig: p256::ecdsa::Signature =
-                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|_| SignError)?;
+                let sig: p256::ecdsa::Signature = k
+                    .sign_prehash_with_rng(&mut OsRng, digest)
+                    .map_err(|_| SignError)?;
                 let (r, s) = sig.split_scalars();
                 let s_high: bool = s.is_high().into();
                 let s = if s_high == want_high { *s } else { -*s };
@@ -159,8 +149,9 @@ impl PrivateKey {
                 out[32..].copy_from_slice(&s.to_repr());
             }
             PrivateKey::P256K(k) => {
-                let sig: k256::ecdsa::Signature =
-                    k.sign_prehash_with_rng(&mut OsRng, digest).map_err(|_| SignError)?;
+                let sig: k256::ecdsa::Signature = k
+                    .sign_prehash_with_rng(&mut OsRng, digest)
+                    .map_err(|_| SignError)?;
                 let (r, s) = sig.split_scalars();
                 let s_high: bool = s.is_high().into();
                 let s = if s_high == want_high { *s } else { -*s };

@@ -58,7 +58,10 @@ impl KeyEntry {
     pub fn version_mut(&mut self, version: Option<&str>) -> Option<&mut KeyVersion> {
         match version {
             None | Some("") => self.versions.last_mut(),
-            Some(v) => self.versions.iter_mut().find(|kv| kv.version.eq_ignore_ascii_case(v)),
+            Some(v) => self
+                .versions
+                .iter_mut()
+                .find(|kv| kv.version.eq_ignore_ascii_case(v)),
         }
     }
 }
@@ -105,10 +108,11 @@ impl Store {
         let file = dir.join("state.json");
         let state = match std::fs::read(&file) {
             Ok(bytes) => {
-                let parsed: StateFile = serde_json::from_slice(&bytes).map_err(|e| StartError::CorruptState {
-                    path: file.clone(),
-                    message: e.to_string(),
-                })?;
+                let parsed: StateFile =
+                    serde_json::from_slice(&bytes).map_err(|e| StartError::CorruptState {
+                        path: file.clone(),
+                        message: e.to_string(),
+                    })?;
                 parsed.into_state().map_err(|message| StartError::CorruptState {
                     path: file.clone(),
                     message,
@@ -137,7 +141,10 @@ impl Store {
     }
 
     /// Apply a change; on success persist the whole state before answering (durable like Azure's 200).
-    pub fn mutate<R>(&self, f: impl FnOnce(&mut StoreState) -> Result<R, VaultError>) -> Result<R, VaultError> {
+    pub fn mutate<R>(
+        &self,
+        f: impl FnOnce(&mut StoreState) -> Result<R, VaultError>,
+    ) -> Result<R, VaultError> {
         let mut guard = self.lock();
         let out = f(&mut guard)?;
         self.write_through(&guard).map_err(|e| {
@@ -154,7 +161,8 @@ impl Store {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let bytes = serde_json::to_vec_pretty(&StateFile::from_state(state)).map_err(std::io::Error::other)?;
+        let bytes =
+            serde_json::to_vec_pretty(&StateFile::from_state(state)).map_err(std::io::Error::other)?;
         let tmp = file.with_extension("json.tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
@@ -329,11 +337,6 @@ impl StateFile {
     }
 }
 
-/// Which curve a stored version uses (for callers that only hold a `KeyVersion`).
-pub fn curve_of(v: &KeyVersion) -> Curve {
-    v.key.curve()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +390,9 @@ mod tests {
     fn corrupt_state_is_a_typed_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("state.json"), b"{not json").expect("write");
-        assert!(matches!(Store::open(Some(dir.path())), Err(StartError::CorruptState { .. })));
+        assert!(matches!(
+            Store::open(Some(dir.path())),
+            Err(StartError::CorruptState { .. })
+        ));
     }
 }
