@@ -39,9 +39,10 @@ def pop_signer(launch):
     return launch([h.vector_key(i) for i in BLS_KEY_IDS])
 
 
-@pytest.fixture(scope="module")
-def aug_signer(launch):
-    return launch([h.vector_key(i) for i in BLS_KEY_IDS])
+def _consensus_signer(fresh_signers, payload_id, scheme):
+    # One server (fresh high watermark) per payload and scheme: the same bytes
+    # are signed with version=3 and version=1, and some payloads share a slot.
+    return fresh_signers((payload_id, scheme), [h.vector_key(i) for i in BLS_KEY_IDS])
 
 
 def test_payload_selection():
@@ -58,10 +59,11 @@ def test_public_key(pop_signer, key_id):
 
 @pytest.mark.parametrize("payload_id", [p["id"] for p in BLS_PAYLOADS])
 @pytest.mark.parametrize("key_id", BLS_KEY_IDS[:2])
-def test_consensus_pop_version3(pop_signer, key_id, payload_id):
+def test_consensus_pop_version3(fresh_signers, key_id, payload_id):
     k = h.vector_key(key_id)
     message = bytes.fromhex(h.payload(payload_id)["hex"])
-    sig = h.sign(pop_signer.server, k["pkh"], message.hex(), version=3)
+    s = _consensus_signer(fresh_signers, payload_id, "pop")
+    sig = h.sign(s.server, k["pkh"], message.hex(), version=3)
     raw_pk, raw_sig = tzcrypto.decode(k["pk"]), tzcrypto.decode(sig)
     assert sig.startswith("BLsig") and len(raw_sig) == 96
     assert POP.Verify(raw_pk, message, raw_sig), "POP signature does not verify (py_ecc)"
@@ -72,10 +74,11 @@ def test_consensus_pop_version3(pop_signer, key_id, payload_id):
 
 @pytest.mark.parametrize("payload_id", [p["id"] for p in BLS_PAYLOADS])
 @pytest.mark.parametrize("key_id", BLS_KEY_IDS[:2])
-def test_consensus_aug_version1(aug_signer, key_id, payload_id):
+def test_consensus_aug_version1(fresh_signers, key_id, payload_id):
     k = h.vector_key(key_id)
     message = bytes.fromhex(h.payload(payload_id)["hex"])
-    sig = h.sign(aug_signer.server, k["pkh"], message.hex(), version=1)
+    s = _consensus_signer(fresh_signers, payload_id, "aug")
+    sig = h.sign(s.server, k["pkh"], message.hex(), version=1)
     raw_pk, raw_sig = tzcrypto.decode(k["pk"]), tzcrypto.decode(sig)
     assert AUG.Verify(raw_pk, message, raw_sig), "AUG signature does not verify (py_ecc)"
     assert not POP.Verify(raw_pk, message, raw_sig), "version=1 must not give a POP signature"

@@ -5,7 +5,8 @@ block / preattestation / attestation payload (tags 20, 21, 23 and blocks with
 unlocked and locked fitness) through POST /keys/<pkh>?version=3. Each returned
 signature is checked with pytezos Key.verify (blake2b-256 of the payload),
 tz2 signatures must be low-S, and for the deterministic curves the signature
-must equal the one pytezos itself computes with the same secret key.
+must equal the one pytezos itself computes with the same secret key. Each
+payload goes to its own server, so the high watermark never interferes.
 """
 
 import os
@@ -43,11 +44,13 @@ def test_public_key_route(signer, key_id):
 
 @pytest.mark.parametrize("payload_id", [p["id"] for p in CONSENSUS])
 @pytest.mark.parametrize("key_id", KEY_IDS)
-def test_consensus_signature_verifies_with_pytezos(signer, key_id, payload_id):
+def test_consensus_signature_verifies_with_pytezos(fresh_signers, key_id, payload_id):
     k = h.vector_key(key_id)
     p = h.payload(payload_id)
     message = bytes.fromhex(p["hex"])
-    sig = h.sign(signer.server, k["pkh"], p["hex"], version=3)
+    # One server (one fresh high watermark) per payload: see conftest.fresh_signers.
+    s = fresh_signers(payload_id, [h.vector_key(i) for i in KEY_IDS])
+    sig = h.sign(s.server, k["pkh"], p["hex"], version=3)
 
     tzcrypto.verify(k["pk"], sig, message)
     # The same signature must not verify for a one-bit different payload.
