@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Fidelity suite: the official Azure SDK for Python (azure-keyvault-keys + azure-identity) against kv-emulator
+# over HTTPS. Creates its own venv, installs pinned packages from PyPI, starts the emulator binary, runs pytest.
+#
+#   tests/e2e/azure-sdk/run.sh            # builds target/release/kv-emulator if KV_EMULATOR_BIN is not set
+#   KV_EMULATOR_BIN=/path/to/kv-emulator tests/e2e/azure-sdk/run.sh -k sign
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+venv="$here/.venv"
+python="${PYTHON:-python3}"
+
+if [[ -z "${KV_EMULATOR_BIN:-}" ]]; then
+    target_dir="${CARGO_TARGET_DIR:-$root/target}"
+    KV_EMULATOR_BIN="$target_dir/release/kv-emulator"
+    if [[ ! -x "$KV_EMULATOR_BIN" ]]; then
+        echo "building kv-emulator (release)" >&2
+        (cd "$root" && cargo build --release -p kv-emulator --bin kv-emulator)
+    fi
+fi
+[[ -x "$KV_EMULATOR_BIN" ]] || { echo "kv-emulator binary not found at $KV_EMULATOR_BIN" >&2; exit 1; }
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    "$python" -m venv "$venv"
+fi
+if ! cmp -s "$here/requirements.txt" "$venv/.installed-requirements" 2>/dev/null; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+    cp "$here/requirements.txt" "$venv/.installed-requirements"
+fi
+
+run_dir="$(mktemp -d "${TMPDIR:-/tmp}/kv-emulator-sdk.XXXXXX")"
+emulator_pid=""
+cleanup() {
+    if [[ -n "$emulator_pid" ]] && kill -0 "$emulator_pid" 2>/dev/null; then
+        kill "$emulator_pid" 2>/dev/null || true
+        wait "$emulator_pid" 2>/dev/null || true
+    fi
+    rm -rf "$run_dir"
+}
+trap cleanup EXIT
+
+"$KV_EMULATOR_BIN" \
+    --listen 127.0.0.1:0 \
+    --identity-listen 127.0.0.1:0 \
+    --persist-dir "$run_dir/state" \
+    --ca-file "$run_dir/ca.pem" \
+    --identity-header "sdk-suite-identity-header" \
+    >"$run_dir/emulator.out" 2>"$run_dir/emulator.err" &
+emulator_pid=$!
+
+# The emulator prints its endpoints, ending with the challenge line, once it is listening.
+for _ in $(seq 1 200); do
+    if grep -q '^challenge=' "$run_dir/emulator.out" 2>/dev/null; then break; fi
+    if ! kill -0 "$emulator_pid" 2>/dev/null; then
+        echo "kv-emulator exited early:" >&2
+        cat "$run_dir/emulator.err" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+grep -q '^challenge=' "$run_dir/emulator.out" || { echo "kv-emulator did not start" >&2; cat "$run_dir/emulator.err" >&2; exit 1; }
+
+value() { sed -n "s/^$1=//p" "$run_dir/emulator.out"; }
+export KV_URL="$(value vault_url)"
+export KV_AUTHORITY="$(value authority_host)"
+export KV_TENANT_ID="$(value tenant_id)"
+export KV_CLIENT_ID="$(value client_id)"
+export KV_CLIENT_SECRET="kv-emulator-client-secret"
+export KV_IMDS_AUTHORITY="$(value imds_authority)"
+export KV_IDENTITY_ENDPOINT="$(value identity_endpoint)"
+export KV_IDENTITY_HEADER="$(value identity_header)"
+export KV_CA_FILE="$(value ca_file)"
+export KV_CHALLENGE="$(value challenge)"
+echo "kv-emulator at $KV_URL (CA $KV_CA_FILE, IMDS $KV_IMDS_AUTHORITY)"
+
+cd "$here"
+"$venv/bin/python" -m pytest -p no:cacheprovider -q -rA test_azure_sdk.py "$@"
