@@ -823,6 +823,9 @@ impl DataPlane<'_> {
         let base = self.base().to_owned();
         self.shared.store.mutate(|s| {
             let lower = name.to_ascii_lowercase();
+            if !s.deleted.contains_key(&lower) {
+                return Err(deleted_not_found(name));
+            }
             if s.keys.contains_key(&lower) {
                 return Err(VaultError::conflict(format!(
                     "Key {name} already exists and is not deleted."
