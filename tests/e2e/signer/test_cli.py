@@ -120,3 +120,32 @@ def test_sigterm_exits_cleanly(tmp_path):
     message = b"\x03" + os.urandom(16)
     tzcrypto.verify(k["pk"], h.sign(server, k["pkh"], message.hex()), message)
     assert server.stop(timeout=10) == 0, server.stderr()
+
+
+def _serve_fails(data_dir, env=None) -> str:
+    try:
+        server = h.start_server(data_dir, env=env, timeout=30)
+    except AssertionError as e:
+        assert "exited" in str(e), e
+        return str(e)
+    server.stop()
+    raise AssertionError("tzkms serve started")
+
+
+def test_key_file_with_unsafe_permissions_is_refused(tmp_path):
+    k = h.vector_key("bootstrap1")
+    h.import_key(tmp_path, k["sk"])
+    for p in _files(tmp_path):
+        if k["sk"] in p.read_text(errors="replace"):
+            p.chmod(0o644)
+    message = _serve_fails(tmp_path)
+    assert "0644" in message or "chmod" in message or "permission" in message.lower(), message
+
+
+def test_encrypted_key_without_password_is_refused_at_start(tmp_path):
+    e = next(x for x in h.load_vectors("signatures.json")["encrypted_keys"]
+             if x["esk"].startswith("p2esk"))
+    assert h.import_key(tmp_path, e["esk"], password=e["password"]) == e["pkh"]
+    message = _serve_fails(tmp_path)
+    assert "TZKMS_KEY_PASSWORD" in message or "password" in message.lower(), message
+    message = _serve_fails(tmp_path, env={"TZKMS_KEY_PASSWORD": e["password"] + "-wrong"})

@@ -54,3 +54,11 @@ def test_missing_password_is_refused(tmp_path):
     e = next(x for x in ENCRYPTED if x["esk"].startswith("edesk"))
     r = h.run_tzkms(["keys", "import", "--data-dir", str(tmp_path)], input=e["esk"] + "\n")
     assert r.returncode != 0, f"import of an encrypted key without password succeeded: {r.stdout}"
+
+
+def test_imported_encrypted_key_is_not_stored_in_clear(servers):
+    for e in ENCRYPTED:
+        data_dir = servers[e["password"]].server.data_dir
+        for p in data_dir.rglob("*"):
+            if p.is_file():
+                assert e["sk"] not in p.read_text(errors="replace"), f"{p} holds {e['id']} in clear"

@@ -44,7 +44,8 @@ def test_default_refuses_other_magic_bytes(default_policy, magic):
 
 def test_config_widens_policy(launch):
     s = launch([KEY], config='[policy]\nallowed_magic_bytes = ["0x01", "0x03"]\n')
-    message = b"\x01" + os.urandom(32)
+    # A legacy (0x01) block header start: chain id, then a positive level.
+    message = b"\x01" + bytes.fromhex("7a06a770") + (1000).to_bytes(4, "big") + os.urandom(24)
     tzcrypto.verify(KEY["pk"], h.sign(s.server, KEY["pkh"], message.hex()), message)
     # 0x05 is no longer in the list.
     assert _post(s, "05" + os.urandom(8).hex()).status == 403
