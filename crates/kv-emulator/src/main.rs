@@ -15,19 +15,28 @@ enum FlavourArg {
     ManagedHsm,
 }
 
-/// Azure Key Vault / Managed HSM emulator (EC keys), with Entra ID and managed identity token endpoints.
+/// Azure Key Vault / Managed HSM emulator (EC keys P-256 and P-256K) with Entra ID and managed identity
+/// token endpoints, for running tzkms's Azure backend locally. Not a security boundary: test keys only.
 ///
-/// Running it next to tzkms:
+/// Start it (HTTPS on 127.0.0.1:8443, identity endpoints on http://127.0.0.1:8080, keys kept across restarts):
 ///
-///   kv-emulator --persist-dir ./kv-data --ca-file ./kv-data/ca.pem
+///   kv-emulator --persist-dir ./kv-data
 ///
-/// prints the vault URL (e.g. https://127.0.0.1:8443), the Entra authority host and token endpoint, the IMDS
-/// endpoint (plain http, like 169.254.169.254), the App Service IDENTITY_ENDPOINT/IDENTITY_HEADER and the CA
-/// file. Point tzkms's Azure backend at the vault URL, trust the CA file, and choose a credential:
-/// client secret (tenant/client id/secret below, authority host = the printed URL), managed identity (IMDS
-/// endpoint, or IDENTITY_ENDPOINT + IDENTITY_HEADER), or workload identity (client assertion; any well-formed
-/// JWT unless --federated-token is given). Keys are created with any Key Vault client, e.g. the Azure CLI
-/// cannot be used (it refuses non-Azure hosts) but the Python SDK can (see crates/kv-emulator/README.md).
+/// It prints, one `name=value` per line: vault_url, authority_host, token_endpoint, tenant_id, client_id,
+/// imds_endpoint, imds_authority, identity_endpoint, identity_header, ca_file, challenge. Then point tzkms at it:
+///
+///   vault URL        the printed vault_url (kids look like {vault_url}/keys/{name}/{version})
+///   TLS trust        the printed ca_file (a self-signed CA; kept in --persist-dir, so it survives restarts)
+///   client secret    AZURE_AUTHORITY_HOST=authority_host, AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET
+///                    as printed / configured below
+///   workload id.     same authority and ids; any well-formed JWT is accepted as the client assertion unless
+///                    --federated-token pins one
+///   managed id.      IMDS at imds_endpoint (header `Metadata: true`), or App Service style with
+///                    IDENTITY_ENDPOINT=identity_endpoint and IDENTITY_HEADER=identity_header
+///
+/// Create keys with tzkms's own tooling or any Key Vault client (the official Python SDK works with
+/// verify_challenge_resource=False and connection_verify=<ca_file>; see crates/kv-emulator/README.md).
+/// Every option can also be given as the KV_EMULATOR_* environment variable shown with it.
 #[derive(Debug, Parser)]
 #[command(name = "kv-emulator", version, verbatim_doc_comment)]
 struct Args {

@@ -21,6 +21,16 @@ if [[ -z "${KV_EMULATOR_BIN:-}" ]]; then
 fi
 [[ -x "$KV_EMULATOR_BIN" ]] || { echo "kv-emulator binary not found at $KV_EMULATOR_BIN" >&2; exit 1; }
 
+if ! "$python" -c "import ensurepip, venv" 2>/dev/null; then
+    # Debian's python3 ships venv/ensurepip separately.
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+    else
+        echo "$python cannot create virtual environments; install python3-venv" >&2
+        exit 1
+    fi
+fi
 if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi

@@ -589,17 +589,22 @@ async fn persisted_state_keeps_keys_and_tokens_across_restarts() {
         tls: true,
         ..Config::default()
     };
-    let (x, token, ca_path) = {
+    let (x, token, ca_path, old_ca) = {
         let t = TestVault::start_with(config.clone()).await;
         let bundle = t.create("persisted", "P-256K").await;
         let ca = t.emu.ca_pem_path().expect("ca").to_owned();
+        let old_ca = t.emu.ca_pem().expect("pem").to_owned();
         let token = t.token.clone();
         t.emu.shutdown().await;
-        (bundle["key"]["x"].clone(), token, ca)
+        (bundle["key"]["x"].clone(), token, ca, old_ca)
     };
     assert_eq!(ca_path, dir.path().join("ca.pem"));
     let emu = Emulator::start(config).await.expect("restart");
-    let http = crate::client_for(&emu);
+    // A client that trusted the first run's CA file still trusts the restarted emulator.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(old_ca.as_bytes()).expect("pem"))
+        .build()
+        .expect("client");
     let resp = http
         .get(format!("{}/keys/persisted?api-version={API}", emu.url()))
         .bearer_auth(&token)
