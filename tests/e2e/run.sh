@@ -86,7 +86,7 @@ kill_our_servers() {
   # Any tzkms still running from this run has a data dir under $E2E_TMP.
   local p cmd
   for p in /proc/[0-9]*; do
-    cmd="$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null || true)"
+    cmd="$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null || true)"
     case "$cmd" in
       "$TZKMS_BIN "*"$E2E_TMP"*) kill -TERM "${p#/proc/}" 2>/dev/null || true ;;
     esac
@@ -96,8 +96,27 @@ cleanup() {
   kill_our_servers
   rm -rf "$E2E_TMP"
 }
+SUITE_PID=""
+on_signal() {
+  [ -z "$SUITE_PID" ] || kill -TERM "$SUITE_PID" 2>/dev/null || true
+  exit 130
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap on_signal INT TERM
+
+# Runs a suite in the background and waits for it, so that a signal to this
+# script stops the suite at once (timeout forwards SIGTERM to its child).
+# Sets rc to the suite's exit code.
+run_suite() {
+  local dir="$1"; shift
+  set +e
+  (cd "$dir" && exec "$@") &
+  SUITE_PID=$!
+  wait "$SUITE_PID"
+  rc=$?
+  SUITE_PID=""
+  set -e
+}
 
 # ---------------------------------------------------------------- suites
 log "tzkms under test: $TZKMS_BIN"
@@ -108,30 +127,21 @@ start=$SECONDS
 
 if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = node ]; then
   log "node --test: Taquito RemoteSigner (tests/e2e/signer/taquito.test.mjs)"
-  set +e
-  (cd "$SIGNER_DIR" && timeout 600 node --test --test-reporter=tap taquito.test.mjs)
-  rc=$?
-  set -e
+  run_suite "$SIGNER_DIR" timeout 600 node --test --test-reporter=tap taquito.test.mjs
   [ "$rc" -eq 0 ] || failed+=("node (exit $rc)")
 fi
 
 if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = python ]; then
   log "pytest: pytezos, py_ecc, curl, bad input (tests/e2e/signer/test_*.py)"
-  set +e
-  (cd "$SIGNER_DIR" && timeout 900 "$VENV/bin/python" -m pytest -p no:cacheprovider -v --tb=short \
-     --durations=5)
-  rc=$?
-  set -e
+  run_suite "$SIGNER_DIR" timeout 900 "$VENV/bin/python" -m pytest -p no:cacheprovider -v \
+    --tb=short --durations=5
   # 5 = no test collected: that is a failure here too.
   [ "$rc" -eq 0 ] || failed+=("pytest (exit $rc)")
 fi
 
 if [ -f "$REPO_ROOT/tests/e2e/azure-sdk/run.sh" ] && [ -z "${E2E_SKIP_AZURE:-}" ] && [ -z "${E2E_ONLY:-}" ]; then
   log "tests/e2e/azure-sdk/run.sh"
-  set +e
-  bash "$REPO_ROOT/tests/e2e/azure-sdk/run.sh"
-  rc=$?
-  set -e
+  run_suite "$REPO_ROOT" bash tests/e2e/azure-sdk/run.sh
   [ "$rc" -eq 0 ] || failed+=("azure-sdk (exit $rc)")
 fi
 

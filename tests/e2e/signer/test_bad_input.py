@@ -81,6 +81,14 @@ def test_bad_body_is_400(bad, name):
     assert_still_serving(bad)
 
 
+@pytest.mark.parametrize("version", ["7", "-1", "abc", "3.0"])
+def test_unsupported_version_is_400(bad, version):
+    r = h.request(f"{bad.url}/keys/{TZ1['pkh']}?version={version}", "POST", b'"031234"',
+                  JSON_HEADERS)
+    assert_error_list(r, 400, f"version={version}")
+    assert_still_serving(bad)
+
+
 def test_no_body_and_no_content_type_is_400(bad):
     r = h.request(f"{bad.url}/keys/{TZ1['pkh']}", "POST", None, {})
     assert_error_list(r, 400, "POST with no body")
