@@ -93,3 +93,111 @@ async fn binding_a_busy_port_is_a_typed_error() {
     .expect_err("port in use");
     assert!(matches!(err, kv_emulator::StartError::Bind { .. }));
 }
+
+#[tokio::test]
+async fn binary_prints_its_endpoints_and_serves_them() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kv-emulator"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--identity-listen",
+            "127.0.0.1:0",
+            "--persist-dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn kv-emulator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut printed = std::collections::HashMap::new();
+    while let Some(line) = lines.next_line().await.expect("read stdout") {
+        let (k, v) = line.split_once('=').expect("name=value");
+        printed.insert(k.to_owned(), v.to_owned());
+        if k == "challenge" {
+            break;
+        }
+    }
+    for key in [
+        "vault_url",
+        "authority_host",
+        "token_endpoint",
+        "imds_endpoint",
+        "identity_endpoint",
+        "identity_header",
+        "ca_file",
+    ] {
+        assert!(
+            printed.get(key).is_some_and(|v| !v.is_empty()),
+            "{key} missing: {printed:?}"
+        );
+    }
+    let ca = std::fs::read(&printed["ca_file"]).expect("CA file");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+        .build()
+        .expect("client");
+    let token: serde_json::Value = http
+        .post(&printed["token_endpoint"])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", printed["client_id"].as_str()),
+            ("client_secret", "kv-emulator-client-secret"),
+            ("scope", "https://vault.azure.net/.default"),
+        ])
+        .send()
+        .await
+        .expect("token answer")
+        .json()
+        .await
+        .expect("json");
+    let keys = http
+        .get(format!("{}/keys?api-version=2025-07-01", printed["vault_url"]))
+        .bearer_auth(token["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("keys answer");
+    assert_eq!(keys.status(), StatusCode::OK);
+    let imds = http
+        .get(&printed["imds_endpoint"])
+        .query(&[
+            ("api-version", "2018-02-01"),
+            ("resource", "https://vault.azure.net"),
+        ])
+        .header("Metadata", "true")
+        .send()
+        .await
+        .expect("imds answer");
+    assert_eq!(imds.status(), StatusCode::OK);
+    child.start_kill().expect("kill");
+    let _ = child.wait().await;
+}
+
+#[test]
+fn binary_help_documents_running_beside_tzkms() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kv-emulator"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--http",
+        "--identity-listen",
+        "--ca-file",
+        "--persist-dir",
+        "--flavour",
+        "--tenant-id",
+        "--client-id",
+        "--client-secret",
+        "--token-lifetime",
+        "--latency-ms",
+        "tzkms",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
