@@ -40,49 +40,60 @@ if ! cmp -s "$here/requirements.txt" "$venv/.installed-requirements" 2>/dev/null
 fi
 
 run_dir="$(mktemp -d "${TMPDIR:-/tmp}/kv-emulator-sdk.XXXXXX")"
-emulator_pid=""
+pids=()
 cleanup() {
-    if [[ -n "$emulator_pid" ]] && kill -0 "$emulator_pid" 2>/dev/null; then
-        kill "$emulator_pid" 2>/dev/null || true
-        wait "$emulator_pid" 2>/dev/null || true
-    fi
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$run_dir"
 }
 trap cleanup EXIT
 
-"$KV_EMULATOR_BIN" \
-    --listen 127.0.0.1:0 \
-    --identity-listen 127.0.0.1:0 \
-    --persist-dir "$run_dir/state" \
-    --ca-file "$run_dir/ca.pem" \
-    --identity-header "sdk-suite-identity-header" \
-    >"$run_dir/emulator.out" 2>"$run_dir/emulator.err" &
-emulator_pid=$!
+# start_emulator NAME ARGS...: run kv-emulator on free ports, wait until it printed its endpoints (the
+# challenge line comes last, once it is listening).
+start_emulator() {
+    local name="$1"; shift
+    "$KV_EMULATOR_BIN" \
+        --listen 127.0.0.1:0 \
+        --identity-listen 127.0.0.1:0 \
+        --persist-dir "$run_dir/$name" \
+        --ca-file "$run_dir/$name/ca.pem" \
+        "$@" \
+        >"$run_dir/$name.out" 2>"$run_dir/$name.err" &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 1 200); do
+        if grep -q '^challenge=' "$run_dir/$name.out" 2>/dev/null; then return 0; fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "kv-emulator ($name) exited early:" >&2
+            cat "$run_dir/$name.err" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+    echo "kv-emulator ($name) did not start" >&2
+    cat "$run_dir/$name.err" >&2
+    exit 1
+}
+value() { sed -n "s/^$2=//p" "$run_dir/$1.out"; }
 
-# The emulator prints its endpoints, ending with the challenge line, once it is listening.
-for _ in $(seq 1 200); do
-    if grep -q '^challenge=' "$run_dir/emulator.out" 2>/dev/null; then break; fi
-    if ! kill -0 "$emulator_pid" 2>/dev/null; then
-        echo "kv-emulator exited early:" >&2
-        cat "$run_dir/emulator.err" >&2
-        exit 1
-    fi
-    sleep 0.05
-done
-grep -q '^challenge=' "$run_dir/emulator.out" || { echo "kv-emulator did not start" >&2; cat "$run_dir/emulator.err" >&2; exit 1; }
+start_emulator vault --identity-header "sdk-suite-identity-header"
+start_emulator hsm --flavour managed-hsm
 
-value() { sed -n "s/^$1=//p" "$run_dir/emulator.out"; }
-export KV_URL="$(value vault_url)"
-export KV_AUTHORITY="$(value authority_host)"
-export KV_TENANT_ID="$(value tenant_id)"
-export KV_CLIENT_ID="$(value client_id)"
+export KV_URL="$(value vault vault_url)"
+export KV_AUTHORITY="$(value vault authority_host)"
+export KV_TENANT_ID="$(value vault tenant_id)"
+export KV_CLIENT_ID="$(value vault client_id)"
 export KV_CLIENT_SECRET="kv-emulator-client-secret"
-export KV_IMDS_AUTHORITY="$(value imds_authority)"
-export KV_IDENTITY_ENDPOINT="$(value identity_endpoint)"
-export KV_IDENTITY_HEADER="$(value identity_header)"
-export KV_CA_FILE="$(value ca_file)"
-export KV_CHALLENGE="$(value challenge)"
-echo "kv-emulator at $KV_URL (CA $KV_CA_FILE, IMDS $KV_IMDS_AUTHORITY)"
+export KV_IMDS_AUTHORITY="$(value vault imds_authority)"
+export KV_IDENTITY_ENDPOINT="$(value vault identity_endpoint)"
+export KV_IDENTITY_HEADER="$(value vault identity_header)"
+export KV_CA_FILE="$(value vault ca_file)"
+export KV_HSM_URL="$(value hsm vault_url)"
+export KV_HSM_AUTHORITY="$(value hsm authority_host)"
+export KV_HSM_CA_FILE="$(value hsm ca_file)"
+echo "kv-emulator vault at $KV_URL (CA $KV_CA_FILE, IMDS $KV_IMDS_AUTHORITY); managed HSM at $KV_HSM_URL"
 
 cd "$here"
 "$venv/bin/python" -m pytest -p no:cacheprovider -q -rA test_azure_sdk.py "$@"

@@ -416,3 +416,60 @@ def test_workload_identity_credential_with_token_file(tmp_path):
         connection_verify=CA,
     )
     assert cred.get_token(SCOPE).token.count(".") == 2
+
+
+# ---- Managed HSM flavour ----------------------------------------------------------------------------------------
+
+HSM_URL = os.environ["KV_HSM_URL"]
+HSM_AUTHORITY = os.environ["KV_HSM_AUTHORITY"]
+HSM_CA = os.environ["KV_HSM_CA_FILE"]
+
+
+def hsm_credential():
+    return ClientSecretCredential(
+        TENANT, CLIENT_ID, CLIENT_SECRET, authority=HSM_AUTHORITY, disable_instance_discovery=True, connection_verify=HSM_CA
+    )
+
+
+def test_managed_hsm_challenge_names_the_hsm_resource():
+    import requests
+
+    response = requests.get(f"{HSM_URL}/keys", params={"api-version": API_VERSION}, verify=HSM_CA)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == (
+        f'Bearer authorization="https://login.windows.net/{TENANT}", resource="https://managedhsm.azure.net"'
+    )
+    assert response.json()["error"]["code"] == "Unauthorized"
+
+
+def test_managed_hsm_keys_sign_and_random_bytes_through_the_sdk():
+    cred = hsm_credential()
+    hsm = KeyClient(HSM_URL, cred, verify_challenge_resource=False, connection_verify=HSM_CA, api_version=API_VERSION)
+    key = hsm.create_ec_key(unique("hsm"), curve=KeyCurveName.p_256_k, hardware_protected=True)
+    assert key.key_type == KeyType.ec_hsm
+    assert key.id.startswith(f"{HSM_URL}/keys/")
+    crypto = CryptographyClient(
+        key.id, cred, verify_challenge_resource=False, connection_verify=HSM_CA, api_version=API_VERSION
+    )
+    digest = hashlib.sha256(b"hsm").digest()
+    signature = crypto.sign(SignatureAlgorithm.es256_k, digest).signature
+    assert CryptographyClient.from_jwk(key.key).verify(SignatureAlgorithm.es256_k, digest, signature).is_valid
+    assert len(hsm.get_random_bytes(16)) == 16
+    # The HSM only takes HSM keys.
+    with pytest.raises(HttpResponseError) as err:
+        hsm.create_ec_key(unique("soft"), curve=KeyCurveName.p_256)
+    assert err.value.status_code == 400
+
+
+def test_vault_token_is_refused_by_the_managed_hsm():
+    class VaultAudience:
+        def __init__(self):
+            self.inner = hsm_credential()  # same issuer as the HSM, but the vault audience
+
+        def get_token(self, *scopes, **kwargs):
+            return self.inner.get_token(SCOPE)
+
+    hsm = KeyClient(HSM_URL, VaultAudience(), verify_challenge_resource=False, connection_verify=HSM_CA)
+    with pytest.raises(ClientAuthenticationError) as err:
+        hsm.get_key(unique("any"))
+    assert err.value.status_code == 401
