@@ -230,25 +230,28 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
             tracing::info!(%addr, "listening");
             println!("listening on http://{addr}");
         }
+        // Handlers are installed before the address is announced, so a SIGTERM sent as soon as the
+        // address is known still shuts down gracefully.
+        let shutdown = shutdown_signal()?;
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        app.run(shutdown_signal()).await?;
+        app.run(shutdown).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
-        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
+        }
+    })
 }
 
 fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {

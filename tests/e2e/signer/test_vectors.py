@@ -9,6 +9,8 @@ Some vectors sign bytes whose first byte is not a Tenderbake/generic magic
 byte (0x01, 0x62, 0x74), so these servers get a config allowing them.
 """
 
+import json
+
 import pytest
 
 import tzcrypto
@@ -54,6 +56,15 @@ def test_public_key(servers, v):
 def test_signature_vector(servers, v):
     s = _server_for(servers, v)
     message = bytes.fromhex(v["message_hex"])
+    if message[0] in (0x01, 0x02) and len(message) < 9:
+        # By design tzkms parses legacy (Emmy) consensus payloads even when their magic byte is
+        # allowed, and refuses ones too short to hold a level: when unsure, refuse.
+        url = f"{s.server.url}/keys/{v['pkh']}?version={_version(v)}"
+        r = h.request(url, "POST", json.dumps(v["message_hex"]).encode(),
+                      {"Content-Type": "application/json"})
+        assert r.status == 400, (r.status, r.body)
+        assert "legacy consensus payload is" in r.json()[0]["msg"]
+        return
     sig = h.sign(s.server, v["pkh"], v["message_hex"], version=_version(v))
     tzcrypto.verify(v["pk"], sig, message, _version(v))
     if v["deterministic"]:

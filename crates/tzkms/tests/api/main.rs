@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
+mod crash;
 mod helpers;
+mod process;
 mod routes;
 mod watermark;

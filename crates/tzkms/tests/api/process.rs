@@ -1,0 +1,97 @@
+//! The real `tzkms` binary as a child process.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tzkms");
+
+/// Upper bound for the server to print its address; a failure bound, not a synchronisation delay.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `tzkms serve` on a free port and waits for its `listening on` line.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        // stderr goes to a file: a pipe nobody reads would fill up and block the server.
+        let log_path = data_dir.with_extension("stderr.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| e.to_string())?;
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("TZKMS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let found = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    return addr.parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        match found {
+            Some(addr) => {
+                // Keep draining stdout so the child never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                Ok(Self { child, addr })
+            }
+            None => {
+                let _ = child.kill().await;
+                Err(std::fs::read_to_string(&log_path).unwrap_or_default())
+            }
+        }
+    }
+
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running") as i32;
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill");
+        self.child.wait().await.expect("wait")
+    }
+}
+
+/// Runs a `tzkms` command to completion: (success, stdout, stderr).
+pub async fn run(args: &[&str], data_dir: &Path) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("TZKMS_LOG", "warn")
+        .output()
+        .await
+        .expect("run tzkms");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
