@@ -86,6 +86,9 @@ pub struct Config {
     pub token_lifetime: Duration,
     /// Name used in error messages (`Vault: {name}`), purely cosmetic.
     pub vault_name: String,
+    /// Serve the unauthenticated test-control API under `/_emulator/` (faults and counters over HTTP, for
+    /// out-of-process tests of the binary). Not part of Azure; off by default.
+    pub control_api: bool,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             identity_header: None,
             token_lifetime: Duration::from_secs(3599),
             vault_name: "tzkms-emulator".to_owned(),
+            control_api: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every operation the emulator distinguishes, for counters and fault targeting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Operation {
     CreateKey,
     ImportKey,
@@ -207,7 +207,8 @@ pub(crate) struct FaultState {
     rate_limits: Vec<RateLimit>,
     fail_next: Vec<Counted<StatusCode>>,
     pub(crate) force_high_s: bool,
-    denied_keys: BTreeSet<String>,
+    /// (lowercase key name, operation or `None` for every operation).
+    denied_keys: BTreeSet<(String, Option<Operation>)>,
 }
 
 fn take<T: Copy>(rules: &mut Vec<Counted<T>>, op: Operation) -> Option<T> {
@@ -273,8 +274,9 @@ impl FaultState {
         Verdict::Proceed
     }
 
-    pub(crate) fn is_denied(&self, key_name: &str) -> bool {
-        self.denied_keys.contains(&key_name.to_ascii_lowercase())
+    pub(crate) fn is_denied(&self, key_name: &str, op: Operation) -> bool {
+        let name = key_name.to_ascii_lowercase();
+        self.denied_keys.contains(&(name.clone(), None)) || self.denied_keys.contains(&(name, Some(op)))
     }
 }
 
@@ -397,12 +399,19 @@ impl Faults {
     /// Refuse every data-plane operation on this key with 403 `Forbidden` / `ForbiddenByRbac`.
     pub fn deny_key(&self, name: &str) {
         let name = name.to_ascii_lowercase();
-        self.with(|s| s.denied_keys.insert(name));
+        self.with(|s| s.denied_keys.insert((name, None)));
     }
 
+    /// Refuse one operation on this key with 403 `ForbiddenByRbac` (e.g. a role that may read but not sign).
+    pub fn deny_key_operation(&self, name: &str, op: Operation) {
+        let name = name.to_ascii_lowercase();
+        self.with(|s| s.denied_keys.insert((name, Some(op))));
+    }
+
+    /// Lift every denial on this key.
     pub fn allow_key(&self, name: &str) {
         let name = name.to_ascii_lowercase();
-        self.with(|s| s.denied_keys.remove(&name));
+        self.with(|s| s.denied_keys.retain(|(n, _)| *n != name));
     }
 
     /// Tokens issued from now on stop being accepted after `after` although they advertise the full lifetime;

@@ -12,6 +12,7 @@
 
 mod clock;
 mod config;
+mod control;
 mod encoding;
 mod error;
 mod faults;

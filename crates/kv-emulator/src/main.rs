@@ -119,6 +119,14 @@ struct Args {
     /// Always return high-S signatures (exercises the client's low-S normalisation).
     #[arg(long, env = "KV_EMULATOR_FORCE_HIGH_S")]
     force_high_s: bool,
+
+    /// Serve the unauthenticated test-control API: POST /_emulator/faults with a JSON fault command (e.g.
+    /// {"fault":"throttle_next","target":"Sign","n":2,"retry_after_s":1}), GET /_emulator/counters,
+    /// POST /_emulator/counters/reset. Commands: latency, clear_latency, throttle_next, throttle_above_rate,
+    /// fail_next, drop_next, stall_next, force_high_s, deny_key, allow_key, tokens_expire_after,
+    /// expire_issued_tokens, set_key_enabled, reset (see crates/kv-emulator/README.md).
+    #[arg(long, env = "KV_EMULATOR_CONTROL_API")]
+    control_api: bool,
 }
 
 #[tokio::main]
@@ -151,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         },
         identity_header: args.identity_header,
         token_lifetime: Duration::from_secs(args.token_lifetime),
+        control_api: args.control_api,
         ..Config::default()
     };
     let emu = Emulator::start(config).await.context("starting the emulator")?;
@@ -175,6 +184,9 @@ async fn main() -> anyhow::Result<()> {
     match emu.ca_pem_path() {
         Some(p) => println!("ca_file={}", p.display()),
         None => println!("ca_file="),
+    }
+    if args.control_api {
+        println!("control_api={}/_emulator", emu.imds_authority());
     }
     println!("challenge={}", emu.challenge());
     use std::io::Write;

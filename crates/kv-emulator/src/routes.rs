@@ -97,10 +97,24 @@ impl IdentityRoute {
     }
 }
 
+/// The emulator's own test-control API under `/_emulator/` (enabled by `Config::control_api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlRoute {
+    /// `POST /_emulator/faults` with one fault command.
+    Faults,
+    /// `GET /_emulator/counters`.
+    Counters,
+    /// `POST /_emulator/counters/reset`.
+    ResetCounters,
+    /// A path under `/_emulator/` that is not one of the above, or the wrong method.
+    Unknown,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     Vault(VaultRoute),
     Identity(IdentityRoute),
+    Control(ControlRoute),
     NotFound,
     MethodNotAllowed,
 }
@@ -110,12 +124,21 @@ impl Route {
         match self {
             Route::Vault(v) => v.operation(),
             Route::Identity(i) => i.operation(),
-            Route::NotFound | Route::MethodNotAllowed => Operation::Unknown,
+            Route::NotFound | Route::MethodNotAllowed | Route::Control(_) => Operation::Unknown,
         }
     }
 
     pub(crate) fn parse(method: &Method, path: &str) -> Route {
         let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        if segments.first() == Some(&"_emulator") {
+            let control = match (method.clone(), &segments[1..]) {
+                (Method::POST, ["faults"]) => ControlRoute::Faults,
+                (Method::GET, ["counters"]) => ControlRoute::Counters,
+                (Method::POST, ["counters", "reset"]) => ControlRoute::ResetCounters,
+                _ => ControlRoute::Unknown,
+            };
+            return Route::Control(control);
+        }
         if let Some(route) = parse_identity(method, &segments) {
             return route;
         }

@@ -1,6 +1,6 @@
 //! Listeners and the request pipeline: accept (TLS or plain), route, count, authenticate, inject faults, answer.
 
-use crate::error::VaultError;
+use crate::error::{IdentityError, VaultError};
 use crate::faults::{Operation, Verdict};
 use crate::routes::Route;
 use crate::state::Shared;
@@ -125,6 +125,19 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let conn = parts.extensions.get::<Connection>().cloned();
     let scheme = conn.as_ref().map_or("http", |c| c.scheme);
     let route = Route::parse(&parts.method, parts.uri.path());
+    if let Route::Control(c) = route {
+        // The test-control API is neither counted nor subject to faults.
+        return if shared.config.control_api {
+            crate::control::dispatch(&shared, c, body).await
+        } else {
+            VaultError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "The requested URI does not represent any resource on the server.",
+            )
+            .into_response()
+        };
+    }
     let op = route.operation();
     shared.counters.record_received(op);
 
@@ -197,30 +210,8 @@ async fn pipeline(
             tokio::time::sleep(d).await;
             return Err(abandon(conn).await);
         }
-        Verdict::Throttle(retry_after) => {
-            let mut e = VaultError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Throttled",
-                "Request was not processed because too many requests were received. Reason: \
-                 VaultRequestTypeLimitReached",
-            );
-            e.retry_after = retry_after;
-            return Err(e.into_response());
-        }
-        Verdict::Fail(status) => {
-            let code = match status {
-                StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-                StatusCode::BAD_GATEWAY => "BadGateway",
-                StatusCode::GATEWAY_TIMEOUT => "GatewayTimeout",
-                _ => "InternalServerError",
-            };
-            let e = VaultError::new(
-                status,
-                code,
-                "The service encountered an internal error (injected fault).",
-            );
-            return Err(e.into_response());
-        }
+        Verdict::Throttle(retry_after) => return Err(injected_throttle(op, retry_after)),
+        Verdict::Fail(status) => return Err(injected_failure(op, status)),
     }
 
     let body = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
@@ -246,6 +237,7 @@ async fn pipeline(
             "The requested URI does not represent any resource on the server.",
         )
         .into_response(),
+        Route::Control(_) => StatusCode::NOT_FOUND.into_response(),
         Route::MethodNotAllowed => VaultError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -253,6 +245,56 @@ async fn pipeline(
         )
         .into_response(),
     })
+}
+
+/// 429 in the shape of the service that was called: Key Vault's error body, or an OAuth-style one.
+fn injected_throttle(op: Operation, retry_after: Option<u64>) -> Response {
+    let mut response = if op.is_identity() {
+        IdentityError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            "Too many requests; retry later (injected fault).",
+        )
+        .into_response()
+    } else {
+        VaultError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Throttled",
+            "Request was not processed because too many requests were received. Reason: \
+             VaultRequestTypeLimitReached",
+        )
+        .into_response()
+    };
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// An injected error status with a body in the shape of the service that was called.
+fn injected_failure(op: Operation, status: StatusCode) -> Response {
+    if op.is_identity() {
+        return IdentityError::new(
+            status,
+            "server_error",
+            "The service encountered an internal error (injected fault).",
+        )
+        .into_response();
+    }
+    let code = match status {
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        StatusCode::BAD_GATEWAY => "BadGateway",
+        StatusCode::GATEWAY_TIMEOUT => "GatewayTimeout",
+        _ => "InternalServerError",
+    };
+    VaultError::new(
+        status,
+        code,
+        "The service encountered an internal error (injected fault).",
+    )
+    .into_response()
 }
 
 /// Close the connection without a response; the handler never completes (its future is dropped with the

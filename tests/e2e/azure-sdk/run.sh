@@ -78,7 +78,7 @@ start_emulator() {
 }
 value() { sed -n "s/^$2=//p" "$run_dir/$1.out"; }
 
-start_emulator vault --identity-header "sdk-suite-identity-header"
+start_emulator vault --identity-header "sdk-suite-identity-header" --control-api
 start_emulator hsm --flavour managed-hsm
 
 export KV_URL="$(value vault vault_url)"

@@ -89,7 +89,7 @@ fn dispatch_inner(
             .faults
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_denied(name);
+            .is_denied(name, route.operation());
         if denied {
             return Err(forbidden_by_rbac(shared, caller, &route, name));
         }

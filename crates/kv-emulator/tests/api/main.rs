@@ -1,5 +1,6 @@
 //! The emulator over real loopback sockets (HTTP and HTTPS), one binary with a module per area.
 
+mod control;
 mod data_plane;
 mod faults;
 mod identity;
