@@ -328,10 +328,7 @@ impl Emulator {
     }
 
     fn insert_version(&self, name: &str, key: PrivateKey) -> Result<KeyInfo, KeyError> {
-        if name.is_empty()
-            || name.len() > 127
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !vault::valid_name(name) {
             return Err(VaultError::bad_parameter(format!(
                 "The request URI contains an invalid name: {name}"
             ))

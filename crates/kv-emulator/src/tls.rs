@@ -113,11 +113,17 @@ mod tests {
     fn persisted_ca_key_is_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = generate(Some(dir.path())).expect("first");
+        let key_file = dir.path().join("ca-key.pem");
+        let key_before = std::fs::read(&key_file).expect("CA key written");
         let b = generate(Some(dir.path())).expect("second");
+        assert_eq!(std::fs::read(&key_file).expect("CA key kept"), key_before);
         assert!(a.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(dir.path().join("ca-key.pem").exists());
-        // Same key and subject: a client trusting the first CA trusts certificates chained to the second.
-        assert_ne!(a.ca_pem, "");
-        assert_ne!(b.ca_pem, "");
+        assert!(b.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_file).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "CA key readable by others");
+        }
     }
 }

@@ -30,7 +30,7 @@ pub const API_VERSIONS: &[&str] = &["7.4", "7.5", "7.6", "2025-07-01", "2026-04-
 const MAX_PAGE: usize = 25;
 
 /// Key name rule from the REST spec: `^[0-9a-zA-Z-]+$`, at most 127 characters.
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 127 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
