@@ -165,7 +165,15 @@ impl Store {
             serde_json::to_vec_pretty(&StateFile::from_state(state)).map_err(std::io::Error::other)?;
         let tmp = file.with_extension("json.tmp");
         {
-            let mut f = std::fs::File::create(&tmp)?;
+            // The state holds private keys: owner-only, like tzkms's own key files.
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
@@ -376,6 +384,12 @@ mod tests {
                 .expect("mutate");
             store.read(|s| s.token_secret)
         };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.path().join("state.json")).expect("state file");
+            assert_eq!(meta.permissions().mode() & 0o077, 0, "state readable by others");
+        }
         let store = Store::open(Some(dir.path())).expect("reopen");
         store.read(|s| {
             let k = s.key("BAKER1").expect("present");
