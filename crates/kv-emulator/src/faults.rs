@@ -237,9 +237,9 @@ impl FaultState {
                 } else {
                     OsRng.next_u64() % (jitter_ms + 1)
                 };
-                l.fixed + Duration::from_millis(extra)
+                l.fixed.saturating_add(Duration::from_millis(extra))
             })
-            .sum()
+            .fold(Duration::ZERO, Duration::saturating_add)
     }
 
     pub(crate) fn verdict(&mut self, op: Operation, now: Instant) -> Verdict {
@@ -503,5 +503,11 @@ mod tests {
             assert!(d >= Duration::from_millis(5) && d <= Duration::from_millis(8));
         }
         assert_eq!(s.latency(Operation::GetKey), Duration::ZERO);
+        s.latency.push(Latency {
+            target: Target::All,
+            fixed: Duration::MAX,
+            jitter: Duration::from_millis(3),
+        });
+        assert_eq!(s.latency(Operation::Sign), Duration::MAX);
     }
 }
