@@ -296,7 +296,7 @@ impl std::fmt::Debug for Faults {
 }
 
 fn secs_ceil(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 impl Faults {
