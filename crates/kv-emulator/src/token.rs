@@ -110,7 +110,7 @@ impl TokenAuthority {
         let early = *self.early_expiry.lock().unwrap_or_else(|p| p.into_inner());
         let vexp = match early {
             Some(d) => now
-                .saturating_add(i64::try_from(d.as_secs()).unwrap_or(0))
+                .saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
                 .min(exp),
             None => exp,
         };
