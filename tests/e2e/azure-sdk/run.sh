@@ -2,7 +2,7 @@
 # Fidelity suite: the official Azure SDK for Python (azure-keyvault-keys + azure-identity) against kv-emulator
 # over HTTPS. Creates its own venv, installs pinned packages from PyPI, starts the emulator binary, runs pytest.
 #
-#   tests/e2e/azure-sdk/run.sh            # builds target/release/kv-emulator if KV_EMULATOR_BIN is not set
+#   tests/e2e/azure-sdk/run.sh            # builds target/release/kv-emulator unless KV_EMULATOR_BIN is set
 #   KV_EMULATOR_BIN=/path/to/kv-emulator tests/e2e/azure-sdk/run.sh -k sign
 set -euo pipefail
 
@@ -14,10 +14,8 @@ python="${PYTHON:-python3}"
 if [[ -z "${KV_EMULATOR_BIN:-}" ]]; then
     target_dir="${CARGO_TARGET_DIR:-$root/target}"
     KV_EMULATOR_BIN="$target_dir/release/kv-emulator"
-    if [[ ! -x "$KV_EMULATOR_BIN" ]]; then
-        echo "building kv-emulator (release)" >&2
-        (cd "$root" && cargo build --release -p kv-emulator --bin kv-emulator)
-    fi
+    # Always ask cargo: a no-op when up to date, and never a stale binary.
+    (cd "$root" && cargo build --release -p kv-emulator --bin kv-emulator)
 fi
 [[ -x "$KV_EMULATOR_BIN" ]] || { echo "kv-emulator binary not found at $KV_EMULATOR_BIN" >&2; exit 1; }
 
