@@ -207,6 +207,14 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tzkms.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.policy.allowed_magic_bytes, [0x11, 0x12, 0x13].into());
+        assert!(!c.keys.generate_if_empty);
+    }
+
+    #[test]
     fn magic_bytes_parse_as_hex_strings_or_numbers() {
         let c = Config::parse("[policy]\nallowed_magic_bytes = [\"0x11\", \"12\", 19]\n").unwrap();
         assert_eq!(c.policy.allowed_magic_bytes, [0x11, 0x12, 0x13].into());

@@ -226,13 +226,13 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         for (pkh, key) in signer.keyring().sorted() {
             tracing::info!(%pkh, name = %key.info.name, backend = key.backend.kind(), "serving key");
         }
+        // Handlers are installed before the address is announced, so a SIGTERM sent as soon as the
+        // address is known still shuts down gracefully.
+        let shutdown = shutdown_signal()?;
         for addr in &addrs {
             tracing::info!(%addr, "listening");
             println!("listening on http://{addr}");
         }
-        // Handlers are installed before the address is announced, so a SIGTERM sent as soon as the
-        // address is known still shuts down gracefully.
-        let shutdown = shutdown_signal()?;
         use std::io::Write as _;
         std::io::stdout().flush()?;
         app.run(shutdown).await?;

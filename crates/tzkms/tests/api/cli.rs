@@ -233,7 +233,8 @@ async fn a_running_server_holds_the_data_directory() {
     assert!(err.contains("needs tzkms stopped"), "{err}");
     let (ok, out, _) = run(&["watermark", "show"], &data).await;
     assert!(ok, "{out}");
-    assert!(server.terminate().await.success());
+    let status = server.terminate().await;
+    assert!(status.success(), "{status:?}");
     let (ok, _, err) = run(
         &[
             "watermark",
@@ -258,7 +259,8 @@ async fn damaged_or_lost_stores_stop_the_server_with_a_clear_message() {
     let sk = SecretKey::generate(Curve::P256);
     write_key_file(&data, "k", &sk.to_b58()).unwrap();
     let server = Server::start(&data, &[]).await.unwrap();
-    assert!(server.terminate().await.success());
+    let status = server.terminate().await;
+    assert!(status.success(), "{status:?}");
     let store = data.join("watermarks.json");
     let text = std::fs::read_to_string(&store).unwrap();
 
@@ -288,5 +290,6 @@ async fn damaged_or_lost_stores_stop_the_server_with_a_clear_message() {
 
     std::fs::write(&store, &text).unwrap();
     let server = Server::start(&data, &[]).await.unwrap();
-    assert!(server.terminate().await.success());
+    let status = server.terminate().await;
+    assert!(status.success(), "{status:?}");
 }
