@@ -39,7 +39,7 @@ async fn run(keys: &[PublicKeyHash], secrets: &[SecretKey], protected: bool, lev
     if !protected {
         config.watermark.unprotected_keys = keys.to_vec();
     }
-    let (signer, _) = tzkms::startup::build_signer(&config).expect("signer");
+    let (signer, _) = tzkms::startup::build_signer(&config).await.expect("signer");
     let app = App::bind(signer, &config.server).await.expect("bind");
     let addr = app.local_addrs()[0];
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -25,6 +25,77 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub watermark: WatermarkConfig,
+    /// Azure Key Vault / Managed HSM keys. Absent: no Azure backend.
+    pub azure: Option<AzureConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// `https://<vault>.vault.azure.net` or `https://<hsm>.managedhsm.azure.net`.
+    pub vault_url: String,
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// Key names to serve, optionally pinned as `name/<version>`. Empty: every EC P-256/P-256K key.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Re-list the vault's keys this often (seconds).
+    #[serde(default = "default_refresh")]
+    pub refresh_interval_s: u64,
+    /// Total time one signature may take at Key Vault, retries included (milliseconds).
+    #[serde(default = "default_sign_budget")]
+    pub sign_budget_ms: u64,
+    /// An extra root CA (PEM) to trust for Azure endpoints, e.g. the emulator's.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub credential: CredentialConfig,
+}
+
+pub fn default_api_version() -> String {
+    "2025-07-01".into()
+}
+fn default_refresh() -> u64 {
+    300
+}
+fn default_sign_budget() -> u64 {
+    1500
+}
+
+/// How tzkms obtains Entra ID tokens for the vault.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// The first that is configured: client secret, workload identity, App Service identity, VM managed
+    /// identity (IMDS), Azure CLI.
+    #[default]
+    Auto,
+    ManagedIdentity,
+    WorkloadIdentity,
+    ClientSecret,
+    AzureCli,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    #[serde(default)]
+    pub kind: CredentialKind,
+    /// Entra tenant (else `AZURE_TENANT_ID`).
+    pub tenant_id: Option<String>,
+    /// Application (client) id of a service principal, workload identity or user-assigned managed identity
+    /// (else `AZURE_CLIENT_ID`).
+    pub client_id: Option<String>,
+    /// File holding the client secret (else `AZURE_CLIENT_SECRET`).
+    pub client_secret_file: Option<PathBuf>,
+    /// Federated token file (else `AZURE_FEDERATED_TOKEN_FILE`).
+    pub federated_token_file: Option<PathBuf>,
+    /// Entra authority (else `AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com`).
+    pub authority_host: Option<String>,
+    /// Managed identity selection by object id or ARM resource id.
+    pub object_id: Option<String>,
+    pub resource_id: Option<String>,
+    /// IMDS base URL (default `http://169.254.169.254`).
+    pub imds_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -188,7 +188,7 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         let data_dir = config.data_dir();
         startup::ensure_data_dir(&data_dir)?;
         let _lock = startup::DataDirLock::acquire(&data_dir)?;
-        let (signer, report) = startup::build_signer(&config)?;
+        let (signer, report) = startup::build_signer(&config).await?;
         for skipped in &report.skipped {
             tracing::warn!("not served: {skipped}");
         }
@@ -254,13 +254,21 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
     })
 }
 
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
 fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
     match cmd {
         KeysCommand::List { json } => {
             let mut config = config;
             config.keys.generate_if_empty = false;
-            let (keyring, report) = startup::load_keyring(&config)?;
+            let (keyring, report) = block_on(startup::load_keyring(&config))?;
             let keys = keyring.sorted();
             if *json {
                 let list: Vec<_> = keys
@@ -329,7 +337,7 @@ fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
             let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;
             let mut config = config;
             config.keys.generate_if_empty = false;
-            let (keyring, _) = startup::load_keyring(&config)?;
+            let (keyring, _) = block_on(startup::load_keyring(&config))?;
             let Some(key) = keyring.get(&pkh) else {
                 bail!("{pkh} is not served from {}", data_dir.display());
             };

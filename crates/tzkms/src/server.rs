@@ -121,7 +121,7 @@ async fn get_public_key(
     Path(pkh): Path<String>,
 ) -> Result<Response, ApiError> {
     let pkh = parse_pkh(&pkh)?;
-    let pk = state.signer.public_key(&pkh)?;
+    let pk = state.signer.public_key(&pkh).await?;
     Ok(Json(json!({ "public_key": pk.to_string() })).into_response())
 }
 

@@ -98,22 +98,22 @@ impl Signer {
         &self.keyring
     }
 
-    pub fn public_key(&self, pkh: &PublicKeyHash) -> Result<&PublicKey, SignError> {
-        Ok(&self.key(pkh)?.info.public_key)
+    pub async fn public_key(&self, pkh: &PublicKeyHash) -> Result<PublicKey, SignError> {
+        Ok(self.key(pkh).await?.info.public_key)
     }
 
-    fn key(&self, pkh: &PublicKeyHash) -> Result<&ServedKey, SignError> {
-        self.keyring.get(pkh).ok_or(SignError::UnknownKey(*pkh))
+    async fn key(&self, pkh: &PublicKeyHash) -> Result<ServedKey, SignError> {
+        self.keyring.find(pkh).await.ok_or(SignError::UnknownKey(*pkh))
     }
 
     pub async fn sign(&self, request: &SignRequest) -> Result<Signed, SignError> {
-        let key = self.key(&request.pkh)?;
+        let key = self.key(&request.pkh).await?;
         self.check_magic_byte(&request.payload)?;
         let payload = classify(&request.payload)?;
         let consensus = watermark_position(request, &payload);
         let protected = consensus.filter(|_| !self.unprotected.contains(&request.pkh));
         let Some((mark_key, mark_request)) = protected else {
-            let signature = self.sign_and_verify(key, request).await?;
+            let signature = self.sign_and_verify(&key, request).await?;
             return Ok(Signed {
                 signature,
                 replayed: false,
@@ -137,7 +137,7 @@ impl Signer {
                 })
             }
             Begin::Sign(ticket) => {
-                let signature = self.sign_and_verify(key, request).await?;
+                let signature = self.sign_and_verify(&key, request).await?;
                 self.watermarks.finish(ticket, signature).await?;
                 Ok(Signed {
                     signature,

@@ -10,7 +10,12 @@ use zeroize::Zeroizing;
 
 use crate::backend::file::{self, FileBackend};
 use crate::backend::{KeyBackend, Keyring};
-use crate::config::{Config, PASSWORD_ENV};
+use std::time::Duration;
+
+use crate::azure::credential::{self, TokenCache};
+use crate::azure::keyvault::KeyVaultClient;
+use crate::backend::azure::{AzureBackend, KeySelection};
+use crate::config::{AzureConfig, Config, PASSWORD_ENV};
 use crate::signer::Signer;
 use crate::watermark::file::{FileStore, Opened};
 
@@ -83,28 +88,67 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Loads every configured key backend and the watermark store into a signer. Must run inside a tokio
 /// runtime (the store's writer task).
-pub fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
+pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
     let data_dir = config.data_dir();
     ensure_data_dir(&data_dir)?;
     let (store, opened) = FileStore::open(&data_dir)?;
-    let (signer, mut report) = build_signer_with(config, Arc::new(store))?;
+    let (signer, mut report) = build_signer_with(config, Arc::new(store)).await?;
     report.watermarks = Some(opened);
     Ok((signer, report))
 }
 
-/// Loads every configured key backend (generating a first key if configured and none exists).
-pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)> {
+/// Connects to the configured vault: discovers the token audience from the vault's 401 challenge, starts
+/// the token cache and its refresher, lists the keys, and keeps them fresh in the background.
+pub async fn connect_azure(azure: &AzureConfig) -> anyhow::Result<Arc<AzureBackend>> {
+    let selection = azure
+        .keys
+        .iter()
+        .map(|k| KeySelection::parse(k).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let resource = KeyVaultClient::discover_resource(&http, &azure.vault_url, &azure.api_version)
+        .await
+        .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
+    let source = credential::from_config(&azure.credential, http.clone())?;
+    let tokens = TokenCache::new(source, resource);
+    tokens
+        .get()
+        .await
+        .with_context(|| format!("azure: first token for {}", azure.vault_url))?;
+    tokens.spawn_refresher();
+    let client = Arc::new(KeyVaultClient::new(
+        http,
+        &azure.vault_url,
+        &azure.api_version,
+        tokens,
+    ));
+    let backend = AzureBackend::start(client, selection, Duration::from_millis(azure.sign_budget_ms))
+        .await
+        .with_context(|| format!("azure: listing the keys of {}", azure.vault_url))?;
+    backend.spawn_refresher(Duration::from_secs(azure.refresh_interval_s.max(10)));
+    Ok(backend)
+}
+
+/// Loads every configured key backend (generating a first key file if configured and no key exists).
+pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)> {
     let data_dir = config.data_dir();
     ensure_data_dir(&data_dir)?;
     let password = key_password(config)?;
     let mut report = StartupReport::default();
+    let mut keyring = Keyring::default();
+    let mut any_key = false;
+    if let Some(azure) = &config.azure {
+        let backend = connect_azure(azure).await?;
+        any_key |= !backend.keys().is_empty();
+        keyring.add_backend(backend);
+    }
     let (mut files, load) = FileBackend::load(
         &data_dir,
         config.keys.octez_base_dir.as_deref(),
         password.as_ref(),
     )?;
     report.skipped.extend(load.skipped);
-    if files.is_empty() && config.keys.generate_if_empty {
+    if files.is_empty() && !any_key && config.keys.generate_if_empty {
         let key = SecretKey::generate(Curve::P256);
         let pkh = key.public_key().hash();
         file::write_key_file(&data_dir, &pkh.to_string(), &key.to_b58())?;
@@ -115,7 +159,6 @@ pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)>
             password.as_ref(),
         )?;
     }
-    let mut keyring = Keyring::default();
     let backend: Arc<dyn KeyBackend> = Arc::new(files);
     for dup in keyring.add_backend(backend) {
         report.skipped.push(format!(
@@ -128,11 +171,11 @@ pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)>
 }
 
 /// Like [`build_signer`] with a given watermark store.
-pub fn build_signer_with(
+pub async fn build_signer_with(
     config: &Config,
     watermarks: Arc<dyn crate::watermark::WatermarkStore>,
 ) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
-    let (keyring, report) = load_keyring(config)?;
+    let (keyring, report) = load_keyring(config).await?;
     Ok((
         Signer::new(
             keyring,

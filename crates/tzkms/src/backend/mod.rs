@@ -2,6 +2,7 @@
 //! keys it serves and signs a payload with one of them; everything else (policy, watermark, local
 //! verification) happens in `signer`, the same for every backend.
 
+pub mod azure;
 pub mod file;
 
 use std::collections::HashMap;
@@ -35,6 +36,15 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// The keys this backend can sign with.
     fn keys(&self) -> Vec<KeyInfo>;
+    /// One key, if this backend holds it.
+    fn key(&self, pkh: &PublicKeyHash) -> Option<KeyInfo> {
+        self.keys().into_iter().find(|k| k.public_key.hash() == *pkh)
+    }
+    /// Asked when a request names a key no backend holds: a backend that can discover keys (a vault)
+    /// re-reads them, rate-limited, and says whether it did.
+    fn refresh_for_unknown(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { false })
+    }
     /// Signs `message` (the whole payload, magic byte included) with the key of `pkh`. The backend
     /// applies the curve's own hashing (BLAKE2b-256 for ECDSA/ed25519, none for BLS).
     fn sign<'a>(
@@ -60,49 +70,73 @@ pub struct ServedKey {
     pub backend: Arc<dyn KeyBackend>,
 }
 
-/// Every key tzkms serves, by public key hash.
+/// Every key tzkms serves: the backends in order; a key held by two backends is served by the first.
 #[derive(Debug, Default, Clone)]
 pub struct Keyring {
-    keys: HashMap<PublicKeyHash, ServedKey>,
+    backends: Vec<Arc<dyn KeyBackend>>,
 }
 
 impl Keyring {
-    /// Adds all keys of `backend`. A key already served by an earlier backend keeps its first backend;
-    /// the duplicate is returned so the caller can say so.
+    /// Adds a backend. Keys it shares with an earlier backend are returned, so the caller can say so.
     pub fn add_backend(&mut self, backend: Arc<dyn KeyBackend>) -> Vec<KeyInfo> {
-        let mut duplicates = Vec::new();
-        for info in backend.keys() {
-            let pkh = info.public_key.hash();
-            if self.keys.contains_key(&pkh) {
-                duplicates.push(info);
-                continue;
-            }
-            self.keys.insert(
-                pkh,
-                ServedKey {
-                    info,
-                    backend: backend.clone(),
-                },
-            );
-        }
+        let duplicates = backend
+            .keys()
+            .into_iter()
+            .filter(|info| self.get(&info.public_key.hash()).is_some())
+            .collect();
+        self.backends.push(backend);
         duplicates
     }
 
-    pub fn get(&self, pkh: &PublicKeyHash) -> Option<&ServedKey> {
-        self.keys.get(pkh)
+    pub fn get(&self, pkh: &PublicKeyHash) -> Option<ServedKey> {
+        self.backends.iter().find_map(|b| {
+            b.key(pkh).map(|info| ServedKey {
+                info,
+                backend: b.clone(),
+            })
+        })
+    }
+
+    /// Looks `pkh` up, letting backends that discover keys re-read them once if it is unknown.
+    pub async fn find(&self, pkh: &PublicKeyHash) -> Option<ServedKey> {
+        if let Some(key) = self.get(pkh) {
+            return Some(key);
+        }
+        let mut refreshed = false;
+        for b in &self.backends {
+            refreshed |= b.refresh_for_unknown().await;
+        }
+        if refreshed {
+            self.get(pkh)
+        } else {
+            None
+        }
+    }
+
+    pub fn backends(&self) -> &[Arc<dyn KeyBackend>] {
+        &self.backends
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.sorted().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// Keys sorted by address, for stable listings.
-    pub fn sorted(&self) -> Vec<(&PublicKeyHash, &ServedKey)> {
-        let mut all: Vec<_> = self.keys.iter().collect();
+    pub fn sorted(&self) -> Vec<(PublicKeyHash, ServedKey)> {
+        let mut all: HashMap<PublicKeyHash, ServedKey> = HashMap::new();
+        for b in &self.backends {
+            for info in b.keys() {
+                all.entry(info.public_key.hash()).or_insert(ServedKey {
+                    info,
+                    backend: b.clone(),
+                });
+            }
+        }
+        let mut all: Vec<_> = all.into_iter().collect();
         all.sort_by_key(|(pkh, _)| pkh.to_string());
         all
     }

@@ -83,7 +83,7 @@ impl TestSigner {
         config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
         config.keys.generate_if_empty = false;
         tweak(&mut config);
-        let (signer, _) = tzkms::startup::build_signer(&config).unwrap();
+        let (signer, _) = tzkms::startup::build_signer(&config).await.unwrap();
         Self::serve(signer, &config, keys, data_dir).await
     }
 

@@ -1,0 +1,26 @@
+//! Azure: Entra ID credentials and the Key Vault / Managed HSM REST client. The backend that serves keys
+//! from a vault is `backend::azure`.
+
+pub mod credential;
+pub mod keyvault;
+
+use std::time::Duration;
+
+/// The HTTP client for every Azure endpoint: rustls, connections kept open (TCP keep-alive stops load
+/// balancers from dropping idle ones), so a steady-state call pays no new handshake.
+pub fn http_client(extra_ca: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .pool_idle_timeout(None)
+        .tcp_keepalive(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_while_idle(true)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("tzkms/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| e.to_string())
+}

@@ -1,0 +1,272 @@
+//! Keys in Azure Key Vault (Premium, HSM-protected) or Managed HSM: P-256 keys serve as tz3, P-256K
+//! (secp256k1) keys as tz2. The vault signs the BLAKE2b-256 digest; the raw `r‖s` it returns is brought to
+//! low S (Octez rejects high-S secp256k1 signatures) and verified locally by the signer before release.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tezos::{blake2b_256, BlsScheme, PublicKey, PublicKeyHash, Signature};
+use tokio::sync::Mutex;
+
+use super::{BackendError, BoxFuture, KeyBackend, KeyInfo};
+use crate::azure::keyvault::{KeyBundle, KeyVaultClient, KvCurve, KvError};
+
+/// At most one refresh for an unknown key in this interval, so a stream of unknown addresses cannot hammer
+/// the vault.
+const UNKNOWN_KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Budget for listing and reading keys.
+const READ_BUDGET: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+struct VaultKey {
+    name: String,
+    version: String,
+    curve: KvCurve,
+    public_key: PublicKey,
+}
+
+/// Which keys of the vault to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySelection {
+    pub name: String,
+    /// A pinned version, else the latest.
+    pub version: Option<String>,
+}
+
+impl KeySelection {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, version) = match text.split_once('/') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (text, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("{text:?}: a key name is letters, digits and '-'"));
+        }
+        if version
+            .as_ref()
+            .is_some_and(|v| v.len() != 32 || !v.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(format!("{text:?}: a pinned version is 32 hex characters"));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            version,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct AzureBackend {
+    client: Arc<KeyVaultClient>,
+    selection: Vec<KeySelection>,
+    sign_budget: Duration,
+    keys: RwLock<HashMap<PublicKeyHash, VaultKey>>,
+    last_refresh: Mutex<Option<Instant>>,
+}
+
+/// The result of looking at one key of the vault.
+fn key_from_bundle(bundle: &KeyBundle) -> Result<(KvCurve, PublicKey), String> {
+    if !bundle.kty.starts_with("EC") {
+        return Err(format!("key type {} is not EC", bundle.kty));
+    }
+    let crv = bundle.crv.as_deref().unwrap_or("");
+    let curve = KvCurve::from_crv(crv).ok_or_else(|| format!("curve {crv} is not P-256 or P-256K"))?;
+    bundle.usable_now()?;
+    let pk = PublicKey::from_affine(curve.tezos(), &bundle.x, &bundle.y).map_err(|e| e.to_string())?;
+    Ok((curve, pk))
+}
+
+impl AzureBackend {
+    /// Lists the vault's keys once (which also warms the connection and the token).
+    pub async fn start(
+        client: Arc<KeyVaultClient>,
+        selection: Vec<KeySelection>,
+        sign_budget: Duration,
+    ) -> Result<Arc<Self>, KvError> {
+        let backend = Arc::new(Self {
+            client,
+            selection,
+            sign_budget,
+            keys: RwLock::new(HashMap::new()),
+            last_refresh: Mutex::new(None),
+        });
+        backend.reload().await?;
+        Ok(backend)
+    }
+
+    /// Re-lists the vault every `interval` in the background, while the backend lives.
+    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(backend) = weak.upgrade() else { return };
+                if let Err(e) = backend.reload().await {
+                    tracing::warn!(error = %e, "azure: re-listing keys failed; serving the keys known so far");
+                }
+            }
+        });
+    }
+
+    pub fn client(&self) -> &Arc<KeyVaultClient> {
+        &self.client
+    }
+
+    /// Reads the selected keys (or all keys) from the vault and replaces the served set. A key that cannot
+    /// be used is skipped with one log line; it never aborts the reload.
+    pub async fn reload(&self) -> Result<usize, KvError> {
+        *self.last_refresh.lock().await = Some(Instant::now());
+        let wanted: Vec<KeySelection> = if self.selection.is_empty() {
+            self.client
+                .list_keys(READ_BUDGET)
+                .await?
+                .into_iter()
+                .map(|item| KeySelection {
+                    name: item.name,
+                    version: None,
+                })
+                .collect()
+        } else {
+            self.selection.clone()
+        };
+        let mut keys = HashMap::new();
+        for sel in wanted {
+            let version = sel.version.as_deref().unwrap_or("");
+            match self.client.get_key(&sel.name, version, READ_BUDGET).await {
+                Ok(bundle) => match key_from_bundle(&bundle) {
+                    Ok((curve, public_key)) => {
+                        keys.insert(
+                            public_key.hash(),
+                            VaultKey {
+                                name: bundle.name.clone(),
+                                // Pin the version read now: "latest" may move under a rotation.
+                                version: bundle.version.clone(),
+                                curve,
+                                public_key,
+                            },
+                        );
+                    }
+                    Err(why) => tracing::info!(key = %sel.name, "azure: key not served: {why}"),
+                },
+                Err(e) => tracing::warn!(key = %sel.name, error = %e, "azure: key not served"),
+            }
+        }
+        let n = keys.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(n)
+    }
+}
+
+impl KeyBackend for AzureBackend {
+    fn kind(&self) -> &'static str {
+        "azure"
+    }
+
+    fn keys(&self) -> Vec<KeyInfo> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|k| KeyInfo {
+                public_key: k.public_key.clone(),
+                name: format!("{}/{}", k.name, k.version),
+            })
+            .collect()
+    }
+
+    fn sign<'a>(
+        &'a self,
+        pkh: &'a PublicKeyHash,
+        message: &'a [u8],
+        _scheme: BlsScheme,
+    ) -> BoxFuture<'a, Result<Signature, BackendError>> {
+        Box::pin(async move {
+            let key = self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(pkh)
+                .cloned()
+                .ok_or(BackendError::UnknownKey(*pkh))?;
+            let digest = blake2b_256(message);
+            let raw = self
+                .client
+                .sign(&key.name, &key.version, key.curve, &digest, self.sign_budget)
+                .await
+                .map_err(|e| BackendError::Failed(e.to_string()))?;
+            normalise(key.curve, &raw)
+                .ok_or_else(|| BackendError::Failed("key vault returned an invalid r‖s".into()))
+        })
+    }
+
+    fn refresh_for_unknown(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            {
+                let last = self.last_refresh.lock().await;
+                if last.is_some_and(|t| t.elapsed() < UNKNOWN_KEY_REFRESH_INTERVAL) {
+                    return false;
+                }
+            }
+            match self.reload().await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "azure: re-listing keys for an unknown address failed");
+                    false
+                }
+            }
+        })
+    }
+}
+
+/// Low-S form of an ECDSA `r‖s` (mandatory for secp256k1, harmless for P-256).
+fn normalise(curve: KvCurve, raw: &[u8; 64]) -> Option<Signature> {
+    Some(match curve {
+        KvCurve::P256K => {
+            let sig = k256::ecdsa::Signature::from_slice(raw).ok()?;
+            let sig = sig.normalize_s().unwrap_or(sig);
+            Signature::Secp256k1(sig.to_bytes().into())
+        }
+        KvCurve::P256 => {
+            let sig = p256::ecdsa::Signature::from_slice(raw).ok()?;
+            let sig = sig.normalize_s().unwrap_or(sig);
+            Signature::P256(sig.to_bytes().into())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_parse_names_and_pinned_versions() {
+        assert_eq!(
+            KeySelection::parse("baker").unwrap(),
+            KeySelection {
+                name: "baker".into(),
+                version: None
+            }
+        );
+        let pinned = KeySelection::parse("baker-2/0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(
+            pinned.version.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(KeySelection::parse("bad name").is_err());
+        assert!(KeySelection::parse("baker/123").is_err());
+    }
+
+    #[test]
+    fn high_s_is_normalised() {
+        let sk = tezos::SecretKey::generate(tezos::Curve::Secp256k1);
+        let sig = sk.sign(b"\x03x", BlsScheme::default()).unwrap();
+        let low = k256::ecdsa::Signature::from_slice(sig.as_bytes()).unwrap();
+        let (r, s) = low.split_scalars();
+        let high = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+        let raw: [u8; 64] = high.to_bytes().into();
+        let fixed = normalise(KvCurve::P256K, &raw).unwrap();
+        assert_eq!(fixed.as_bytes(), sig.as_bytes());
+        assert!(sk.public_key().verify(b"\x03x", &fixed, BlsScheme::default()));
+    }
+}
