@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use tezos::{encrypted, Curve, PublicKeyHash, SecretKey};
+use tzkms::azure::keyvault::KvCurve;
 use tzkms::backend::file::write_key_file;
 use tzkms::config::{Config, DEFAULT_LISTEN};
 use tzkms::server::App;
@@ -57,6 +58,51 @@ enum Command {
     /// Inspect and manage high watermarks (double-signing protection).
     #[command(subcommand)]
     Watermark(WatermarkCommand),
+    /// Manage keys in Azure Key Vault / Managed HSM (uses the [azure] section of the config).
+    #[command(subcommand)]
+    Azure(AzureCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AzureCommand {
+    #[command(subcommand)]
+    Keys(AzureKeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AzureKeysCommand {
+    /// Every key of the vault: name, version, curve, Tezos address, enabled.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a non-exportable EC-HSM key.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_azure_curve)]
+        curve: KvCurve,
+    },
+    /// Import a private key read from standard input: a Tezos p2sk/spsk (or encrypted p2esk/spesk, password in
+    /// TZKMS_KEY_PASSWORD) or an EC private key PEM (passphrase in TZKMS_PEM_PASSPHRASE).
+    Import {
+        #[arg(long)]
+        name: String,
+    },
+    /// Write a key's backup blob (all versions; restorable only in the same subscription and geography).
+    Backup { name: String, file: PathBuf },
+    /// Restore a backup blob written by `backup`.
+    Restore { file: PathBuf },
+}
+
+fn parse_azure_curve(s: &str) -> Result<KvCurve, String> {
+    match s.parse::<Curve>().map_err(|e| e.to_string())? {
+        Curve::P256 => Ok(KvCurve::P256),
+        Curve::Secp256k1 => Ok(KvCurve::P256K),
+        other => Err(format!(
+            "{other} keys cannot live in Azure Key Vault: use p256 or secp256k1"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +222,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { listen } => serve(config, listen),
         Command::Keys(cmd) => keys(config, cmd),
         Command::Watermark(cmd) => watermark(config, cmd),
+        Command::Azure(AzureCommand::Keys(cmd)) => block_on(azure_keys(config, cmd)),
     }
 }
 
@@ -493,5 +540,104 @@ fn change_marks(data_dir: &std::path::Path, incoming: interchange::Marks) -> any
         "{} of {total} marks raised; the others were already at or above",
         raised.len()
     );
+    Ok(())
+}
+
+/// Budget for one-off management calls.
+const MANAGEMENT_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow::Result<()> {
+    let azure = config
+        .azure
+        .as_ref()
+        .context("no [azure] section in the configuration (see docs/azure.md)")?;
+    let client = startup::azure_client(azure).await?;
+    let report = |b: &tzkms::azure::keyvault::KeyBundle| -> anyhow::Result<()> {
+        let curve = b
+            .crv
+            .as_deref()
+            .and_then(KvCurve::from_crv)
+            .context("not a P-256/P-256K key")?;
+        let pk = tezos::PublicKey::from_affine(curve.tezos(), &b.x, &b.y)?;
+        println!("{}", pk.hash());
+        println!("key:        {}/{}", b.name, b.version);
+        println!("public key: {pk}");
+        println!("{}", import_line(&pk.hash(), None));
+        Ok(())
+    };
+    match cmd {
+        AzureKeysCommand::List { json } => {
+            let mut rows = Vec::new();
+            for item in client.list_keys(MANAGEMENT_BUDGET).await? {
+                let row = match client.get_key(&item.name, "", MANAGEMENT_BUDGET).await {
+                    Ok(b) => {
+                        let curve = b.crv.as_deref().and_then(KvCurve::from_crv);
+                        let address = curve
+                            .and_then(|c| tezos::PublicKey::from_affine(c.tezos(), &b.x, &b.y).ok())
+                            .map(|pk| pk.hash().to_string());
+                        serde_json::json!({
+                            "name": b.name, "version": b.version, "kty": b.kty, "curve": b.crv,
+                            "address": address, "enabled": b.enabled,
+                            "usable": b.usable_now().err().unwrap_or("yes"),
+                        })
+                    }
+                    Err(e) => serde_json::json!({ "name": item.name, "error": e.to_string() }),
+                };
+                rows.push(row);
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<24} {:<32} {:<7} {:<36} enabled={} {}",
+                        r["name"].as_str().unwrap_or(""),
+                        r["version"].as_str().unwrap_or("-"),
+                        r["curve"].as_str().unwrap_or("-"),
+                        r["address"].as_str().unwrap_or("-"),
+                        r["enabled"],
+                        r["error"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        AzureKeysCommand::Create { name, curve } => {
+            report(&client.create_key(name, *curve, MANAGEMENT_BUDGET).await?)?;
+        }
+        AzureKeysCommand::Import { name } => {
+            let mut text = Zeroizing::new(String::new());
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the private key from standard input")?;
+            let password = startup::key_password(&config)?;
+            let passphrase = std::env::var("TZKMS_PEM_PASSPHRASE")
+                .ok()
+                .map(|p| Zeroizing::new(p.into_bytes()));
+            let key = tzkms::azure::import::parse(
+                &text,
+                password.as_ref().map(|p| p.as_slice()),
+                passphrase.as_ref().map(|p| p.as_slice()),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let expected = key.public_key().map_err(anyhow::Error::msg)?;
+            let bundle = client
+                .import_key(name, key.curve, &key.d, &key.x, &key.y, MANAGEMENT_BUDGET)
+                .await?;
+            let got = tezos::PublicKey::from_affine(key.curve.tezos(), &bundle.x, &bundle.y)?;
+            if got != expected {
+                bail!("the vault reports public key {got}, expected {expected}: check the vault");
+            }
+            report(&bundle)?;
+        }
+        AzureKeysCommand::Backup { name, file } => {
+            let blob = client.backup_key(name, MANAGEMENT_BUDGET).await?;
+            std::fs::write(file, blob).with_context(|| format!("writing {}", file.display()))?;
+            println!("backup of {name} written to {}", file.display());
+        }
+        AzureKeysCommand::Restore { file } => {
+            let blob =
+                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            report(&client.restore_key(blob.trim(), MANAGEMENT_BUDGET).await?)?;
+        }
+    }
     Ok(())
 }

@@ -129,6 +129,27 @@ pub async fn connect_azure(azure: &AzureConfig) -> anyhow::Result<Arc<AzureBacke
     Ok(backend)
 }
 
+/// A Key Vault client with a first token in hand and its refresher running.
+pub async fn azure_client(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultClient>> {
+    let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let resource = KeyVaultClient::discover_resource(&http, &azure.vault_url, &azure.api_version)
+        .await
+        .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
+    let source = credential::from_config(&azure.credential, http.clone())?;
+    let tokens = TokenCache::new(source, resource);
+    tokens
+        .get()
+        .await
+        .with_context(|| format!("azure: first token for {}", azure.vault_url))?;
+    tokens.spawn_refresher();
+    Ok(Arc::new(KeyVaultClient::new(
+        http,
+        &azure.vault_url,
+        &azure.api_version,
+        tokens,
+    )))
+}
+
 /// Loads every configured key backend (generating a first key file if configured and no key exists).
 pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)> {
     let data_dir = config.data_dir();

@@ -16,7 +16,7 @@ use crate::config::{CredentialConfig, CredentialKind};
 
 const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 const DEFAULT_IMDS: &str = "http://169.254.169.254";
-/// A token is not used in its last minute.
+/// A token is not used in its last minute (or last tenth, for very short-lived tokens).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// Refresh at most this long before expiry (and at half the lifetime for shorter tokens).
 const REFRESH_AHEAD: Duration = Duration::from_secs(300);
@@ -54,9 +54,14 @@ impl std::fmt::Debug for AccessToken {
 
 impl AccessToken {
     fn usable(&self, now: SystemTime) -> bool {
+        let lifetime = self
+            .expires_at
+            .duration_since(self.obtained_at)
+            .unwrap_or_default();
+        let margin = EXPIRY_MARGIN.min(lifetime / 10);
         self.expires_at
             .duration_since(now)
-            .is_ok_and(|left| left > EXPIRY_MARGIN)
+            .is_ok_and(|left| left > margin)
     }
 
     fn refresh_at(&self) -> SystemTime {

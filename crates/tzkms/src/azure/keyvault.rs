@@ -26,7 +26,7 @@ pub enum KvError {
         code: String,
         message: String,
     },
-    #[error("key vault: {operation}: throttled (429) and Retry-After {retry_after:?} does not fit the remaining budget")]
+    #[error("key vault: {operation}: throttled (429, {}) and the wait does not fit the remaining budget", retry_after_text(.retry_after))]
     Throttled {
         operation: &'static str,
         retry_after: Option<Duration>,
@@ -42,6 +42,13 @@ pub enum KvError {
         operation: &'static str,
         message: String,
     },
+}
+
+fn retry_after_text(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!("Retry-After {}s", d.as_secs()),
+        None => "no Retry-After".into(),
+    }
 }
 
 impl KvError {
@@ -272,11 +279,13 @@ impl KeyVaultClient {
                     last,
                 });
             }
+            // One attempt may use two thirds of the budget, so a stalled connection leaves time for a retry.
+            let attempt_timeout = remaining.min((budget * 2 / 3).max(Duration::from_millis(100)));
             let mut request = self
                 .http
                 .request(method.clone(), &url)
                 .bearer_auth(token.token.as_str())
-                .timeout(remaining);
+                .timeout(attempt_timeout);
             if !url.contains("api-version=") {
                 request = request.query(&[("api-version", self.api_version.as_str())]);
             }

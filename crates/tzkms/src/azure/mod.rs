@@ -2,6 +2,7 @@
 //! from a vault is `backend::azure`.
 
 pub mod credential;
+pub mod import;
 pub mod keyvault;
 
 use std::time::Duration;

@@ -62,7 +62,8 @@ pub struct AzureBackend {
     selection: Vec<KeySelection>,
     sign_budget: Duration,
     keys: RwLock<HashMap<PublicKeyHash, VaultKey>>,
-    last_refresh: Mutex<Option<Instant>>,
+    /// When an unknown address last made us re-list the vault.
+    last_unknown_refresh: Mutex<Option<Instant>>,
 }
 
 /// The result of looking at one key of the vault.
@@ -89,7 +90,7 @@ impl AzureBackend {
             selection,
             sign_budget,
             keys: RwLock::new(HashMap::new()),
-            last_refresh: Mutex::new(None),
+            last_unknown_refresh: Mutex::new(None),
         });
         backend.reload().await?;
         Ok(backend)
@@ -116,7 +117,6 @@ impl AzureBackend {
     /// Reads the selected keys (or all keys) from the vault and replaces the served set. A key that cannot
     /// be used is skipped with one log line; it never aborts the reload.
     pub async fn reload(&self) -> Result<usize, KvError> {
-        *self.last_refresh.lock().await = Some(Instant::now());
         let wanted: Vec<KeySelection> = if self.selection.is_empty() {
             self.client
                 .list_keys(READ_BUDGET)
@@ -203,10 +203,11 @@ impl KeyBackend for AzureBackend {
     fn refresh_for_unknown(&self) -> BoxFuture<'_, bool> {
         Box::pin(async move {
             {
-                let last = self.last_refresh.lock().await;
+                let mut last = self.last_unknown_refresh.lock().await;
                 if last.is_some_and(|t| t.elapsed() < UNKNOWN_KEY_REFRESH_INTERVAL) {
                     return false;
                 }
+                *last = Some(Instant::now());
             }
             match self.reload().await {
                 Ok(_) => true,
