@@ -23,6 +23,10 @@ case "$TZKMS_BIN" in /*) ;; *) TZKMS_BIN="$REPO_ROOT/$TZKMS_BIN" ;; esac
 [ -x "$TZKMS_BIN" ] || die "no tzkms binary at $TZKMS_BIN (build it with 'cargo build --release' or set TZKMS_BIN)"
 export TZKMS_BIN
 
+KV_EMULATOR_BIN="${KV_EMULATOR_BIN:-$(dirname "$TZKMS_BIN")/kv-emulator}"
+[ -x "$KV_EMULATOR_BIN" ] || die "no kv-emulator binary at $KV_EMULATOR_BIN (cargo build --release -p kv-emulator, or set KV_EMULATOR_BIN)"
+export KV_EMULATOR_BIN
+
 TZKMS_VECTORS="${TZKMS_VECTORS:-$REPO_ROOT/../shared/vectors}"
 [ -f "$TZKMS_VECTORS/signatures.json" ] || die "no test vectors in $TZKMS_VECTORS"
 TZKMS_VECTORS="$(cd "$TZKMS_VECTORS" && pwd)"
@@ -126,8 +130,8 @@ failed=()
 start=$SECONDS
 
 if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = node ]; then
-  log "node --test: Taquito RemoteSigner (tests/e2e/signer/taquito.test.mjs)"
-  run_suite "$SIGNER_DIR" timeout 600 node --test --test-reporter=tap taquito.test.mjs
+  log "node --test: Taquito RemoteSigner with file keys and with Azure keys (kv-emulator)"
+  run_suite "$SIGNER_DIR" timeout 600 node --test --test-reporter=tap taquito.test.mjs azure.test.mjs
   [ "$rc" -eq 0 ] || failed+=("node (exit $rc)")
 fi
 

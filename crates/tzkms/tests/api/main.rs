@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod azure;
+mod azure_cli;
 mod cli;
 mod crash;
 mod helpers;

@@ -21,6 +21,11 @@ pub struct Server {
 impl Server {
     /// Starts `tzkms serve` on a free port and waits for its `listening on` line.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        Self::start_env(data_dir, extra, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub async fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         // stderr goes to a file: a pipe nobody reads would fill up and block the server.
         let log_path = data_dir.with_extension("stderr.log");
         let log = std::fs::OpenOptions::new()
@@ -33,6 +38,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("TZKMS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
@@ -81,14 +87,35 @@ impl Server {
 
 /// Runs a `tzkms` command to completion: (success, stdout, stderr).
 pub async fn run(args: &[&str], data_dir: &Path) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    run_with(args, data_dir, &[], None).await
+}
+
+/// Runs a `tzkms` command with extra environment variables and standard input.
+pub async fn run_with(
+    args: &[&str],
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(BIN)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env("TZKMS_LOG", "warn")
-        .output()
-        .await
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run tzkms");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().await.expect("wait tzkms");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,0 +1,284 @@
+//! The real binary with the Azure backend: `azure keys` import of every key format, backup and restore,
+//! and the credentials that only a process environment can select (App Service identity, Azure CLI).
+
+use std::path::{Path, PathBuf};
+
+use kv_emulator::{Curve as EmuCurve, Emulator, Operation};
+use pkcs8::{EncodePrivateKey, LineEnding};
+use tezos::{BlsScheme, Curve, PublicKey, SecretKey, Signature};
+
+use crate::azure::{emulator, pkh_of};
+use crate::process::{run_with, Server};
+
+/// A config file pointing at the emulator with `credential` as the [azure.credential] body.
+fn write_config(emu: &Emulator, dir: &Path, credential: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.join("azure-secret");
+    std::fs::write(&secret, emu.client_secret()).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.join("tzkms.toml");
+    let text = format!(
+        "[keys]\ngenerate_if_empty = false\n\n[azure]\nvault_url = \"{}\"\nca_file = \"{}\"\n\n[azure.credential]\n{}\n",
+        emu.url(),
+        emu.ca_pem_path().unwrap().display(),
+        credential
+            .replace("{tenant}", emu.tenant_id())
+            .replace("{client}", emu.client_id())
+            .replace("{secret_file}", &secret.display().to_string())
+            .replace("{authority}", emu.authority_host())
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+const CLIENT_SECRET: &str = "kind = \"client_secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\n\
+                             client_secret_file = \"{secret_file}\"\nauthority_host = \"{authority}\"";
+
+async fn sign_and_verify(server: &Server, pk: &PublicKey) {
+    let payload = b"\x03\x42\x42";
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/keys/{}?version=3", server.addr, pk.hash()))
+        .body(format!("\"{}\"", hex::encode(payload)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+    assert!(pk.verify(payload, &sig, BlsScheme::default()));
+}
+
+#[tokio::test]
+async fn every_key_format_imports_and_then_signs() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), CLIENT_SECRET);
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+
+    let p2sk = SecretKey::generate(Curve::P256);
+    let spsk = SecretKey::generate(Curve::Secp256k1);
+    let p2esk_key = SecretKey::generate(Curve::P256);
+    let p2esk = tezos::encrypted::encrypt(&p2esk_key, b"tezos-pw");
+    let sec1 = p256::SecretKey::random(&mut rand_core::OsRng);
+    let pkcs8_enc = k256::SecretKey::random(&mut rand_core::OsRng);
+    let sec1_pk = PublicKey::from_bytes(Curve::P256, &sec1.public_key().to_sec1_bytes()).unwrap();
+    let pkcs8_pk = PublicKey::from_bytes(Curve::Secp256k1, &pkcs8_enc.public_key().to_sec1_bytes()).unwrap();
+    let cases: Vec<(&str, String, PublicKey)> = vec![
+        ("tez-p2sk", p2sk.to_b58().to_string(), p2sk.public_key().clone()),
+        (
+            "tez-spsk",
+            format!("unencrypted:{}", spsk.to_b58().as_str()),
+            spsk.public_key().clone(),
+        ),
+        ("tez-p2esk", p2esk, p2esk_key.public_key().clone()),
+        (
+            "pem-sec1",
+            sec1.to_sec1_pem(LineEnding::LF).unwrap().to_string(),
+            sec1_pk,
+        ),
+        (
+            "pem-pkcs8-encrypted",
+            pkcs8_enc
+                .to_pkcs8_encrypted_pem(&mut rand_core::OsRng, b"pem-pass", LineEnding::LF)
+                .unwrap()
+                .to_string(),
+            pkcs8_pk,
+        ),
+    ];
+    let env = [
+        ("TZKMS_KEY_PASSWORD", "tezos-pw"),
+        ("TZKMS_PEM_PASSPHRASE", "pem-pass"),
+    ];
+    for (name, input, pk) in &cases {
+        let (ok, out, err) = run_with(
+            &["--config", config, "azure", "keys", "import", "--name", name],
+            &data,
+            &env,
+            Some(input),
+        )
+        .await;
+        assert!(ok, "{name}: {err}");
+        assert_eq!(out.lines().next().unwrap(), pk.hash().to_string(), "{name}");
+        // The vault now holds the key; its public half is the one the file gave.
+        let info = emu.key(name).unwrap();
+        assert_eq!(&pkh_of(&info).1, pk);
+    }
+    // Without the passphrase an encrypted PEM is refused, and nothing is imported.
+    let (ok, _, err) = run_with(
+        &["--config", config, "azure", "keys", "import", "--name", "no-pass"],
+        &data,
+        &[],
+        Some(&cases[4].1),
+    )
+    .await;
+    assert!(!ok && err.contains("TZKMS_PEM_PASSPHRASE"), "{err}");
+    assert!(emu.key("no-pass").is_none());
+
+    let (ok, out, err) = run_with(
+        &["--config", config, "azure", "keys", "list", "--json"],
+        &data,
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), cases.len());
+
+    let server = Server::start(&data, &["--config", config]).await.unwrap();
+    for (_, _, pk) in &cases {
+        sign_and_verify(&server, pk).await;
+    }
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn backup_then_restore_brings_a_purged_key_back() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), CLIENT_SECRET);
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let (ok, out, err) = run_with(
+        &[
+            "--config",
+            config,
+            "azure",
+            "keys",
+            "create",
+            "--name",
+            "baker",
+            "--curve",
+            "secp256k1",
+        ],
+        &data,
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let pkh = out.lines().next().unwrap().to_owned();
+    assert!(pkh.starts_with("tz2"), "{out}");
+    let blob = dir.path().join("baker.backup");
+    let (ok, _, err) = run_with(
+        &[
+            "--config",
+            config,
+            "azure",
+            "keys",
+            "backup",
+            "baker",
+            blob.to_str().unwrap(),
+        ],
+        &data,
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+
+    // Delete and purge the key through the REST API, as an operator's mistake would.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(emu.ca_pem().unwrap().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/keys/baker"),
+        (reqwest::Method::DELETE, "/deletedkeys/baker"),
+    ] {
+        let r = http
+            .request(method, format!("{}{path}?api-version=2025-07-01", emu.url()))
+            .bearer_auth(emu.issue_token())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    assert!(emu.key("baker").is_none());
+
+    let (ok, out, err) = run_with(
+        &[
+            "--config",
+            config,
+            "azure",
+            "keys",
+            "restore",
+            blob.to_str().unwrap(),
+        ],
+        &data,
+        &[],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().next().unwrap(), pkh);
+    let server = Server::start(&data, &["--config", config]).await.unwrap();
+    let pk = pkh_of(&emu.key("baker").unwrap()).1;
+    sign_and_verify(&server, &pk).await;
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn app_service_identity_and_azure_cli_credentials_serve_keys() {
+    let emu = emulator().await;
+    let pk = pkh_of(&emu.create_key("baker", EmuCurve::P256).unwrap()).1;
+    let dir = tempfile::tempdir().unwrap();
+
+    // App Service / Container Apps: the platform sets IDENTITY_ENDPOINT and IDENTITY_HEADER.
+    let config = write_config(&emu, dir.path(), "kind = \"managed_identity\"");
+    let before = emu.counters().get(Operation::AppServiceToken);
+    let server = Server::start_env(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("IDENTITY_ENDPOINT", &emu.identity_endpoint()),
+            ("IDENTITY_HEADER", emu.identity_header()),
+        ],
+    )
+    .await
+    .unwrap();
+    sign_and_verify(&server, &pk).await;
+    assert!(emu.counters().get(Operation::AppServiceToken) > before);
+    assert!(server.terminate().await.success());
+
+    // Azure CLI: an `az` on PATH that answers `account get-access-token` with a token it obtained from the
+    // emulator's Entra endpoint, in the CLI's JSON shape.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let az = bin.join("az");
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import json, ssl, sys, urllib.parse, urllib.request
+args = sys.argv[1:]
+assert args[:2] == ["account", "get-access-token"], args
+scope = args[args.index("--scope") + 1]
+ctx = ssl.create_default_context(cafile={ca:?})
+body = urllib.parse.urlencode({{"grant_type": "client_credentials", "client_id": {client:?},
+                               "client_secret": {secret:?}, "scope": scope}}).encode()
+with urllib.request.urlopen({url:?}, body, context=ctx) as r:
+    t = json.load(r)
+import time
+print(json.dumps({{"accessToken": t["access_token"], "expires_on": int(time.time()) + int(t["expires_in"]),
+                  "tenant": {tenant:?}, "tokenType": "Bearer"}}))
+"#,
+        ca = emu.ca_pem_path().unwrap().display().to_string(),
+        client = emu.client_id(),
+        secret = emu.client_secret(),
+        url = emu.token_url(),
+        tenant = emu.tenant_id(),
+    );
+    std::fs::write(&az, script).unwrap();
+    std::fs::set_permissions(&az, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = write_config(&emu, dir.path(), "kind = \"azure_cli\"");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let server = Server::start_env(
+        &dir.path().join("data2"),
+        &["--config", config.to_str().unwrap()],
+        &[("PATH", &path)],
+    )
+    .await
+    .unwrap();
+    sign_and_verify(&server, &pk).await;
+    assert!(server.terminate().await.success());
+}
