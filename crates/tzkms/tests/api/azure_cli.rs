@@ -282,3 +282,79 @@ print(json.dumps({{"accessToken": t["access_token"], "expires_on": int(time.time
     sign_and_verify(&server, &pk).await;
     assert!(server.terminate().await.success());
 }
+
+/// Runs openssl with `args` and `stdin`; returns stdout.
+fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is installed (.ci/run installs it)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}");
+    out.stdout
+}
+
+#[tokio::test]
+async fn openssl_generated_pems_import_plain_and_passphrase_encrypted() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), CLIENT_SECRET);
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    for (name, curve, cipher) in [
+        ("ossl-p256-aes256", "prime256v1", "-aes256"),
+        ("ossl-k1-aes128", "secp256k1", "-aes128"),
+        ("ossl-p256-plain", "prime256v1", ""),
+    ] {
+        // `openssl ecparam -genkey`, as the workflow has it, then (optionally) a passphrase.
+        let plain = openssl(&["ecparam", "-genkey", "-name", curve, "-noout"], b"");
+        let pem = if cipher.is_empty() {
+            plain.clone()
+        } else {
+            openssl(&["ec", cipher, "-passout", "pass:open sesame"], &plain)
+        };
+        let pem = String::from_utf8(pem).unwrap();
+        assert_eq!(pem.contains("ENCRYPTED"), !cipher.is_empty(), "{pem}");
+        // The expected public key, from the unencrypted PEM by an independent parser.
+        let plain = String::from_utf8(plain).unwrap();
+        let expected = if curve == "secp256k1" {
+            let k = k256::SecretKey::from_sec1_pem(&plain).unwrap();
+            PublicKey::from_bytes(Curve::Secp256k1, &k.public_key().to_sec1_bytes()).unwrap()
+        } else {
+            let k = p256::SecretKey::from_sec1_pem(&plain).unwrap();
+            PublicKey::from_bytes(Curve::P256, &k.public_key().to_sec1_bytes()).unwrap()
+        };
+        let env = [("TZKMS_PEM_PASSPHRASE", "open sesame")];
+        let (ok, out, err) = run_with(
+            &["--config", config, "azure", "keys", "import", "--name", name],
+            &data,
+            &env,
+            Some(&pem),
+        )
+        .await;
+        assert!(ok, "{name}: {err}");
+        assert_eq!(out.lines().next().unwrap(), expected.hash().to_string(), "{name}");
+        if !cipher.is_empty() {
+            let wrong = [("TZKMS_PEM_PASSPHRASE", "wrong")];
+            let (ok, _, err) = run_with(
+                &["--config", config, "azure", "keys", "import", "--name", "x"],
+                &data,
+                &wrong,
+                Some(&pem),
+            )
+            .await;
+            assert!(!ok, "{name}: imported with a wrong passphrase");
+            assert!(err.contains("passphrase"), "{err}");
+        }
+    }
+    let server = Server::start(&data, &["--config", config]).await.unwrap();
+    for name in ["ossl-p256-aes256", "ossl-k1-aes128", "ossl-p256-plain"] {
+        let pk = pkh_of(&emu.key(name).unwrap()).1;
+        sign_and_verify(&server, &pk).await;
+    }
+    assert!(server.terminate().await.success());
+}
