@@ -105,6 +105,57 @@ pub struct WatermarkConfig {
     /// key that signs on a live chain: this is for test setups that replay levels.
     #[serde(default, deserialize_with = "parsed_list")]
     pub unprotected_keys: Vec<tezos::PublicKeyHash>,
+    /// A watermark shared by several tzkms instances, in Azure Table Storage. Each instance keeps its
+    /// local file store too; both must agree to sign.
+    pub table: Option<TableConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `https://<account>.table.core.windows.net`, or a path-style URL such as Azurite's
+    /// `http://127.0.0.1:10002/devstoreaccount1`.
+    pub endpoint: String,
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Storage account name (default: from the endpoint).
+    pub account: Option<String>,
+    /// File holding the account key (Shared Key); else `TZKMS_TABLE_ACCOUNT_KEY`; else Entra ID tokens.
+    pub account_key_file: Option<PathBuf>,
+    /// Entra ID credential for the table (default: `[azure.credential]`, else `auto`).
+    pub credential: Option<CredentialConfig>,
+    /// Time one watermark decision may take at the table, retries included (milliseconds).
+    #[serde(default = "default_table_budget")]
+    pub budget_ms: u64,
+    /// An extra root CA (PEM) for the endpoint.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_table() -> String {
+    "tzkmswatermarks".into()
+}
+fn default_table_budget() -> u64 {
+    1000
+}
+
+impl TableConfig {
+    /// The account name: configured, else the first path segment of a path-style endpoint, else the first
+    /// label of the host.
+    pub fn account_name(&self) -> String {
+        if let Some(a) = &self.account {
+            return a.clone();
+        }
+        let rest = self
+            .endpoint
+            .split_once("://")
+            .map(|(_, r)| r)
+            .unwrap_or(&self.endpoint);
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        match path.split('/').find(|s| !s.is_empty()) {
+            Some(segment) => segment.to_owned(),
+            None => host.split('.').next().unwrap_or("").to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

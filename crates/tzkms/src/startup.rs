@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use crate::azure::credential::{self, TokenCache};
 use crate::azure::keyvault::KeyVaultClient;
+use crate::azure::table::{TableAuth, TableClient};
 use crate::backend::azure::{AzureBackend, KeySelection};
-use crate::config::{AzureConfig, Config, PASSWORD_ENV};
+use crate::config::{AzureConfig, Config, TableConfig, PASSWORD_ENV};
 use crate::signer::Signer;
+use crate::watermark::azure_table::{BothStores, TableStore};
 use crate::watermark::file::{FileStore, Opened};
+use crate::watermark::WatermarkStore;
 
 /// The lock file that keeps two tzkms processes (or a server and a watermark-changing command) from
 /// using one data directory at once.
@@ -92,7 +95,15 @@ pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, Start
     let data_dir = config.data_dir();
     ensure_data_dir(&data_dir)?;
     let (store, opened) = FileStore::open(&data_dir)?;
-    let (signer, mut report) = build_signer_with(config, Arc::new(store)).await?;
+    let local: Arc<dyn WatermarkStore> = Arc::new(store);
+    let store: Arc<dyn WatermarkStore> = match &config.watermark.table {
+        Some(table) => Arc::new(BothStores {
+            local,
+            shared: Arc::new(table_store(config, table).await?),
+        }),
+        None => local,
+    };
+    let (signer, mut report) = build_signer_with(config, store).await?;
     report.watermarks = Some(opened);
     Ok((signer, report))
 }
@@ -127,6 +138,60 @@ pub async fn connect_azure(azure: &AzureConfig) -> anyhow::Result<Arc<AzureBacke
         .with_context(|| format!("azure: listing the keys of {}", azure.vault_url))?;
     backend.spawn_refresher(Duration::from_secs(azure.refresh_interval_s.max(10)));
     Ok(backend)
+}
+
+/// The shared watermark store of `[watermark.table]`, with its table created if missing.
+pub async fn table_store(config: &Config, table: &TableConfig) -> anyhow::Result<TableStore> {
+    let http = crate::azure::http_client(table.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let key = match &table.account_key_file {
+        Some(path) => {
+            file::check_private(path)?;
+            Some(Zeroizing::new(
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            ))
+        }
+        None => std::env::var("TZKMS_TABLE_ACCOUNT_KEY").ok().map(Zeroizing::new),
+    };
+    let auth = match key {
+        Some(text) => {
+            use base64::Engine as _;
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .context("the storage account key is not base64")?;
+            TableAuth::SharedKey {
+                account: table.account_name(),
+                key: Zeroizing::new(key),
+            }
+        }
+        None => {
+            let credential = table
+                .credential
+                .clone()
+                .or_else(|| config.azure.as_ref().map(|a| a.credential.clone()))
+                .unwrap_or_default();
+            let tokens = TokenCache::new(
+                credential::from_config(&credential, http.clone())?,
+                crate::azure::table::STORAGE_RESOURCE.into(),
+            );
+            tokens.get().await.context("table storage: first token")?;
+            tokens.spawn_refresher();
+            TableAuth::Bearer(tokens)
+        }
+    };
+    let budget = Duration::from_millis(table.budget_ms);
+    let client = TableClient::new(http, &table.endpoint, &table.table, auth)?;
+    client
+        .ensure_table(budget * 5)
+        .await
+        .with_context(|| format!("table storage: {} at {}", table.table, table.endpoint))?;
+    let writer = format!(
+        "{}:{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        std::process::id()
+    );
+    Ok(TableStore::new(Arc::new(client), budget, writer))
 }
 
 /// A Key Vault client with a first token in hand and its refresher running.

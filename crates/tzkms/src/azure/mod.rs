@@ -4,6 +4,7 @@
 pub mod credential;
 pub mod import;
 pub mod keyvault;
+pub mod table;
 
 use std::time::Duration;
 

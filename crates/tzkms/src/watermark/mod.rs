@@ -6,6 +6,7 @@
 //! randomised and a second signature would be a second, different block or operation); anything else is
 //! refused.
 
+pub mod azure_table;
 pub mod file;
 pub mod interchange;
 

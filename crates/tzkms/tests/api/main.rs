@@ -4,9 +4,11 @@
 
 mod azure;
 mod azure_cli;
+mod azurite;
 mod cli;
 mod crash;
 mod helpers;
 mod process;
 mod routes;
+mod table;
 mod watermark;

@@ -1,0 +1,383 @@
+//! The shared watermark store for several tzkms instances: one Azure Table Storage entity per (chain, key,
+//! kind), changed only by conditional writes (insert, or replace with the ETag last read). Each instance
+//! caches the entity and its ETag, so the common case is one round trip to reserve a position (a
+//! conditional replace) and one to record the signature; a write that loses a race (409/412) re-reads and
+//! re-decides. If the table cannot be reached within the budget, nothing is signed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tezos::{Level, Round, Signature};
+use tokio::sync::OwnedMutexGuard;
+
+use super::interchange::Marks;
+use super::{decide, Begin, Decision, Mark, MarkKey, MarkRequest, Ticket, WatermarkError, WatermarkStore};
+use crate::azure::table::{Entity, TableClient, TableError, WriteOutcome};
+use crate::backend::BoxFuture;
+
+/// Attempts at one decision when other instances keep winning the race.
+const MAX_RACES: usize = 16;
+
+/// What this instance last knew of an entity: `None` inside = the entity does not exist.
+#[derive(Debug, Clone)]
+struct Known {
+    mark: Option<Mark>,
+    etag: Option<String>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Known>>>;
+
+#[derive(Debug)]
+pub struct TableStore {
+    client: Arc<TableClient>,
+    budget: Duration,
+    /// Written into each entity, for operators reading the table.
+    writer: String,
+    slots: Mutex<HashMap<MarkKey, Slot>>,
+}
+
+fn row_key(key: &MarkKey) -> String {
+    format!("{}-{}", key.chain, key.kind.name())
+}
+
+fn entity_of(key: &MarkKey, mark: &Mark, writer: &str) -> Map<String, Value> {
+    let mut p = Map::new();
+    p.insert("PartitionKey".into(), key.pkh.to_string().into());
+    p.insert("RowKey".into(), row_key(key).into());
+    p.insert("Chain".into(), key.chain.to_string().into());
+    p.insert("Kind".into(), key.kind.name().into());
+    p.insert("Level".into(), i64::from(mark.level.0).into());
+    p.insert("Round".into(), i64::from(mark.round.0).into());
+    p.insert("Hash".into(), hex::encode(mark.hash).into());
+    p.insert(
+        "Signature".into(),
+        mark.signature.map(|s| s.to_string()).unwrap_or_default().into(),
+    );
+    p.insert("Writer".into(), writer.into());
+    p
+}
+
+fn mark_of(p: &Map<String, Value>) -> Result<Mark, String> {
+    let int = |name: &str| -> Result<u32, String> {
+        let v = &p[name];
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("{name} is not a level/round: {v}"))
+    };
+    let hash: [u8; 32] = hex::decode(p["Hash"].as_str().unwrap_or(""))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("Hash is not 32 bytes of hex")?;
+    let signature = match p["Signature"].as_str().unwrap_or("") {
+        "" => None,
+        s => Some(s.parse::<Signature>().map_err(|e| format!("Signature: {e}"))?),
+    };
+    Ok(Mark {
+        level: Level(int("Level")?),
+        round: Round(int("Round")?),
+        hash,
+        signature,
+    })
+}
+
+/// The key an entity is for.
+fn key_of(p: &Map<String, Value>) -> Result<MarkKey, String> {
+    Ok(MarkKey {
+        chain: p["Chain"]
+            .as_str()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| format!("Chain: {e}"))?,
+        pkh: p["PartitionKey"]
+            .as_str()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| format!("PartitionKey: {e}"))?,
+        kind: p["Kind"].as_str().unwrap_or("").parse()?,
+    })
+}
+
+fn store_err(e: TableError) -> WatermarkError {
+    WatermarkError::Store(format!("{e}; nothing was signed"))
+}
+
+impl TableStore {
+    pub fn new(client: Arc<TableClient>, budget: Duration, writer: String) -> Self {
+        Self {
+            client,
+            budget,
+            writer,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self) -> &Arc<TableClient> {
+        &self.client
+    }
+
+    fn slot(&self, key: &MarkKey) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(*key).or_default().clone()
+    }
+
+    async fn read(&self, key: &MarkKey) -> Result<Known, WatermarkError> {
+        match self
+            .client
+            .get(&key.pkh.to_string(), &row_key(key), self.budget)
+            .await
+            .map_err(store_err)?
+        {
+            None => Ok(Known {
+                mark: None,
+                etag: None,
+            }),
+            Some(Entity { etag, properties }) => Ok(Known {
+                mark: Some(mark_of(&properties).map_err(|e| {
+                    WatermarkError::Store(format!(
+                        "table entity for {key} is unreadable: {e}; nothing was signed"
+                    ))
+                })?),
+                etag: Some(etag),
+            }),
+        }
+    }
+
+    /// Writes `mark` if the entity is still as `known` says; `None` if another writer got there first.
+    async fn write(
+        &self,
+        key: &MarkKey,
+        known: &Known,
+        mark: &Mark,
+    ) -> Result<Option<String>, WatermarkError> {
+        let entity = entity_of(key, mark, &self.writer);
+        let outcome = match &known.etag {
+            None => self.client.insert(&entity, self.budget).await,
+            Some(etag) => {
+                self.client
+                    .replace(&key.pkh.to_string(), &row_key(key), etag, &entity, self.budget)
+                    .await
+            }
+        }
+        .map_err(store_err)?;
+        Ok(match outcome {
+            WriteOutcome::Written(etag) => Some(etag),
+            WriteOutcome::Conflict => None,
+        })
+    }
+
+    /// Every mark in the table (for `watermark show --store table` and export).
+    pub async fn all(&self) -> Result<Marks, WatermarkError> {
+        let mut marks = Marks::new();
+        for e in self.client.scan(self.budget * 10).await.map_err(store_err)? {
+            let key = key_of(&e.properties).map_err(WatermarkError::Store)?;
+            marks.insert(key, mark_of(&e.properties).map_err(WatermarkError::Store)?);
+        }
+        Ok(marks)
+    }
+
+    /// Raises `key` to `mark` if it is higher than what the table holds (conditional, retried on races).
+    pub async fn raise(&self, key: &MarkKey, mark: &Mark) -> Result<bool, WatermarkError> {
+        for _ in 0..MAX_RACES {
+            let known = self.read(key).await?;
+            if known
+                .mark
+                .as_ref()
+                .is_some_and(|m| (m.level, m.round) >= (mark.level, mark.round))
+            {
+                return Ok(false);
+            }
+            if self.write(key, &known, mark).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Err(WatermarkError::Store(format!(
+            "{key}: lost {MAX_RACES} races in a row"
+        )))
+    }
+}
+
+impl WatermarkStore for TableStore {
+    fn begin<'a>(
+        &'a self,
+        key: MarkKey,
+        request: MarkRequest,
+    ) -> BoxFuture<'a, Result<Begin, WatermarkError>> {
+        Box::pin(async move {
+            let mut guard: OwnedMutexGuard<Option<Known>> = self.slot(&key).lock_owned().await;
+            for _ in 0..MAX_RACES {
+                let known = match guard.as_ref() {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k = self.read(&key).await?;
+                        *guard = Some(k.clone());
+                        k
+                    }
+                };
+                match decide(known.mark.as_ref(), &request) {
+                    // A refusal or a replay decided on a cached mark stays right: marks only rise, and a
+                    // replayed signature is one already released for these exact bytes.
+                    Decision::Replay(signature) => return Ok(Begin::Replay(signature)),
+                    Decision::Refuse(refusal) => {
+                        // Refresh the cache so the next request decides on current data.
+                        *guard = None;
+                        return Err(WatermarkError::Refused {
+                            key,
+                            requested: (request.level, request.round),
+                            refusal,
+                        });
+                    }
+                    Decision::Sign => {
+                        let reserved = Mark {
+                            level: request.level,
+                            round: request.round,
+                            hash: request.hash,
+                            signature: None,
+                        };
+                        match self.write(&key, &known, &reserved).await {
+                            Ok(Some(etag)) => {
+                                *guard = Some(Known {
+                                    mark: Some(reserved),
+                                    etag: Some(etag),
+                                });
+                                return Ok(Begin::Sign(Ticket {
+                                    key,
+                                    request,
+                                    state: Box::new(guard),
+                                }));
+                            }
+                            // Another instance moved the mark: read it and decide again.
+                            Ok(None) => *guard = None,
+                            Err(e) => {
+                                *guard = None;
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(WatermarkError::Store(format!(
+                "{key}: lost {MAX_RACES} races in a row; nothing was signed"
+            )))
+        })
+    }
+
+    /// Records the signature with the reservation's ETag. The position was reserved durably before
+    /// signing, so if this write fails the signature is still safe to release: only identical replays on
+    /// other instances are refused (they find no stored signature).
+    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>> {
+        Box::pin(async move {
+            let Ok(mut guard) = ticket.state.downcast::<OwnedMutexGuard<Option<Known>>>() else {
+                return Err(WatermarkError::Store("ticket from another store".into()));
+            };
+            let Some(known) = guard.clone() else {
+                return Ok(());
+            };
+            let mark = Mark {
+                level: ticket.request.level,
+                round: ticket.request.round,
+                hash: ticket.request.hash,
+                signature: Some(signature),
+            };
+            match self.write(&ticket.key, &known, &mark).await {
+                Ok(Some(etag)) => {
+                    **guard = Some(Known {
+                        mark: Some(mark),
+                        etag: Some(etag),
+                    })
+                }
+                Ok(None) => **guard = None,
+                Err(e) => {
+                    tracing::warn!(key = %ticket.key, error = %e, "shared watermark: signature not recorded");
+                    **guard = None;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>> {
+        Box::pin(async move { Ok(self.all().await?.into_iter().collect()) })
+    }
+}
+
+/// A local store and a shared store that must both agree before anything is signed.
+#[derive(Debug)]
+pub struct BothStores {
+    pub local: Arc<dyn WatermarkStore>,
+    pub shared: Arc<dyn WatermarkStore>,
+}
+
+impl WatermarkStore for BothStores {
+    fn begin<'a>(
+        &'a self,
+        key: MarkKey,
+        request: MarkRequest,
+    ) -> BoxFuture<'a, Result<Begin, WatermarkError>> {
+        Box::pin(async move {
+            let local = match self.local.begin(key, request).await? {
+                // This instance signed these exact bytes: its own signature answers.
+                Begin::Replay(signature) => return Ok(Begin::Replay(signature)),
+                Begin::Sign(ticket) => ticket,
+            };
+            match self.shared.begin(key, request).await? {
+                Begin::Sign(shared) => Ok(Begin::Sign(Ticket {
+                    key,
+                    request,
+                    state: Box::new((local, shared)),
+                })),
+                // Another instance signed these exact bytes: answer with its signature, and remember it.
+                Begin::Replay(signature) => {
+                    self.local.finish(local, signature).await?;
+                    Ok(Begin::Replay(signature))
+                }
+            }
+        })
+    }
+
+    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>> {
+        Box::pin(async move {
+            let Ok(both) = ticket.state.downcast::<(Ticket, Ticket)>() else {
+                return Err(WatermarkError::Store("ticket from another store".into()));
+            };
+            let (local, shared) = *both;
+            self.local.finish(local, signature).await?;
+            self.shared.finish(shared, signature).await
+        })
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>> {
+        self.shared.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tezos::{ChainId, ConsensusKind};
+
+    #[test]
+    fn entities_round_trip() {
+        let key = MarkKey {
+            chain: ChainId([1, 2, 3, 4]),
+            pkh: "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx".parse().unwrap(),
+            kind: ConsensusKind::Attestation,
+        };
+        let mark = Mark {
+            level: Level(7),
+            round: Round(2),
+            hash: [9; 32],
+            signature: Some(Signature::Generic([4; 64])),
+        };
+        let e = entity_of(&key, &mark, "test");
+        assert_eq!(mark_of(&e).unwrap(), mark);
+        assert_eq!(key_of(&e).unwrap(), key);
+        let unsigned = Mark {
+            signature: None,
+            ..mark
+        };
+        assert_eq!(mark_of(&entity_of(&key, &unsigned, "t")).unwrap(), unsigned);
+    }
+}
