@@ -60,6 +60,16 @@ pub struct Entity {
     pub properties: Map<String, Value>,
 }
 
+/// The parts of one REST request.
+struct Request<'a> {
+    operation: &'static str,
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, String)],
+    headers: &'a [(&'a str, String)],
+    body: Option<&'a Value>,
+}
+
 #[derive(Debug)]
 pub struct TableClient {
     http: reqwest::Client,
@@ -128,16 +138,15 @@ impl TableClient {
     }
 
     /// One request with retries of 5xx/connection errors inside `budget`.
-    async fn send(
-        &self,
-        operation: &'static str,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        headers: &[(&str, String)],
-        body: Option<&Value>,
-        budget: Duration,
-    ) -> Result<reqwest::Response, TableError> {
+    async fn send(&self, req: Request<'_>, budget: Duration) -> Result<reqwest::Response, TableError> {
+        let Request {
+            operation,
+            method,
+            path,
+            query,
+            headers,
+            body,
+        } = req;
         let deadline = Instant::now() + budget;
         let body = body.map(|b| b.to_string());
         let mut attempt = 0u32;
@@ -243,12 +252,14 @@ impl TableClient {
         let headers = [("Prefer", "return-no-content".to_owned())];
         let r = self
             .send(
-                "create table",
-                Method::POST,
-                "/Tables",
-                &[],
-                &headers,
-                Some(&body),
+                Request {
+                    operation: "create table",
+                    method: Method::POST,
+                    path: "/Tables",
+                    query: &[],
+                    headers: &headers,
+                    body: Some(&body),
+                },
                 budget,
             )
             .await?;
@@ -261,12 +272,14 @@ impl TableClient {
     pub async fn get(&self, pk: &str, rk: &str, budget: Duration) -> Result<Option<Entity>, TableError> {
         let r = self
             .send(
-                "read",
-                Method::GET,
-                &self.entity_path(pk, rk),
-                &[],
-                &[],
-                None,
+                Request {
+                    operation: "read",
+                    method: Method::GET,
+                    path: &self.entity_path(pk, rk),
+                    query: &[],
+                    headers: &[],
+                    body: None,
+                },
                 budget,
             )
             .await?;
@@ -294,7 +307,17 @@ impl TableClient {
         let path = format!("/{}", self.table);
         let body = Value::Object(properties.clone());
         let r = self
-            .send("insert", Method::POST, &path, &[], &headers, Some(&body), budget)
+            .send(
+                Request {
+                    operation: "insert",
+                    method: Method::POST,
+                    path: &path,
+                    query: &[],
+                    headers: &headers,
+                    body: Some(&body),
+                },
+                budget,
+            )
             .await?;
         match r.status() {
             StatusCode::CONFLICT => Ok(WriteOutcome::Conflict),
@@ -316,12 +339,14 @@ impl TableClient {
         let body = Value::Object(properties.clone());
         let r = self
             .send(
-                "conditional update",
-                Method::PUT,
-                &self.entity_path(pk, rk),
-                &[],
-                &headers,
-                Some(&body),
+                Request {
+                    operation: "conditional update",
+                    method: Method::PUT,
+                    path: &self.entity_path(pk, rk),
+                    query: &[],
+                    headers: &headers,
+                    body: Some(&body),
+                },
                 budget,
             )
             .await?;
@@ -344,7 +369,17 @@ impl TableClient {
             }
             let path = format!("/{}()", self.table);
             let r = self
-                .send("query", Method::GET, &path, &query, &[], None, budget)
+                .send(
+                    Request {
+                        operation: "query",
+                        method: Method::GET,
+                        path: &path,
+                        query: &query,
+                        headers: &[],
+                        body: None,
+                    },
+                    budget,
+                )
                 .await?;
             if !r.status().is_success() {
                 return Err(Self::fail("query", r).await);
