@@ -109,6 +109,9 @@ fn parse_azure_curve(s: &str) -> Result<KvCurve, String> {
 enum WatermarkCommand {
     /// Show the marks (safe while tzkms runs).
     Show {
+        /// Which store: this instance's file, or the shared table of [watermark.table].
+        #[arg(long, value_enum, default_value = "local")]
+        store: StoreChoice,
         #[arg(long)]
         pkh: Option<String>,
         #[arg(long)]
@@ -118,6 +121,8 @@ enum WatermarkCommand {
     },
     /// Raise one mark by hand (e.g. before moving a key from another signer). Never lowers a mark.
     Set {
+        #[arg(long, value_enum, default_value = "local")]
+        store: StoreChoice,
         #[arg(long)]
         pkh: String,
         #[arg(long)]
@@ -132,12 +137,16 @@ enum WatermarkCommand {
     },
     /// Write every mark in tzkms's JSON interchange format (safe while tzkms runs).
     Export {
+        #[arg(long, value_enum, default_value = "local")]
+        store: StoreChoice,
         /// Output file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Import marks; only raises, never lowers.
     Import {
+        #[arg(long, value_enum, default_value = "local")]
+        store: StoreChoice,
         /// Format of the source.
         #[arg(long, value_enum, default_value = "tzkms")]
         from: ImportFormat,
@@ -145,6 +154,14 @@ enum WatermarkCommand {
         /// or one of its <chain>.json files.
         path: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreChoice {
+    /// `<data_dir>/watermarks.json`
+    Local,
+    /// The Azure Table of `[watermark.table]` (conditional writes: safe while instances run)
+    Table,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -432,12 +449,16 @@ fn report_key(key: &SecretKey, path: &std::path::Path) {
 }
 
 fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
-    let data_dir = config.data_dir();
     match cmd {
-        WatermarkCommand::Show { pkh, chain, json } => {
+        WatermarkCommand::Show {
+            store,
+            pkh,
+            chain,
+            json,
+        } => {
             let pkh: Option<PublicKeyHash> = pkh.as_deref().map(str::parse).transpose()?;
             let chain: Option<tezos::ChainId> = chain.as_deref().map(str::parse).transpose()?;
-            let mut marks = watermark::file::read(&data_dir)?;
+            let mut marks = read_marks(&config, *store)?;
             marks.retain(|k, _| pkh.is_none_or(|p| p == k.pkh) && chain.is_none_or(|c| c == k.chain));
             if *json {
                 print!("{}", interchange::encode(&marks));
@@ -461,8 +482,8 @@ fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        WatermarkCommand::Export { out } => {
-            let text = interchange::encode(&watermark::file::read(&data_dir)?);
+        WatermarkCommand::Export { store, out } => {
+            let text = interchange::encode(&read_marks(&config, *store)?);
             match out {
                 Some(path) => {
                     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
@@ -471,6 +492,7 @@ fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
             }
         }
         WatermarkCommand::Set {
+            store,
             pkh,
             chain,
             kind,
@@ -501,9 +523,9 @@ fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
-            change_marks(&data_dir, incoming)?;
+            change_marks(&config, *store, incoming)?;
         }
-        WatermarkCommand::Import { from, path } => {
+        WatermarkCommand::Import { store, from, path } => {
             let incoming = match from {
                 ImportFormat::Tzkms => {
                     let text = std::fs::read_to_string(path)
@@ -513,15 +535,50 @@ fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
                 ImportFormat::Octez => interchange::import_octez(path).map_err(anyhow::Error::msg)?,
                 ImportFormat::Signatory => interchange::import_signatory(path).map_err(anyhow::Error::msg)?,
             };
-            change_marks(&data_dir, incoming)?;
+            change_marks(&config, *store, incoming)?;
         }
     }
     Ok(())
 }
 
-/// Raises marks in the store while holding the data directory's lock (a running server holds it, and
-/// its in-memory marks would not see the change).
-fn change_marks(data_dir: &std::path::Path, incoming: interchange::Marks) -> anyhow::Result<()> {
+/// The shared table store of the configuration.
+async fn shared_store(config: &Config) -> anyhow::Result<watermark::azure_table::TableStore> {
+    let table = config
+        .watermark
+        .table
+        .as_ref()
+        .context("--store table needs a [watermark.table] section in the configuration")?;
+    startup::table_store(config, table).await
+}
+
+fn read_marks(config: &Config, store: StoreChoice) -> anyhow::Result<interchange::Marks> {
+    match store {
+        StoreChoice::Local => Ok(watermark::file::read(&config.data_dir())?),
+        StoreChoice::Table => block_on(async { Ok(shared_store(config).await?.all().await?) }),
+    }
+}
+
+/// Raises marks: in the shared table with conditional writes (safe while instances run: a running
+/// instance re-reads on its next conflicting write), or in the local store while holding the data
+/// directory's lock (a running server holds it, and its in-memory marks would not see the change).
+fn change_marks(config: &Config, store: StoreChoice, incoming: interchange::Marks) -> anyhow::Result<()> {
+    if store == StoreChoice::Table {
+        let total = incoming.len();
+        let raised = block_on(async {
+            let table = shared_store(config).await?;
+            let mut raised = 0;
+            for (key, mark) in &incoming {
+                if table.raise(key, mark).await? {
+                    println!("raised {key} to level {} round {}", mark.level, mark.round);
+                    raised += 1;
+                }
+            }
+            anyhow::Ok(raised)
+        })?;
+        println!("{raised} of {total} marks raised in the shared table; the others were already at or above");
+        return Ok(());
+    }
+    let data_dir = &config.data_dir();
     startup::ensure_data_dir(data_dir)?;
     let _lock = startup::DataDirLock::acquire(data_dir)
         .context("changing marks needs tzkms stopped (show and export work while it runs)")?;

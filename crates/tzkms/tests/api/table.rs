@@ -349,3 +349,92 @@ async fn three_processes_sharing_a_table_sign_each_position_once() {
         s.terminate().await;
     }
 }
+
+#[tokio::test]
+async fn watermark_commands_work_against_the_table() {
+    let azurite = Azurite::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = table_config(&azurite, dir.path());
+    let config = dir.path().join("tzkms.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[watermark.table]\nendpoint = \"{}\"\ntable = \"{}\"\naccount_key_file = \"{}\"\n",
+            table.endpoint,
+            table.table,
+            table.account_key_file.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let pkh = "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx";
+    let set = |level: &'static str| {
+        [
+            "--config",
+            c,
+            "watermark",
+            "set",
+            "--store",
+            "table",
+            "--pkh",
+            pkh,
+            "--chain",
+            "NetXdQprcVkpaWU",
+            "--kind",
+            "attestation",
+            "--level",
+            level,
+        ]
+    };
+    let (ok, out, err) = crate::process::run(&set("50"), &data).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("1 of 1 marks raised in the shared table"), "{out}");
+    let (ok, out, _) = crate::process::run(&set("40"), &data).await;
+    assert!(ok);
+    assert!(out.contains("0 of 1 marks raised"), "{out}");
+    let (ok, out, err) = crate::process::run(
+        &["--config", c, "watermark", "show", "--store", "table", "--json"],
+        &data,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["marks"][0]["level"], 50);
+    assert_eq!(doc["marks"][0]["kind"], "attestation");
+    // An export of the table imports into a local store.
+    let export = dir.path().join("export.json");
+    let (ok, _, err) = crate::process::run(
+        &[
+            "--config",
+            c,
+            "watermark",
+            "export",
+            "--store",
+            "table",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+        &data,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = crate::process::run(&["watermark", "import", export.to_str().unwrap()], &data).await;
+    assert!(ok && out.contains("1 of 1 marks raised"), "{out}{err}");
+    // The shared table also refuses a signing request below the mark set by hand.
+    let store = store(&table).await;
+    let below = MarkRequest {
+        level: Level(49),
+        round: Round(0),
+        hash: [1; 32],
+    };
+    let key = MarkKey {
+        chain: "NetXdQprcVkpaWU".parse().unwrap(),
+        pkh: pkh.parse().unwrap(),
+        kind: ConsensusKind::Attestation,
+    };
+    assert!(matches!(
+        store.begin(key, below).await,
+        Err(WatermarkError::Refused { .. })
+    ));
+}
