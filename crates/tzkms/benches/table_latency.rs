@@ -8,10 +8,10 @@ mod azurite;
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
 use tezos::{Curve, SecretKey};
 use tzkms::backend::file::write_key_file;
 use tzkms::config::{Config, TableConfig};
-use std::sync::Arc;
 
 use tzkms::server::App;
 use tzkms::watermark::azure_table::BothStores;
@@ -54,7 +54,9 @@ async fn run(table: Option<TableConfig>, n: u32) -> (Vec<Duration>, Option<u64>)
         }
         None => local,
     };
-    let (signer, _) = tzkms::startup::build_signer_with(&config, store).await.expect("signer");
+    let (signer, _) = tzkms::startup::build_signer_with(&config, store)
+        .await
+        .expect("signer");
     let app = App::bind(signer, &config.server).await.expect("bind");
     let addr = app.local_addrs()[0];
     tokio::spawn(app.run(std::future::pending()));
@@ -79,12 +81,21 @@ async fn run(table: Option<TableConfig>, n: u32) -> (Vec<Duration>, Option<u64>)
         }
     }
     lat.sort();
-    (lat, shared_handle.map(|s| s.client().requests() - requests_before))
+    (
+        lat,
+        shared_handle.map(|s| s.client().requests() - requests_before),
+    )
 }
 
 fn main() {
-    let n: u32 = std::env::var("TABLE_SIGNATURES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let n: u32 = std::env::var("TABLE_SIGNATURES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let az = azurite::Azurite::start().await;
         let dir = tempfile::tempdir().expect("dir");
@@ -103,8 +114,16 @@ fn main() {
         let (file, _) = run(None, n).await;
         let (both, requests) = run(Some(table.clone()), n).await;
         println!("{n} sequential preattestations, one key, HTTP on loopback");
-        println!("file store:          p50 {:>6.2} ms  p99 {:>6.2} ms", pct(&file, 0.5), pct(&file, 0.99));
-        println!("file + Azure Table:  p50 {:>6.2} ms  p99 {:>6.2} ms", pct(&both, 0.5), pct(&both, 0.99));
+        println!(
+            "file store:          p50 {:>6.2} ms  p99 {:>6.2} ms",
+            pct(&file, 0.5),
+            pct(&file, 0.99)
+        );
+        println!(
+            "file + Azure Table:  p50 {:>6.2} ms  p99 {:>6.2} ms",
+            pct(&both, 0.5),
+            pct(&both, 0.99)
+        );
         println!(
             "added by the table:  p50 {:>6.2} ms  p99 {:>6.2} ms",
             pct(&both, 0.5) - pct(&file, 0.5),

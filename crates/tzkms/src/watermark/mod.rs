@@ -241,6 +241,37 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the order of requests, signed positions strictly increase, one payload at most is
+        /// signed per position, and a replay only ever answers the identical payload.
+        #[test]
+        fn decisions_are_monotonic(requests in proptest::collection::vec((0u32..6, 0u32..3, 0u8..3), 1..60)) {
+            let mut mark: Option<Mark> = None;
+            let mut signed: Vec<((Level, Round), u8)> = Vec::new();
+            for (level, round, hash) in requests {
+                let r = req(level, round, hash);
+                match decide(mark.as_ref(), &r) {
+                    Decision::Sign => {
+                        if let Some(((l, rd), _)) = signed.last() {
+                            proptest::prop_assert!((r.level, r.round) > (*l, *rd));
+                        }
+                        signed.push(((r.level, r.round), hash));
+                        mark = Some(Mark { level: r.level, round: r.round, hash: r.hash, signature: Some(Signature::Generic([hash; 64])) });
+                    }
+                    Decision::Replay(sig) => {
+                        let m = mark.as_ref().unwrap();
+                        proptest::prop_assert_eq!((m.level, m.round, m.hash), (r.level, r.round, r.hash));
+                        proptest::prop_assert_eq!(sig, Signature::Generic([hash; 64]));
+                    }
+                    Decision::Refuse(_) => {}
+                }
+            }
+            let mut positions: Vec<_> = signed.iter().map(|(p, _)| *p).collect();
+            positions.dedup();
+            proptest::prop_assert_eq!(positions.len(), signed.len());
+        }
+    }
+
     #[test]
     fn refusal_message_names_kind_chain_key_and_both_positions() {
         let key = MarkKey {
