@@ -1,11 +1,14 @@
 //! The TOML configuration file. Every struct denies unknown fields so a typo is an error, not a silently
 //! ignored setting. Secrets never live here: only paths to files that hold them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+use tezos::{Address, Ballot, ChainId, PublicKey, PublicKeyHash};
+
+use crate::policy::{ClientPattern, RequestKind};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6732";
 pub const DEFAULT_DATA_DIR: &str = "./tzkms-data";
@@ -27,6 +30,8 @@ pub struct Config {
     pub watermark: WatermarkConfig,
     /// Azure Key Vault / Managed HSM keys. Absent: no Azure backend.
     pub azure: Option<AzureConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +102,29 @@ pub struct CredentialConfig {
     /// IMDS base URL (default `http://169.254.169.254`).
     pub imds_endpoint: Option<String>,
 }
+
+/// Authentication of signing requests with octez-client's authentication keys (Octez's scheme).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When set, `POST /keys/<pkh>` needs `authentication`, a signature by an authorized key.
+    #[serde(default)]
+    pub required: bool,
+    /// Authorized public keys (`edpk…`, `sppk…`, `p2pk…`, `BLpk…`).
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub authorized_keys: Vec<PublicKey>,
+    /// An octez-signer `authorized_keys` file (a JSON list of `{"name", "value": "<public key>"}`).
+    pub authorized_keys_file: Option<PathBuf>,
+    /// Binds an authorized key (by its hash) to the keys it may ask signatures of. Authorized keys
+    /// not listed here may ask for any key.
+    #[serde(default, deserialize_with = "pkh_map")]
+    pub may_sign: BTreeMap<PublicKeyHash, KeyList>,
+}
+
+/// A list of key addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct KeyList(#[serde(deserialize_with = "parsed_list")] pub Vec<PublicKeyHash>);
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +199,14 @@ pub struct ServerConfig {
     /// A request not answered within this time gets 408 (milliseconds).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// Serve `GET /known_keys` (like `octez-signer --allow-list-known-keys`).
+    #[serde(default)]
+    pub allow_list_known_keys: bool,
+    /// Serve `GET /bls_prove_possession/<pkh>` (like `octez-signer --allow-to-prove-possession`).
+    #[serde(default)]
+    pub allow_prove_possession: bool,
+    /// HTTPS listeners, besides the plain HTTP ones in `listen`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -179,8 +215,25 @@ impl Default for ServerConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
             request_timeout_ms: default_request_timeout(),
+            allow_list_known_keys: false,
+            allow_prove_possession: false,
+            tls: None,
         }
     }
+}
+
+/// HTTPS: a PEM certificate chain and key (reloaded on SIGHUP), optionally client certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses to serve HTTPS on.
+    pub listen: Vec<SocketAddr>,
+    /// PEM file: the server certificate, then its intermediates.
+    pub certificate: PathBuf,
+    /// PEM file: the certificate's private key (PKCS#8, PKCS#1 or SEC1). Must be mode 0600.
+    pub private_key: PathBuf,
+    /// PEM file of CA certificates: when set, every HTTPS client must present a certificate they issued.
+    pub client_ca: Option<PathBuf>,
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -225,14 +278,63 @@ pub struct PolicyConfig {
     /// Magic bytes any key may sign, like `octez-signer -M`. 0x04 is never signed whatever this says.
     #[serde(default = "default_magic_bytes", deserialize_with = "magic_bytes")]
     pub allowed_magic_bytes: BTreeSet<u8>,
+    /// The policy of keys without a section of their own: consensus payloads only.
+    #[serde(default)]
+    pub default: KeyPolicyConfig,
+    /// Per-key policies, by public key hash. A key's section replaces the default entirely.
+    #[serde(default, deserialize_with = "pkh_map")]
+    pub keys: BTreeMap<PublicKeyHash, KeyPolicyConfig>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             allowed_magic_bytes: default_magic_bytes(),
+            default: KeyPolicyConfig::default(),
+            keys: BTreeMap::new(),
         }
     }
+}
+
+/// One key's policy as written. See `policy::KeyPolicy` for what each setting means.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicyConfig {
+    /// Request kinds and generic operation kinds the key may sign.
+    #[serde(default = "consensus_only", deserialize_with = "parsed_list")]
+    pub allow: Vec<RequestKind>,
+    /// When set, transactions and ticket transfers may only go to these addresses.
+    #[serde(default, deserialize_with = "parsed_list_opt")]
+    pub transaction_destinations: Option<Vec<Address>>,
+    /// When set, ballots may only carry these votes.
+    #[serde(default, deserialize_with = "parsed_list_opt")]
+    pub ballots: Option<Vec<Ballot>>,
+    /// When set, payloads that name a chain (consensus, legacy) must name one of these.
+    #[serde(default, deserialize_with = "parsed_list_opt")]
+    pub chains: Option<Vec<ChainId>>,
+    /// When set, only these TLS clients (mTLS) may use the key.
+    #[serde(default, deserialize_with = "parsed_list_opt")]
+    pub tls_clients: Option<Vec<ClientPattern>>,
+    /// Put the payload's hex in the audit line.
+    #[serde(default)]
+    pub log_payloads: bool,
+}
+
+impl Default for KeyPolicyConfig {
+    fn default() -> Self {
+        Self {
+            allow: consensus_only(),
+            transaction_destinations: None,
+            ballots: None,
+            chains: None,
+            tls_clients: None,
+            log_payloads: false,
+        }
+    }
+}
+
+fn consensus_only() -> Vec<RequestKind> {
+    RequestKind::CONSENSUS.to_vec()
 }
 
 /// Generic operations, Michelson data and the three Tenderbake consensus kinds. Legacy (Emmy) 0x01/0x02
@@ -268,6 +370,31 @@ where
         .map(|s| {
             s.parse()
                 .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        })
+        .collect()
+}
+
+fn parsed_list_opt<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    parsed_list(d).map(Some)
+}
+
+/// A table keyed by public key hash (`[policy.keys.tz3…]`).
+fn pkh_map<'de, D, V>(d: D) -> Result<BTreeMap<PublicKeyHash, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    BTreeMap::<String, V>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| {
+            k.parse()
+                .map(|pkh| (pkh, v))
+                .map_err(|e| serde::de::Error::custom(format!("{k:?} is not a key address: {e}")))
         })
         .collect()
 }

@@ -61,6 +61,16 @@ enum Command {
     /// Manage keys in Azure Key Vault / Managed HSM (uses the [azure] section of the config).
     #[command(subcommand)]
     Azure(AzureCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration, keys, authorized keys and TLS files, and print the effective policy of
+    /// every key. Exits non-zero on any error.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,7 +250,84 @@ fn main() -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(config, cmd),
         Command::Watermark(cmd) => watermark(config, cmd),
         Command::Azure(AzureCommand::Keys(cmd)) => block_on(azure_keys(config, cmd)),
+        Command::Config(ConfigCommand::Check) => config_check(config),
     }
+}
+
+/// What a baker should know about who may sign what, one line each.
+fn security_summary(
+    config: &Config,
+    keyring: &tzkms::backend::Keyring,
+    auth: &tzkms::auth::Authenticator,
+    policy: &tzkms::policy::Policy,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(format!(
+        "policy.allowed_magic_bytes: [{}]",
+        policy
+            .allowed_magic_bytes()
+            .iter()
+            .map(|b| format!("0x{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for (pkh, _) in keyring.sorted() {
+        lines.push(format!("key {pkh}: {}", policy.for_key(&pkh).describe()));
+    }
+    for pkh in policy.configured_keys() {
+        if keyring.get(pkh).is_none() {
+            lines.push(format!(
+                "warning: policy.keys.{pkh} names a key this signer does not serve"
+            ));
+        }
+    }
+    if auth.required() {
+        for key in auth.keys() {
+            let bound = auth.binding(&key.hash).map_or_else(
+                || "any key".to_string(),
+                |keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "),
+            );
+            lines.push(format!(
+                "auth: authorized key {} ({}) may ask for {bound}",
+                key.hash, key.name
+            ));
+        }
+    } else {
+        lines.push("auth: requests are not authenticated (auth.required = false)".into());
+    }
+    for addr in &config.server.listen {
+        lines.push(format!("listener http://{addr}"));
+    }
+    if let Some(tls) = &config.server.tls {
+        for addr in &tls.listen {
+            let mtls = if tls.client_ca.is_some() {
+                "client certificates required"
+            } else {
+                "no client certificates"
+            };
+            lines.push(format!("listener https://{addr} ({mtls})"));
+        }
+    }
+    lines
+}
+
+fn config_check(mut config: Config) -> anyhow::Result<()> {
+    config.keys.generate_if_empty = false;
+    let (keyring, report) = block_on(startup::load_keyring(&config))?;
+    let auth = tzkms::auth::Authenticator::from_config(&config.auth)?;
+    let policy = tzkms::policy::Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
+    if let Some(tls) = &config.server.tls {
+        let loaded = tzkms::server::tls::Tls::load(tls)?;
+        println!("tls: certificate sha256:{}", loaded.fingerprint());
+    }
+    for s in &report.skipped {
+        println!("not served: {s}");
+    }
+    for line in security_summary(&config, &keyring, &auth, &policy) {
+        println!("{line}");
+    }
+    println!("configuration OK");
+    Ok(())
 }
 
 fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
@@ -290,12 +377,18 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         for (pkh, key) in signer.keyring().sorted() {
             tracing::info!(%pkh, name = %key.info.name, backend = key.backend.kind(), "serving key");
         }
+        for line in security_summary(&config, signer.keyring(), signer.auth(), signer.policy()) {
+            tracing::info!("{line}");
+        }
         // Handlers are installed before the address is announced, so a SIGTERM sent as soon as the
         // address is known still shuts down gracefully.
         let shutdown = shutdown_signal()?;
-        for addr in &addrs {
-            tracing::info!(%addr, "listening");
-            println!("listening on http://{addr}");
+        if let Some(tls) = app.tls() {
+            reload_on_sighup(tls)?;
+        }
+        for (scheme, addr) in app.endpoints() {
+            tracing::info!(%addr, scheme, "listening");
+            println!("listening on {scheme}://{addr}");
         }
         use std::io::Write as _;
         std::io::stdout().flush()?;
@@ -303,6 +396,25 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// Reloads the TLS certificate, key and client CA on every SIGHUP; a failed reload keeps the old ones.
+fn reload_on_sighup(tls: std::sync::Arc<tzkms::server::tls::Tls>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(fingerprint) => {
+                    tracing::info!(certificate = %format!("sha256:{fingerprint}"), "SIGHUP: TLS certificate reloaded")
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: TLS reload failed, still serving the previous certificate: {e}")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called.

@@ -1,5 +1,9 @@
-//! HTTP server speaking the Octez remote-signer protocol: `GET/POST /keys/<pkh>`, `GET /authorized_keys`.
-//! Errors are Octez error lists (`[{"kind":"temporary","id":"failure","msg":…}]`) with meaningful statuses.
+//! HTTP(S) server speaking the Octez remote-signer protocol: `GET/POST /keys/<pkh>`, `GET /authorized_keys`,
+//! and, when enabled, `GET /known_keys` and `GET /bls_prove_possession/<pkh>`. Errors are Octez error
+//! lists (`[{"kind":"temporary","id":"failure","msg":…}]`) with meaningful statuses. Every request
+//! leaves one audit line.
+
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,21 +14,38 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use tezos::payload::magic_byte_name;
-use tezos::{BlsScheme, PublicKeyHash, SignatureVersion};
+use tezos::{BlsScheme, PublicKey, PublicKeyHash, SignatureVersion};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::audit::{AuditRecord, Decision};
 use crate::config::ServerConfig;
 use crate::signer::{SignError, SignRequest, Signer};
+use tls::{ClientCertificate, Tls, TlsError};
+
+/// A TLS handshake not finished in this time closes the connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct AppState {
     signer: Arc<Signer>,
     max_body_bytes: usize,
+    allow_list_known_keys: bool,
+    allow_prove_possession: bool,
+}
+
+/// Who is on the other end of a connection; put in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The verified client certificate on an mTLS listener.
+    pub certificate: Option<ClientCertificate>,
 }
 
 /// An error answered in Octez's error-list format.
@@ -116,6 +137,32 @@ async fn read_payload(headers: &HeaderMap, body: Body, limit: usize) -> Result<V
     hex::decode(&text).map_err(|e| ApiError::new(400, format!("body is not valid hex: {e}")))
 }
 
+fn audit_record(route: &'static str, peer: &Option<Extension<Peer>>) -> AuditRecord {
+    match peer {
+        Some(Extension(p)) => AuditRecord::new(route, Some(p.addr), p.certificate.clone()),
+        None => AuditRecord::new(route, None, None),
+    }
+}
+
+/// Emits the audit line for an answer.
+fn audited(
+    record: &AuditRecord,
+    started: Instant,
+    decision: Decision,
+    result: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    match &result {
+        Ok(r) => record.emit(decision, r.status().as_u16(), None, started.elapsed()),
+        Err(e) => record.emit(
+            Decision::Refused,
+            e.status.as_u16(),
+            Some(&e.message),
+            started.elapsed(),
+        ),
+    }
+    result
+}
+
 async fn get_public_key(
     State(state): State<AppState>,
     Path(pkh): Path<String>,
@@ -127,61 +174,163 @@ async fn get_public_key(
 
 async fn post_sign(
     State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
     Path(pkh): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let pkh = parse_pkh(&pkh)?;
-    let query = parse_query(query.as_deref())?;
-    let payload = read_payload(&headers, body, state.max_body_bytes).await?;
+    let mut record = audit_record("sign", &peer);
+    record.pkh = Some(pkh.clone());
+    let result = sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await;
+    match &result {
+        Ok((_, replayed)) => {
+            let decision = if *replayed {
+                Decision::Replayed
+            } else {
+                Decision::Signed
+            };
+            record.emit(decision, 200, None, started.elapsed());
+        }
+        Err((e, rule)) => {
+            record.rule = rule.clone().or(record.rule.take());
+            record.emit(
+                Decision::Refused,
+                e.status.as_u16(),
+                Some(&e.message),
+                started.elapsed(),
+            );
+        }
+    }
+    result.map(|(r, _)| r).map_err(|(e, _)| e)
+}
+
+async fn sign(
+    state: &AppState,
+    peer: Option<Extension<Peer>>,
+    pkh: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    record: &mut AuditRecord,
+) -> Result<(Response, bool), (ApiError, Option<String>)> {
+    let pkh = parse_pkh(pkh).map_err(|e| (e, None))?;
+    let query = parse_query(query).map_err(|e| (e, None))?;
+    let payload = read_payload(headers, body, state.max_body_bytes)
+        .await
+        .map_err(|e| (e, None))?;
     let request = SignRequest {
         pkh,
         payload,
         scheme: BlsScheme::for_version(query.version),
+        authentication: query.authentication,
+        certificate: peer.and_then(|Extension(p)| p.certificate),
     };
-    let digest = hex::encode(tezos::blake2b_256(&request.payload));
-    let magic = request.payload[0];
-    match state.signer.sign(&request).await {
-        Ok(signed) => {
-            let (kind, chain, level, round) = match &signed.consensus {
-                Some((k, r)) => (
-                    k.kind.name(),
-                    k.chain.to_string(),
-                    r.level.0.to_string(),
-                    r.round.0.to_string(),
-                ),
-                None => (
-                    magic_byte_name(magic),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                ),
-            };
-            tracing::info!(
-                target: "tzkms::audit",
-                %pkh, kind, chain, level, round, payload_blake2b = %digest,
-                decision = if signed.replayed { "replayed" } else { "signed" },
-                latency_us = started.elapsed().as_micros() as u64,
-            );
-            Ok(Json(json!({ "signature": signed.signature.to_string() })).into_response())
-        }
+    match state.signer.sign(&request, record).await {
+        Ok(signed) => Ok((
+            Json(json!({ "signature": signed.signature.to_string() })).into_response(),
+            signed.replayed,
+        )),
         Err(e) => {
-            tracing::warn!(
-                target: "tzkms::audit",
-                %pkh, kind = magic_byte_name(magic), payload_blake2b = %digest,
-                decision = "refused", status = e.status(), reason = %e,
-                latency_us = started.elapsed().as_micros() as u64,
-            );
-            Err(e.into())
+            let rule = e.rule();
+            Err((e.into(), rule))
         }
     }
 }
 
-async fn get_authorized_keys() -> Response {
+async fn get_authorized_keys(State(state): State<AppState>) -> Response {
     // octez-client treats a list (even an empty one) as "authentication required"; `{}` means none.
-    Json(json!({})).into_response()
+    match state.signer.auth().advertised() {
+        None => Json(json!({})).into_response(),
+        Some(hashes) => {
+            let list: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
+            Json(json!({ "authorized_keys": list })).into_response()
+        }
+    }
+}
+
+async fn get_known_keys(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let mut record = audit_record("known_keys", &peer);
+    let result = if state.allow_list_known_keys {
+        record.rule = Some("server.allow_list_known_keys".into());
+        let keys: Vec<String> = state
+            .signer
+            .keyring()
+            .sorted()
+            .into_iter()
+            .map(|(pkh, _)| pkh.to_string())
+            .collect();
+        Ok(Json(json!({ "known_keys": keys })).into_response())
+    } else {
+        record.rule = Some("server.allow_list_known_keys".into());
+        Err(ApiError::new(
+            403,
+            "List known keys request not allowed (server.allow_list_known_keys is off)",
+        ))
+    };
+    audited(&record, started, Decision::Served, result)
+}
+
+async fn get_bls_prove_possession(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    Path(pkh): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let mut record = audit_record("bls_prove_possession", &peer);
+    record.pkh = Some(pkh.clone());
+    record.rule = Some("server.allow_prove_possession".into());
+    let result = prove_possession(&state, &pkh, query.as_deref());
+    audited(&record, started, Decision::Served, result)
+}
+
+fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<Response, ApiError> {
+    if !state.allow_prove_possession {
+        return Err(ApiError::new(
+            403,
+            "Request to prove possession is not allowed (server.allow_prove_possession is off)",
+        ));
+    }
+    let pkh = parse_pkh(pkh)?;
+    let mut override_pk: Option<PublicKey> = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        if let Some(("bls_pk", value)) = pair.split_once('=') {
+            let pk: PublicKey = value
+                .parse()
+                .map_err(|e| ApiError::new(400, format!("invalid bls_pk {value:?}: {e}")))?;
+            if pk.curve() != tezos::Curve::Bls {
+                return Err(ApiError::new(400, "bls_pk must be a BLS public key (BLpk…)"));
+            }
+            override_pk = Some(pk);
+        }
+    }
+    let key = state
+        .signer
+        .keyring()
+        .get(&pkh)
+        .ok_or(SignError::UnknownKey(pkh))?;
+    if pkh.curve() != tezos::Curve::Bls {
+        return Err(ApiError::new(
+            400,
+            format!("{pkh} is not a BLS key: only tz4 keys have proofs of possession"),
+        ));
+    }
+    let proof = key
+        .backend
+        .bls_prove_possession(&pkh, override_pk.as_ref())
+        .ok_or_else(|| {
+            ApiError::new(
+                500,
+                format!("the backend of {pkh} cannot make a proof of possession"),
+            )
+        })?;
+    Ok(Json(json!({ "bls_prove_possession": proof.to_string() })).into_response())
 }
 
 async fn not_found() -> ApiError {
@@ -196,10 +345,14 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
     let state = AppState {
         signer,
         max_body_bytes: config.max_body_bytes,
+        allow_list_known_keys: config.allow_list_known_keys,
+        allow_prove_possession: config.allow_prove_possession,
     };
     Router::new()
         .route("/keys/{pkh}", get(get_public_key).post(post_sign))
         .route("/authorized_keys", get(get_authorized_keys))
+        .route("/known_keys", get(get_known_keys))
+        .route("/bls_prove_possession/{pkh}", get(get_bls_prove_possession))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
@@ -209,61 +362,181 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
         .with_state(state)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("a listener task failed: {0}")]
+    Task(String),
+}
+
+/// One bound listening socket.
+#[derive(Debug)]
+struct Listener {
+    socket: TcpListener,
+    tls: Option<Arc<Tls>>,
+}
+
 /// The bound server: listeners are open (so their ports are known) but not yet serving.
 #[derive(Debug)]
 pub struct App {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    tls: Option<Arc<Tls>>,
     router: Router,
 }
 
 impl App {
-    /// Binds every configured address. Port 0 picks a free port; see [`App::local_addrs`].
-    pub async fn bind(signer: Arc<Signer>, config: &ServerConfig) -> std::io::Result<Self> {
+    /// Binds every configured address, HTTP then HTTPS. Port 0 picks a free port; see
+    /// [`App::endpoints`].
+    pub async fn bind(signer: Arc<Signer>, config: &ServerConfig) -> Result<Self, ServerError> {
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let mut listeners = Vec::new();
-        for addr in &config.listen {
-            let listener = TcpListener::bind(addr)
+        let https = config
+            .tls
+            .iter()
+            .flat_map(|t| t.listen.iter().map(|a| (*a, tls.clone())));
+        for (addr, tls) in config.listen.iter().map(|a| (*a, None)).chain(https) {
+            let socket = TcpListener::bind(addr)
                 .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            listeners.push(listener);
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            listeners.push(Listener { socket, tls });
         }
         Ok(Self {
             listeners,
+            tls,
             router: router(signer, config),
         })
     }
 
+    /// Every listening address (HTTP first).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints().into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// `("http" | "https", address)` of every listener.
+    pub fn endpoints(&self) -> Vec<(&'static str, SocketAddr)> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|l| {
+                let scheme = if l.tls.is_some() { "https" } else { "http" };
+                l.socket.local_addr().ok().map(|a| (scheme, a))
+            })
             .collect()
+    }
+
+    /// The HTTPS configuration, to reload it (SIGHUP) while serving.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and waits for in-flight requests.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Every connection task holds a sender; when all are dropped, every connection has ended.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         let mut tasks = Vec::new();
         for listener in self.listeners {
-            let mut rx = stop_rx.clone();
-            let router = self.router.clone();
-            tasks.push(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            }));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                self.router.clone(),
+                stop_rx.clone(),
+                alive_tx.clone(),
+            )));
         }
+        drop(alive_tx);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         for task in tasks {
-            task.await.map_err(std::io::Error::other)??;
+            task.await.map_err(|e| ServerError::Task(e.to_string()))?;
         }
+        let _ = alive_rx.recv().await;
         Ok(())
+    }
+}
+
+/// Accepts connections until told to stop; each connection is served on its own task.
+async fn accept_loop(
+    listener: Listener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            accepted = listener.socket.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: the listener itself stays usable.
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let stop = stop.clone();
+        let alive = alive.clone();
+        let acceptor = listener.tls.as_ref().map(|t| t.acceptor());
+        tokio::spawn(async move {
+            let _alive = alive;
+            match acceptor {
+                None => {
+                    let peer = Peer {
+                        addr,
+                        certificate: None,
+                    };
+                    serve_connection(stream, peer, router, stop).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let certificate = ClientCertificate::of_connection(tls.get_ref().1);
+                            serve_connection(tls, Peer { addr, certificate }, router, stop).await;
+                        }
+                        Ok(Err(e)) => tracing::info!(client = %addr, error = %e, "TLS handshake refused"),
+                        Err(_) => tracing::info!(client = %addr, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: I, peer: Peer, router: Router, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        router.clone().oneshot(req.map(Body::new))
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    // Shutting down: finish the request in flight, then close.
+    connection.as_mut().graceful_shutdown();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "connection ended with an error while shutting down");
     }
 }

@@ -1,5 +1,7 @@
-//! The signing path, one step per line: find the key, classify the payload, apply the policy, sign with
-//! the key's backend, verify the signature locally, answer. The HTTP server is a thin shell around this.
+//! The signing path, one step per line: authenticate the caller, find the key, check the magic byte,
+//! classify the payload, apply the key's policy, reserve the watermark, sign with the key's backend,
+//! verify the signature locally, commit the watermark. The HTTP server is a thin shell around this; the
+//! audit record is filled in as each step learns something.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,7 +12,11 @@ use tezos::{
     Signature,
 };
 
+use crate::audit::AuditRecord;
+use crate::auth::{AuthError, Authenticator};
 use crate::backend::{Keyring, ServedKey};
+use crate::policy::{Caller, Policy, PolicyError};
+use crate::server::tls::ClientCertificate;
 use crate::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
 
 /// One signing request, as parsed from HTTP.
@@ -19,6 +25,10 @@ pub struct SignRequest {
     pub pkh: PublicKeyHash,
     pub payload: Vec<u8>,
     pub scheme: BlsScheme,
+    /// The `authentication` query parameter: a signature by an authorized key.
+    pub authentication: Option<String>,
+    /// The verified client certificate, on an mTLS listener.
+    pub certificate: Option<ClientCertificate>,
 }
 
 /// Why a request was not signed. Each kind maps to one HTTP status.
@@ -28,10 +38,12 @@ pub enum SignError {
     BadRequest(String),
     #[error("malformed payload: {0}")]
     Payload(#[from] PayloadError),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
     #[error("key {0} is not served by this signer")]
     UnknownKey(PublicKeyHash),
     #[error("{0}")]
-    Forbidden(String),
+    Policy(#[from] PolicyError),
     #[error("signing with {pkh} failed: {message}")]
     Backend { pkh: PublicKeyHash, message: String },
     #[error("the signature returned for {0} does not verify against its public key; it was not released")]
@@ -48,10 +60,25 @@ impl SignError {
     pub fn status(&self) -> u16 {
         match self {
             SignError::BadRequest(_) | SignError::Payload(_) => 400,
-            SignError::Forbidden(_) => 403,
+            SignError::Auth(e) => e.status(),
+            SignError::Policy(PolicyError::Malformed(_)) => 400,
+            SignError::Policy(PolicyError::Refused { .. }) => 403,
             SignError::UnknownKey(_) => 404,
             SignError::Watermark(WatermarkError::Refused { .. }) | SignError::ReplayVersionMismatch => 409,
             SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => 500,
+        }
+    }
+
+    /// The rule behind a refusal, for the audit line.
+    pub fn rule(&self) -> Option<String> {
+        match self {
+            SignError::Auth(AuthError::NotBound { .. }) => Some("auth.may_sign".into()),
+            SignError::Auth(_) => Some("auth.required".into()),
+            SignError::Policy(e) => Some(e.rule().to_owned()),
+            SignError::Watermark(WatermarkError::Refused { .. }) | SignError::ReplayVersionMismatch => {
+                Some("watermark".into())
+            }
+            _ => None,
         }
     }
 }
@@ -65,11 +92,13 @@ pub struct Signed {
     pub consensus: Option<(MarkKey, MarkRequest)>,
 }
 
-/// Signs requests for the keys of a keyring under a policy and the high watermark.
+/// Signs requests for the keys of a keyring under the authentication settings, the policy and the
+/// high watermark.
 #[derive(Debug)]
 pub struct Signer {
     keyring: Keyring,
-    allowed_magic_bytes: BTreeSet<u8>,
+    auth: Authenticator,
+    policy: Policy,
     watermarks: Arc<dyn WatermarkStore>,
     unprotected: BTreeSet<PublicKeyHash>,
 }
@@ -78,13 +107,15 @@ impl Signer {
     /// `unprotected` lists keys whose consensus payloads are signed without a watermark check.
     pub fn new(
         keyring: Keyring,
-        allowed_magic_bytes: BTreeSet<u8>,
+        auth: Authenticator,
+        policy: Policy,
         watermarks: Arc<dyn WatermarkStore>,
         unprotected: BTreeSet<PublicKeyHash>,
     ) -> Arc<Self> {
         Arc::new(Self {
             keyring,
-            allowed_magic_bytes,
+            auth,
+            policy,
             watermarks,
             unprotected,
         })
@@ -98,6 +129,14 @@ impl Signer {
         &self.keyring
     }
 
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub async fn public_key(&self, pkh: &PublicKeyHash) -> Result<PublicKey, SignError> {
         Ok(self.key(pkh).await?.info.public_key)
     }
@@ -106,14 +145,42 @@ impl Signer {
         self.keyring.find(pkh).await.ok_or(SignError::UnknownKey(*pkh))
     }
 
-    pub async fn sign(&self, request: &SignRequest) -> Result<Signed, SignError> {
-        let key = self.key(&request.pkh).await?;
-        self.check_magic_byte(&request.payload)?;
+    pub async fn sign(&self, request: &SignRequest, audit: &mut AuditRecord) -> Result<Signed, SignError> {
+        let pkh = request.pkh;
+        let magic = *request.payload.first().ok_or(PayloadError::Empty)?;
+        audit.kind = Some(magic_byte_name(magic));
+        audit.payload_blake2b = Some(hex::encode(blake2b_256(&request.payload)));
+        audit.auth_key = self.auth.authenticate(
+            &pkh,
+            &request.payload,
+            request.authentication.as_deref(),
+            request.scheme,
+        )?;
+        let key = self.key(&pkh).await?;
+        if self.policy.for_key(&pkh).log_payloads {
+            audit.payload = Some(hex::encode(&request.payload));
+        }
+        self.policy.check_magic_byte(magic)?;
         let payload = classify(&request.payload)?;
-        let consensus = watermark_position(request, &payload);
-        let protected = consensus.filter(|_| !self.unprotected.contains(&request.pkh));
+        let consensus = watermark_position(pkh, &request.payload, &payload);
+        if let Payload::Consensus(c) = &payload {
+            audit.kind = Some(c.kind.name());
+        }
+        if let Some((mark, position)) = &consensus {
+            (audit.chain, audit.level, audit.round) =
+                (Some(mark.chain), Some(position.level), Some(position.round));
+        }
+        let caller = Caller {
+            certificate: request.certificate.as_ref(),
+        };
+        let decision = self.policy.check(&pkh, &caller, &request.payload, &payload)?;
+        audit.rule = Some(decision.rule);
+        if let Some(generic) = &decision.operations {
+            audit.operations = generic.kinds();
+        }
+        let protected = consensus.filter(|_| !self.unprotected.contains(&pkh));
         let Some((mark_key, mark_request)) = protected else {
-            let signature = self.sign_and_verify(&key, request).await?;
+            let signature = self.sign_and_verify(&key, pkh, request).await?;
             return Ok(Signed {
                 signature,
                 replayed: false,
@@ -137,7 +204,7 @@ impl Signer {
                 })
             }
             Begin::Sign(ticket) => {
-                let signature = self.sign_and_verify(&key, request).await?;
+                let signature = self.sign_and_verify(&key, pkh, request).await?;
                 self.watermarks.finish(ticket, signature).await?;
                 Ok(Signed {
                     signature,
@@ -148,13 +215,18 @@ impl Signer {
         }
     }
 
-    async fn sign_and_verify(&self, key: &ServedKey, request: &SignRequest) -> Result<Signature, SignError> {
+    async fn sign_and_verify(
+        &self,
+        key: &ServedKey,
+        pkh: PublicKeyHash,
+        request: &SignRequest,
+    ) -> Result<Signature, SignError> {
         let signature = key
             .backend
-            .sign(&request.pkh, &request.payload, request.scheme)
+            .sign(&pkh, &request.payload, request.scheme)
             .await
             .map_err(|e| SignError::Backend {
-                pkh: request.pkh,
+                pkh,
                 message: e.to_string(),
             })?;
         if !key
@@ -162,34 +234,15 @@ impl Signer {
             .public_key
             .verify(&request.payload, &signature, request.scheme)
         {
-            return Err(SignError::VerificationFailed(request.pkh));
+            return Err(SignError::VerificationFailed(pkh));
         }
         Ok(signature)
-    }
-
-    /// Like Octez, the magic byte is checked before the payload is parsed.
-    fn check_magic_byte(&self, bytes: &[u8]) -> Result<(), SignError> {
-        let Some(&magic) = bytes.first() else {
-            return Err(PayloadError::Empty.into());
-        };
-        if magic == 0x04 {
-            return Err(SignError::Forbidden(
-                "magic byte 0x04 (authentication request) is never signed".into(),
-            ));
-        }
-        if !self.allowed_magic_bytes.contains(&magic) {
-            return Err(SignError::Forbidden(format!(
-                "magic byte 0x{magic:02X} ({}) not allowed",
-                magic_byte_name(magic)
-            )));
-        }
-        Ok(())
     }
 }
 
 /// Where a payload sits for the watermark: consensus payloads by kind, legacy (Emmy) blocks and
 /// endorsements, when allowed at all, under the block and attestation marks at round 0.
-fn watermark_position(request: &SignRequest, payload: &Payload) -> Option<(MarkKey, MarkRequest)> {
+fn watermark_position(pkh: PublicKeyHash, bytes: &[u8], payload: &Payload) -> Option<(MarkKey, MarkRequest)> {
     let (chain, kind, level, round) = match *payload {
         Payload::Consensus(c) => (c.chain_id, c.kind, c.level, c.round),
         Payload::LegacyBlock { chain_id, level } => (chain_id, ConsensusKind::Block, level, Round(0)),
@@ -199,15 +252,11 @@ fn watermark_position(request: &SignRequest, payload: &Payload) -> Option<(MarkK
         _ => return None,
     };
     Some((
-        MarkKey {
-            chain,
-            pkh: request.pkh,
-            kind,
-        },
+        MarkKey { chain, pkh, kind },
         MarkRequest {
             level,
             round,
-            hash: blake2b_256(&request.payload),
+            hash: blake2b_256(bytes),
         },
     ))
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use tezos::{Curve, PublicKeyHash, SecretKey};
 use zeroize::Zeroizing;
 
+use crate::auth::Authenticator;
 use crate::backend::file::{self, FileBackend};
 use crate::backend::{KeyBackend, Keyring};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::azure::keyvault::KeyVaultClient;
 use crate::azure::table::{TableAuth, TableClient};
 use crate::backend::azure::{AzureBackend, KeySelection};
 use crate::config::{AzureConfig, Config, TableConfig, PASSWORD_ENV};
+use crate::policy::Policy;
 use crate::signer::Signer;
 use crate::watermark::azure_table::{BothStores, TableStore};
 use crate::watermark::file::{FileStore, Opened};
@@ -262,10 +264,13 @@ pub async fn build_signer_with(
     watermarks: Arc<dyn crate::watermark::WatermarkStore>,
 ) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
     let (keyring, report) = load_keyring(config).await?;
+    let auth = Authenticator::from_config(&config.auth)?;
+    let policy = Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
     Ok((
         Signer::new(
             keyring,
-            config.policy.allowed_magic_bytes.clone(),
+            auth,
+            policy,
             watermarks,
             config.watermark.unprotected_keys.iter().copied().collect(),
         ),

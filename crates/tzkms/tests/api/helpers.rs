@@ -48,7 +48,7 @@ pub struct TestSigner {
     pub keys: Vec<(Curve, PublicKeyHash, PublicKey)>,
     pub _data_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), tzkms::server::ServerError>>>,
 }
 
 pub fn vectors(name: &str) -> Value {
@@ -63,6 +63,15 @@ impl TestSigner {
     pub async fn start() -> Self {
         let keys: Vec<SecretKey> = Curve::ALL.into_iter().map(SecretKey::generate).collect();
         Self::start_with(&keys, |_| {}).await
+    }
+
+    /// One fresh key per curve, all under a default policy allowing `kinds`.
+    pub async fn start_allowing(kinds: &[&str]) -> Self {
+        let keys: Vec<SecretKey> = Curve::ALL.into_iter().map(SecretKey::generate).collect();
+        Self::start_with(&keys, |c| {
+            c.policy.default.allow = kinds.iter().map(|k| k.parse().unwrap()).collect();
+        })
+        .await
     }
 
     pub async fn start_with(secrets: &[SecretKey], tweak: impl FnOnce(&mut Config)) -> Self {
@@ -110,7 +119,8 @@ impl TestSigner {
         let (store, _) = FileStore::open(data_dir.path()).unwrap();
         let signer = Signer::new(
             keyring,
-            config.policy.allowed_magic_bytes.clone(),
+            Default::default(),
+            tzkms::policy::Policy::from_config(&config.policy).unwrap(),
             Arc::new(store),
             Default::default(),
         );

@@ -37,7 +37,7 @@ async fn authorized_keys_is_an_empty_object_without_authentication() {
 
 #[tokio::test]
 async fn every_curve_signs_and_the_signature_verifies() {
-    let signer = TestSigner::start().await;
+    let signer = TestSigner::start_allowing(&["block", "preattestation", "attestation", "transaction"]).await;
     let payloads = [
         payload_hex("sig-req-operation"),
         payload_hex("tezt-attestation"),
@@ -57,7 +57,7 @@ async fn every_curve_signs_and_the_signature_verifies() {
 
 #[tokio::test]
 async fn bls_version_selects_the_scheme() {
-    let signer = TestSigner::start().await;
+    let signer = TestSigner::start_allowing(&["transaction"]).await;
     let (_, pkh, pk) = signer.key(Curve::Bls).clone();
     // A generic operation: consensus payloads are watermarked, and one payload is signed once.
     let payload = payload_hex("sig-req-operation");
@@ -94,9 +94,22 @@ async fn deterministic_vectors_are_reproduced_over_http() {
         .iter()
         .map(|s| s["sk"].as_str().unwrap().parse().unwrap())
         .collect();
-    // The vectors sign one block under both BLS schemes: without a watermark for these keys.
+    // The vectors sign one block under both BLS schemes: without a watermark for these keys. Their
+    // 0x03 messages ("03 1234") are not operations: only generic_unchecked signs them.
     let unprotected = secrets.iter().map(|k| k.public_key().hash()).collect();
-    let signer = TestSigner::start_with(&secrets, |c| c.watermark.unprotected_keys = unprotected).await;
+    let signer = TestSigner::start_with(&secrets, |c| {
+        c.watermark.unprotected_keys = unprotected;
+        c.policy.default.allow = [
+            "block",
+            "preattestation",
+            "attestation",
+            "michelson_data",
+            "generic_unchecked",
+        ]
+        .map(|k| k.parse().unwrap())
+        .to_vec();
+    })
+    .await;
     for s in wanted {
         let version = if s["scheme"] == "aug" {
             "?version=1"
@@ -141,6 +154,8 @@ async fn bad_requests_get_octez_errors_and_the_server_keeps_serving() {
     let (_, pkh, _) = signer.key(Curve::Ed25519).clone();
     let p = pkh.to_string();
     let truncated = hex::encode(&payload_hex("tezt-preattestation")[..50]);
+    // A consensus payload: the default policy signs it, and identical bytes are answered again.
+    let probe = payload_hex("tezt-attestation");
     let cases: Vec<(&str, String, String, u16, &str)> = vec![
         (
             "malformed JSON",
@@ -219,7 +234,7 @@ async fn bad_requests_get_octez_errors_and_the_server_keeps_serving() {
         };
         assert_eq!(got, status, "{name}: {json}");
         assert_octez_error(&json, needle);
-        let (ok, _) = signer.sign(&pkh, "", b"\x03\x01").await;
+        let (ok, _) = signer.sign(&pkh, "", &probe).await;
         assert_eq!(ok, 200, "not serving after {name}");
     }
     let (status, json) = signer.post_raw(&p, "", "").await;
@@ -246,7 +261,7 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
         .await;
     assert_eq!(status, 413);
     assert_octez_error(&json, "larger than");
-    let (ok, _) = signer.sign(&pkh, "", b"\x03\x01").await;
+    let (ok, _) = signer.sign(&pkh, "", &payload_hex("tezt-attestation")).await;
     assert_eq!(ok, 200);
     signer.stop().await;
 }

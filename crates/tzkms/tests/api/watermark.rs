@@ -138,7 +138,13 @@ async fn concurrent_conflicting_requests_yield_exactly_one_signature() {
 #[tokio::test]
 async fn kinds_and_keys_have_independent_marks() {
     let keys = [SecretKey::generate(Curve::P256), SecretKey::generate(Curve::P256)];
-    let signer = TestSigner::start_with(&keys, |_| {}).await;
+    let signer = TestSigner::start_with(&keys, |c| {
+        c.policy.default.allow = ["preattestation", "attestation", "generic_unchecked"]
+            .map(|k| k.parse().unwrap())
+            .to_vec();
+    })
+    .await;
+    let operation = [0x03, 0x00];
     let a = signer.keys[0].1;
     let b = signer.keys[1].1;
     assert_eq!(signer.sign(&a, "", &attestation(10, 0, 1)).await.0, 200);
@@ -150,8 +156,8 @@ async fn kinds_and_keys_have_independent_marks() {
     pre[37] = 20;
     assert_eq!(signer.sign(&a, "", &pre).await.0, 200);
     // Generic operations are not watermarked.
-    assert_eq!(signer.sign(&a, "", b"\x03\x00").await.0, 200);
-    assert_eq!(signer.sign(&a, "", b"\x03\x00").await.0, 200);
+    assert_eq!(signer.sign(&a, "", &operation).await.0, 200);
+    assert_eq!(signer.sign(&a, "", &operation).await.0, 200);
     signer.stop().await;
 }
 

@@ -1,0 +1,734 @@
+//! Who may sign what: the global magic-byte list (like `octez-signer -M`) and each key's policy (request
+//! kinds, generic operation kinds, transaction destinations, ballots, chains, TLS clients). A key without
+//! a section of its own gets `policy.default`, which allows consensus payloads only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use tezos::operation::{self, OperationError};
+use tezos::payload::magic_byte_name;
+use tezos::{Address, Ballot, ChainId, GenericOperation, OperationKind, Payload, PublicKeyHash};
+
+use crate::config::{KeyPolicyConfig, PolicyConfig};
+use crate::server::tls::ClientCertificate;
+
+/// What a key may be asked to sign, as written in `allow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKind {
+    /// 0x11
+    Block,
+    /// 0x12
+    Preattestation,
+    /// 0x13
+    Attestation,
+    /// 0x05
+    MichelsonData,
+    /// 0x01
+    LegacyBlock,
+    /// 0x02
+    LegacyEndorsement,
+    /// Any 0x03 bytes, not decoded: what octez-signer does. For operations this version cannot decode.
+    GenericUnchecked,
+    /// One kind of operation inside 0x03 payloads.
+    Operation(OperationKind),
+}
+
+impl RequestKind {
+    pub const CONSENSUS: [RequestKind; 3] = [Self::Block, Self::Preattestation, Self::Attestation];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Preattestation => "preattestation",
+            Self::Attestation => "attestation",
+            Self::MichelsonData => "michelson_data",
+            Self::LegacyBlock => "legacy_block",
+            Self::LegacyEndorsement => "legacy_endorsement",
+            Self::GenericUnchecked => "generic_unchecked",
+            Self::Operation(kind) => kind.name(),
+        }
+    }
+}
+
+impl fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for RequestKind {
+    type Err = String;
+    /// `preattestation` and `attestation` name the consensus payloads (0x12, 0x13); the generic-operation
+    /// forms of those tags are never sent to a signer and cannot be allowed.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "block" => Self::Block,
+            "preattestation" | "preendorsement" => Self::Preattestation,
+            "attestation" | "endorsement" => Self::Attestation,
+            "michelson_data" => Self::MichelsonData,
+            "legacy_block" => Self::LegacyBlock,
+            "legacy_endorsement" => Self::LegacyEndorsement,
+            "generic_unchecked" => Self::GenericUnchecked,
+            other => Self::Operation(other.parse().map_err(|_| {
+                format!(
+                    "unknown request kind {other:?}: expected block, preattestation, attestation, \
+                     michelson_data, legacy_block, legacy_endorsement, generic_unchecked or an operation \
+                     kind ({})",
+                    OperationKind::ALL.map(|k| k.name()).join(", ")
+                )
+            })?),
+        })
+    }
+}
+
+/// A TLS client a key may be restricted to: a certificate fingerprint or a subject common name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientPattern {
+    /// `sha256:<hex>`: SHA-256 of the DER certificate.
+    Fingerprint(String),
+    /// `cn:<name>`: the subject's common name (the CA vouches for it).
+    CommonName(String),
+}
+
+impl ClientPattern {
+    pub fn matches(&self, cert: &ClientCertificate) -> bool {
+        match self {
+            Self::Fingerprint(f) => *f == cert.fingerprint,
+            Self::CommonName(cn) => cert.common_name.as_deref() == Some(cn.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for ClientPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fingerprint(hex) => write!(f, "sha256:{hex}"),
+            Self::CommonName(cn) => write!(f, "cn:{cn}"),
+        }
+    }
+}
+
+impl FromStr for ClientPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(hex) = s.strip_prefix("sha256:") {
+            let hex = hex.to_ascii_lowercase().replace(':', "");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{s:?}: a sha256 fingerprint is 64 hex digits"));
+            }
+            return Ok(Self::Fingerprint(hex));
+        }
+        if let Some(cn) = s.strip_prefix("cn:").filter(|cn| !cn.is_empty()) {
+            return Ok(Self::CommonName(cn.to_owned()));
+        }
+        Err(format!(
+            "{s:?}: a TLS client is \"sha256:<certificate fingerprint>\" or \"cn:<subject common name>\""
+        ))
+    }
+}
+
+/// One key's effective policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Where it comes from, for messages: `policy.default` or `policy.keys.<pkh>`.
+    pub section: String,
+    pub allow: BTreeSet<RequestKind>,
+    pub transaction_destinations: Option<BTreeSet<Address>>,
+    pub ballots: Option<BTreeSet<Ballot>>,
+    pub chains: Option<BTreeSet<ChainId>>,
+    pub tls_clients: Option<BTreeSet<ClientPattern>>,
+    pub log_payloads: bool,
+}
+
+impl KeyPolicy {
+    fn from_config(section: String, c: &KeyPolicyConfig) -> Result<Self, String> {
+        let allow: BTreeSet<RequestKind> = c.allow.iter().copied().collect();
+        let checked = allow.iter().any(|k| matches!(k, RequestKind::Operation(_)));
+        if allow.contains(&RequestKind::GenericUnchecked)
+            && (checked || c.transaction_destinations.is_some() || c.ballots.is_some())
+        {
+            return Err(format!(
+                "{section}: generic_unchecked signs 0x03 bytes without reading them, so operation kinds, \
+                 transaction_destinations and ballots cannot be enforced with it; use one or the other"
+            ));
+        }
+        Ok(Self {
+            section,
+            allow,
+            transaction_destinations: c
+                .transaction_destinations
+                .as_ref()
+                .map(|v| v.iter().copied().collect()),
+            ballots: c.ballots.as_ref().map(|v| v.iter().copied().collect()),
+            chains: c.chains.as_ref().map(|v| v.iter().copied().collect()),
+            tls_clients: c.tls_clients.as_ref().map(|v| v.iter().cloned().collect()),
+            log_payloads: c.log_payloads,
+        })
+    }
+
+    /// One line per setting, for the startup log and `tzkms config check`.
+    pub fn describe(&self) -> String {
+        let list = |items: Vec<String>| items.join(", ");
+        let mut parts = vec![format!(
+            "allow [{}]",
+            list(self.allow.iter().map(|k| k.to_string()).collect())
+        )];
+        if let Some(d) = &self.transaction_destinations {
+            parts.push(format!(
+                "transaction_destinations [{}]",
+                list(d.iter().map(|a| a.to_string()).collect())
+            ));
+        }
+        if let Some(b) = &self.ballots {
+            parts.push(format!(
+                "ballots [{}]",
+                list(b.iter().map(|b| b.to_string()).collect())
+            ));
+        }
+        if let Some(c) = &self.chains {
+            parts.push(format!(
+                "chains [{}]",
+                list(c.iter().map(|c| c.to_string()).collect())
+            ));
+        }
+        if let Some(t) = &self.tls_clients {
+            parts.push(format!(
+                "tls_clients [{}]",
+                list(t.iter().map(|t| t.to_string()).collect())
+            ));
+        }
+        if self.log_payloads {
+            parts.push("log_payloads".into());
+        }
+        format!("{}: {}", self.section, parts.join("; "))
+    }
+}
+
+/// Why the policy did not let a request through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Refused by a rule: HTTP 403.
+    #[error("policy: {message} ({rule})")]
+    Refused { rule: String, message: String },
+    /// A 0x03 payload that is not a well-formed operation: HTTP 400.
+    #[error("malformed generic operation: {0}")]
+    Malformed(OperationError),
+}
+
+impl PolicyError {
+    pub fn rule(&self) -> &str {
+        match self {
+            Self::Refused { rule, .. } => rule,
+            Self::Malformed(_) => "operation decoding",
+        }
+    }
+}
+
+/// The rule that let a request through, and the operations it read.
+#[derive(Debug, Clone)]
+pub struct PolicyDecision {
+    pub rule: String,
+    pub operations: Option<GenericOperation>,
+    pub log_payloads: bool,
+}
+
+/// Facts about the caller a policy can look at.
+#[derive(Debug, Default, Clone)]
+pub struct Caller<'a> {
+    pub certificate: Option<&'a ClientCertificate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    allowed_magic_bytes: BTreeSet<u8>,
+    default: KeyPolicy,
+    keys: BTreeMap<PublicKeyHash, KeyPolicy>,
+}
+
+impl Policy {
+    pub fn from_config(c: &PolicyConfig) -> Result<Self, String> {
+        let default = KeyPolicy::from_config("policy.default".into(), &c.default)?;
+        let keys = c
+            .keys
+            .iter()
+            .map(|(pkh, kc)| Ok((*pkh, KeyPolicy::from_config(format!("policy.keys.{pkh}"), kc)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            allowed_magic_bytes: c.allowed_magic_bytes.clone(),
+            default,
+            keys,
+        })
+    }
+
+    /// The policy that applies to `pkh`.
+    pub fn for_key(&self, pkh: &PublicKeyHash) -> &KeyPolicy {
+        self.keys.get(pkh).unwrap_or(&self.default)
+    }
+
+    /// Keys with a section of their own.
+    pub fn configured_keys(&self) -> impl Iterator<Item = &PublicKeyHash> {
+        self.keys.keys()
+    }
+
+    pub fn allowed_magic_bytes(&self) -> &BTreeSet<u8> {
+        &self.allowed_magic_bytes
+    }
+
+    /// The global magic-byte list, checked before the payload is parsed (as Octez does).
+    pub fn check_magic_byte(&self, magic: u8) -> Result<(), PolicyError> {
+        if magic == 0x04 {
+            return Err(PolicyError::Refused {
+                rule: "authentication requests are never signed".into(),
+                message: "magic byte 0x04 (authentication request) is never signed".into(),
+            });
+        }
+        if !self.allowed_magic_bytes.contains(&magic) {
+            return Err(PolicyError::Refused {
+                rule: "policy.allowed_magic_bytes".into(),
+                message: format!(
+                    "magic byte 0x{magic:02X} ({}) not allowed",
+                    magic_byte_name(magic)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `pkh`'s policy to a classified payload. Generic operations are decoded here, only once
+    /// the key may sign some.
+    pub fn check(
+        &self,
+        pkh: &PublicKeyHash,
+        caller: &Caller<'_>,
+        bytes: &[u8],
+        payload: &Payload,
+    ) -> Result<PolicyDecision, PolicyError> {
+        let policy = self.for_key(pkh);
+        let refuse = |setting: &str, message: String| PolicyError::Refused {
+            rule: format!("{}.{setting}", policy.section),
+            message,
+        };
+        if let Some(clients) = &policy.tls_clients {
+            let Some(cert) = caller.certificate else {
+                return Err(refuse(
+                    "tls_clients",
+                    format!("key {pkh} only signs for listed TLS clients, and this request has no client certificate"),
+                ));
+            };
+            if !clients.iter().any(|c| c.matches(cert)) {
+                return Err(refuse(
+                    "tls_clients",
+                    format!("TLS client {cert} may not use key {pkh}"),
+                ));
+            }
+        }
+        let (kind, chain) = match payload {
+            Payload::Consensus(c) => (
+                match c.kind {
+                    tezos::ConsensusKind::Block => RequestKind::Block,
+                    tezos::ConsensusKind::Preattestation => RequestKind::Preattestation,
+                    tezos::ConsensusKind::Attestation => RequestKind::Attestation,
+                },
+                Some(c.chain_id),
+            ),
+            Payload::LegacyBlock { chain_id, .. } => (RequestKind::LegacyBlock, Some(*chain_id)),
+            Payload::LegacyEndorsement { chain_id, .. } => (RequestKind::LegacyEndorsement, Some(*chain_id)),
+            Payload::MichelsonData => (RequestKind::MichelsonData, None),
+            Payload::GenericOperation => return self.check_generic(pkh, policy, bytes),
+            Payload::AuthenticationRequest | Payload::Unknown { .. } => {
+                let magic = bytes.first().copied().unwrap_or(0);
+                return Err(refuse(
+                    "allow",
+                    format!(
+                        "magic byte 0x{magic:02X} ({}) is not something a key signs",
+                        magic_byte_name(magic)
+                    ),
+                ));
+            }
+        };
+        if !policy.allow.contains(&kind) {
+            return Err(refuse("allow", format!("key {pkh} may not sign {kind}")));
+        }
+        if let (Some(chains), Some(chain)) = (&policy.chains, chain) {
+            if !chains.contains(&chain) {
+                return Err(refuse(
+                    "chains",
+                    format!("key {pkh} may not sign for chain {chain}"),
+                ));
+            }
+        }
+        Ok(PolicyDecision {
+            rule: format!("{}.allow", policy.section),
+            operations: None,
+            log_payloads: policy.log_payloads,
+        })
+    }
+
+    fn check_generic(
+        &self,
+        pkh: &PublicKeyHash,
+        policy: &KeyPolicy,
+        bytes: &[u8],
+    ) -> Result<PolicyDecision, PolicyError> {
+        let refuse = |setting: &str, message: String| PolicyError::Refused {
+            rule: format!("{}.{setting}", policy.section),
+            message,
+        };
+        if policy.allow.contains(&RequestKind::GenericUnchecked) {
+            return Ok(PolicyDecision {
+                rule: format!("{}.allow (generic_unchecked)", policy.section),
+                operations: None,
+                log_payloads: policy.log_payloads,
+            });
+        }
+        if !policy
+            .allow
+            .iter()
+            .any(|k| matches!(k, RequestKind::Operation(_)))
+        {
+            return Err(refuse(
+                "allow",
+                format!("key {pkh} may not sign generic operations"),
+            ));
+        }
+        let decoded = operation::decode(bytes).map_err(|e| {
+            if e.is_unsupported() {
+                refuse("allow", format!("key {pkh} may not sign this operation: {e}"))
+            } else {
+                PolicyError::Malformed(e)
+            }
+        })?;
+        for op in &decoded.operations {
+            if !policy.allow.contains(&RequestKind::Operation(op.kind)) {
+                return Err(refuse("allow", format!("key {pkh} may not sign {}", op.kind)));
+            }
+            let sends_value = matches!(
+                op.kind,
+                OperationKind::Transaction | OperationKind::TransferTicket
+            );
+            if let (true, Some(allowed), Some(destination)) =
+                (sends_value, &policy.transaction_destinations, op.destination)
+            {
+                if !allowed.contains(&destination) {
+                    return Err(refuse(
+                        "transaction_destinations",
+                        format!("key {pkh} may not send a {} to {destination}", op.kind),
+                    ));
+                }
+            }
+            if let (Some(allowed), Some(ballot)) = (&policy.ballots, op.ballot) {
+                if !allowed.contains(&ballot) {
+                    return Err(refuse("ballots", format!("key {pkh} may not vote {ballot}")));
+                }
+            }
+        }
+        Ok(PolicyDecision {
+            rule: format!("{}.allow", policy.section),
+            operations: Some(decoded),
+            log_payloads: policy.log_payloads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use tezos::classify;
+
+    const BAKER: &str = "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx";
+    const PAYOUTS: &str = "tz1gjaF81ZRRvdzjobyfVNsAeSC6PScjfQwN";
+    const STRANGER: &str = "tz1faswCTDciRzE4oJ9jn2Vm2dvjeyA9fUzU";
+    const CHAIN: &str = "NetXxkAx4woPLyu";
+
+    fn vector(id: &str) -> Vec<u8> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/payloads.json");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let p = v["payloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap();
+        hex::decode(p["hex"].as_str().unwrap()).unwrap()
+    }
+
+    fn pkh_bin(text: &str) -> Vec<u8> {
+        text.parse::<PublicKeyHash>().unwrap().to_binary().to_vec()
+    }
+
+    fn manager(tag: u8, source: &str) -> Vec<u8> {
+        [
+            vec![tag],
+            pkh_bin(source),
+            vec![0xe8, 0x07, 0x07, 0xbc, 0x50, 0x81, 0x02],
+        ]
+        .concat()
+    }
+
+    fn generic(contents: &[Vec<u8>]) -> Vec<u8> {
+        [vec![0x03], vec![0xab; 32], contents.concat()].concat()
+    }
+
+    fn transaction(to: &str, entrypoint: Option<u8>) -> Vec<u8> {
+        let params = match entrypoint {
+            None => vec![0],
+            Some(tag) => vec![0xff, tag, 0, 0, 0, 2, 0x03, 0x0b],
+        };
+        [
+            manager(108, BAKER),
+            vec![0xc0, 0x84, 0x3d, 0],
+            pkh_bin(to),
+            params,
+        ]
+        .concat()
+    }
+
+    fn ballot(vote: u8) -> Vec<u8> {
+        [
+            vec![6],
+            pkh_bin(BAKER),
+            vec![0, 0, 0, 9],
+            vec![0x44; 32],
+            vec![vote],
+        ]
+        .concat()
+    }
+
+    fn delegation() -> Vec<u8> {
+        [manager(110, BAKER), vec![0xff], pkh_bin(BAKER)].concat()
+    }
+
+    fn reveal() -> Vec<u8> {
+        [manager(107, BAKER), vec![0], vec![0x22; 32], vec![0]].concat()
+    }
+
+    fn policy(toml: &str) -> Policy {
+        Policy::from_config(&Config::parse(toml).unwrap().policy).unwrap()
+    }
+
+    fn decide(policy: &Policy, bytes: &[u8]) -> Result<String, String> {
+        let pkh: PublicKeyHash = BAKER.parse().unwrap();
+        policy.check_magic_byte(bytes[0]).map_err(|e| e.to_string())?;
+        let payload = classify(bytes).map_err(|e| e.to_string())?;
+        policy
+            .check(&pkh, &Caller::default(), bytes, &payload)
+            .map(|d| d.rule)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn policy_table_over_real_payloads() {
+        let default = policy("");
+        let operator = policy(&format!(
+            r#"
+            [policy.keys.{BAKER}]
+            allow = ["block", "preattestation", "attestation", "transaction", "reveal", "ballot", "stake",
+                     "michelson_data"]
+            transaction_destinations = ["{PAYOUTS}"]
+            ballots = ["yay", "pass"]
+            chains = ["{CHAIN}"]
+            "#
+        ));
+        let block = vector("sig-req-block");
+        let preattestation = vector("tezt-preattestation");
+        let attestation = vector("tezt-attestation");
+        let on_other_chain = {
+            let mut p = attestation.clone();
+            p[1..5].copy_from_slice(&[1, 2, 3, 4]);
+            p
+        };
+        let michelson = vec![0x05, 0x01, 0x00, 0x00, 0x00, 0x02, b'h', b'i'];
+        let elsewhere = format!("may not send a transaction to {STRANGER}");
+        type Case<'a> = (&'a str, &'a Policy, Vec<u8>, Result<&'a str, &'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "default: block",
+                &default,
+                block.clone(),
+                Ok("policy.default.allow"),
+            ),
+            (
+                "default: preattestation",
+                &default,
+                preattestation.clone(),
+                Ok("policy.default.allow"),
+            ),
+            (
+                "default: attestation",
+                &default,
+                attestation.clone(),
+                Ok("policy.default.allow"),
+            ),
+            (
+                "default: transaction",
+                &default,
+                generic(&[transaction(PAYOUTS, None)]),
+                Err("may not sign generic operations (policy.default.allow)"),
+            ),
+            (
+                "default: michelson",
+                &default,
+                michelson.clone(),
+                Err("may not sign michelson_data (policy.default.allow)"),
+            ),
+            (
+                "default: legacy magic",
+                &default,
+                vec![0x01; 20],
+                Err("magic byte 0x01 (legacy block) not allowed (policy.allowed_magic_bytes)"),
+            ),
+            ("default: 0x04", &default, vec![0x04, 1], Err("never signed")),
+            ("key: block on its chain", &operator, block.clone(), Ok("allow")),
+            (
+                "key: attestation on another chain",
+                &operator,
+                on_other_chain,
+                Err("may not sign for chain Net"),
+            ),
+            ("key: michelson", &operator, michelson, Ok("allow")),
+            (
+                "key: payout",
+                &operator,
+                generic(&[transaction(PAYOUTS, None)]),
+                Ok("allow"),
+            ),
+            (
+                "key: transfer elsewhere",
+                &operator,
+                generic(&[transaction(STRANGER, None)]),
+                Err(&elsewhere),
+            ),
+            (
+                "key: reveal then payout",
+                &operator,
+                generic(&[reveal(), transaction(PAYOUTS, None)]),
+                Ok("allow"),
+            ),
+            (
+                "key: payout hiding a delegation",
+                &operator,
+                generic(&[transaction(PAYOUTS, None), delegation()]),
+                Err("may not sign delegation"),
+            ),
+            (
+                "key: stake to itself",
+                &operator,
+                generic(&[transaction(BAKER, Some(6))]),
+                Ok("allow"),
+            ),
+            (
+                "key: unstake",
+                &operator,
+                generic(&[transaction(BAKER, Some(7))]),
+                Err("may not sign unstake"),
+            ),
+            ("key: ballot yay", &operator, generic(&[ballot(0)]), Ok("allow")),
+            (
+                "key: ballot nay",
+                &operator,
+                generic(&[ballot(1)]),
+                Err("may not vote nay (policy.keys."),
+            ),
+            (
+                "key: unknown tag",
+                &operator,
+                generic(&[vec![0x99, 0, 0]]),
+                Err("unknown tag 153"),
+            ),
+            (
+                "key: undecoded tag",
+                &operator,
+                generic(&[vec![202, 0, 0]]),
+                Err("smart_rollup_cement (tag 202) is not decoded"),
+            ),
+            (
+                "key: truncated transaction",
+                &operator,
+                generic(&[transaction(PAYOUTS, None)[..30].to_vec()]),
+                Err("malformed generic operation"),
+            ),
+        ];
+        for (name, policy, bytes, expected) in cases {
+            let got = decide(policy, &bytes);
+            match (&got, expected) {
+                (Ok(rule), Ok(want)) => assert!(rule.contains(want), "{name}: rule {rule:?}"),
+                (Err(msg), Err(want)) => assert!(msg.contains(want), "{name}: {msg:?} lacks {want:?}"),
+                _ => panic!("{name}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_key_the_kind_and_the_rule() {
+        let err = decide(&policy(""), &generic(&[transaction(PAYOUTS, None)])).unwrap_err();
+        assert_eq!(
+            err,
+            format!("policy: key {BAKER} may not sign generic operations (policy.default.allow)")
+        );
+        let p = policy(&format!("[policy.keys.{BAKER}]\nallow = [\"reveal\"]\n"));
+        let err = decide(&p, &generic(&[transaction(PAYOUTS, None)])).unwrap_err();
+        assert_eq!(
+            err,
+            format!("policy: key {BAKER} may not sign transaction (policy.keys.{BAKER}.allow)")
+        );
+    }
+
+    #[test]
+    fn generic_unchecked_signs_undecodable_bytes_and_excludes_checked_settings() {
+        let p = policy(&format!(
+            "[policy.keys.{BAKER}]\nallow = [\"generic_unchecked\"]\n"
+        ));
+        assert!(decide(&p, &[0x03, 0x12, 0x34]).is_ok());
+        let c = Config::parse(&format!(
+            "[policy.keys.{BAKER}]\nallow = [\"generic_unchecked\", \"transaction\"]\n"
+        ))
+        .unwrap();
+        assert!(Policy::from_config(&c.policy)
+            .unwrap_err()
+            .contains("cannot be enforced"));
+    }
+
+    #[test]
+    fn tls_client_lists_require_a_matching_certificate() {
+        let p = policy(&format!(
+            "[policy.keys.{BAKER}]\nallow = [\"attestation\"]\ntls_clients = [\"cn:baker-1\"]\n"
+        ));
+        let pkh: PublicKeyHash = BAKER.parse().unwrap();
+        let bytes = vector("tezt-attestation");
+        let payload = classify(&bytes).unwrap();
+        let cert = |cn: &str| ClientCertificate {
+            fingerprint: "00".repeat(32),
+            common_name: Some(cn.into()),
+        };
+        let check = |cert: Option<&ClientCertificate>| {
+            p.check(&pkh, &Caller { certificate: cert }, &bytes, &payload)
+                .map_err(|e| e.to_string())
+        };
+        assert!(check(Some(&cert("baker-1"))).is_ok());
+        assert!(check(Some(&cert("intruder")))
+            .unwrap_err()
+            .contains("tls_clients"));
+        assert!(check(None).unwrap_err().contains("no client certificate"));
+    }
+
+    #[test]
+    fn request_kinds_and_client_patterns_parse() {
+        assert_eq!("attestation".parse(), Ok(RequestKind::Attestation));
+        assert_eq!(
+            "transaction".parse(),
+            Ok(RequestKind::Operation(OperationKind::Transaction))
+        );
+        assert!("transfer"
+            .parse::<RequestKind>()
+            .unwrap_err()
+            .contains("unknown request kind"));
+        assert!("sha256:zz".parse::<ClientPattern>().is_err());
+        assert_eq!(
+            format!("sha256:{}", "AB".repeat(32)).parse::<ClientPattern>(),
+            Ok(ClientPattern::Fingerprint("ab".repeat(32)))
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! HTTPS: a rustls server configuration built from PEM files, swapped in place on reload (SIGHUP) so
+//! the listeners stay open, and the identity of a client certificate when mTLS is on.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig, ServerConnection};
+use tokio_rustls::TlsAcceptor;
+
+use crate::backend::file::check_private;
+use crate::config::TlsConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS: cannot read {what} {path}: {message}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("TLS: {path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("TLS: private key {0}")]
+    UnsafeKey(String),
+    #[error(
+        "TLS: the certificate in {certificate} and the key in {private_key} do not fit together: {message}"
+    )]
+    Mismatch {
+        certificate: PathBuf,
+        private_key: PathBuf,
+        message: String,
+    },
+    #[error("TLS: client CA bundle {path}: {message}")]
+    ClientCa { path: PathBuf, message: String },
+}
+
+/// Who a TLS client is, from its verified certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub fingerprint: String,
+    /// The subject's common name, if it has one.
+    pub common_name: Option<String>,
+}
+
+impl ClientCertificate {
+    pub fn from_der(der: &[u8]) -> Self {
+        let common_name = x509_parser::parse_x509_certificate(der)
+            .ok()
+            .and_then(|(_, cert)| {
+                cert.subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .map(str::to_owned)
+            });
+        Self {
+            fingerprint: hex::encode(Sha256::digest(der)),
+            common_name,
+        }
+    }
+
+    /// The identity of the verified end-entity certificate of a finished handshake.
+    pub fn of_connection(connection: &ServerConnection) -> Option<Self> {
+        connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| Self::from_der(der))
+    }
+}
+
+impl fmt::Display for ClientCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.fingerprint)?;
+        if let Some(cn) = &self.common_name {
+            write!(f, " (cn:{cn})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The HTTPS settings and the configuration currently served.
+#[derive(Debug)]
+pub struct Tls {
+    settings: TlsConfig,
+    current: RwLock<Loaded>,
+}
+
+#[derive(Debug, Clone)]
+struct Loaded {
+    config: Arc<ServerConfig>,
+    fingerprint: String,
+}
+
+impl Tls {
+    pub fn load(settings: &TlsConfig) -> Result<Arc<Self>, TlsError> {
+        let loaded = build(settings)?;
+        Ok(Arc::new(Self {
+            settings: settings.clone(),
+            current: RwLock::new(loaded),
+        }))
+    }
+
+    /// Re-reads the certificate, key and client CA files. On error the served configuration is kept.
+    /// Connections already open keep their session; new handshakes use the new files.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let loaded = build(&self.settings)?;
+        let fingerprint = loaded.fingerprint.clone();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(fingerprint)
+    }
+
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        TlsAcceptor::from(current.config.clone())
+    }
+
+    /// SHA-256 of the served certificate, for logs.
+    pub fn fingerprint(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .fingerprint
+            .clone()
+    }
+
+    pub fn requires_client_certificates(&self) -> bool {
+        self.settings.client_ca.is_some()
+    }
+}
+
+fn read<T>(
+    what: &'static str,
+    path: &Path,
+    result: Result<T, rustls::pki_types::pem::Error>,
+) -> Result<T, TlsError> {
+    result.map_err(|e| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn build(settings: &TlsConfig) -> Result<Loaded, TlsError> {
+    let certificate = &settings.certificate;
+    let chain: Vec<CertificateDer<'static>> = read(
+        "certificate",
+        certificate,
+        CertificateDer::pem_file_iter(certificate).and_then(|it| it.collect()),
+    )?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::NoCertificate {
+            path: certificate.clone(),
+        });
+    };
+    let fingerprint = hex::encode(Sha256::digest(leaf));
+    check_private(&settings.private_key).map_err(|e| TlsError::UnsafeKey(e.to_string()))?;
+    let key = read(
+        "private key",
+        &settings.private_key,
+        PrivateKeyDer::from_pem_file(&settings.private_key),
+    )?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::ClientCa {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+    let builder = match &settings.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_error = |message: String| TlsError::ClientCa {
+                path: path.clone(),
+                message,
+            };
+            let mut roots = RootCertStore::empty();
+            let cas: Vec<CertificateDer<'static>> = read(
+                "client CA bundle",
+                path,
+                CertificateDer::pem_file_iter(path).and_then(|it| it.collect()),
+            )?;
+            if cas.is_empty() {
+                return Err(ca_error("no PEM certificate in the file".into()));
+            }
+            for ca in cas {
+                roots.add(ca).map_err(|e| ca_error(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ca_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Mismatch {
+            certificate: certificate.clone(),
+            private_key: settings.private_key.clone(),
+            message: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Loaded {
+        config: Arc::new(config),
+        fingerprint,
+    })
+}
