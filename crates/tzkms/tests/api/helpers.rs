@@ -44,6 +44,9 @@ impl KeyBackend for Counting {
 
 pub struct TestSigner {
     pub addr: SocketAddr,
+    /// Every listener, `("http" | "https", address)`.
+    pub endpoints: Vec<(&'static str, SocketAddr)>,
+    pub tls: Option<Arc<tzkms::server::tls::Tls>>,
     pub client: reqwest::Client,
     pub keys: Vec<(Curve, PublicKeyHash, PublicKey)>,
     pub _data_dir: tempfile::TempDir,
@@ -135,12 +138,16 @@ impl TestSigner {
     ) -> Self {
         let app = App::bind(signer, &config.server).await.unwrap();
         let addr = app.local_addrs()[0];
+        let endpoints = app.endpoints();
+        let tls = app.tls();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run(async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            endpoints,
+            tls,
             client: reqwest::Client::new(),
             keys,
             _data_dir: data_dir,
@@ -151,6 +158,12 @@ impl TestSigner {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `https://127.0.0.1:<port><path>` of the first HTTPS listener.
+    pub fn https_url(&self, path: &str) -> String {
+        let (_, addr) = self.endpoints.iter().find(|(s, _)| *s == "https").unwrap();
+        format!("https://{addr}{path}")
     }
 
     pub fn key(&self, curve: Curve) -> &(Curve, PublicKeyHash, PublicKey) {

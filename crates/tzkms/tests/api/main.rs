@@ -2,13 +2,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
+mod auth;
 mod azure;
 mod azure_cli;
 mod azurite;
 mod cli;
 mod crash;
 mod helpers;
+mod policy;
 mod process;
 mod routes;
 mod table;
+mod tls;
 mod watermark;

@@ -1,0 +1,188 @@
+//! The audit line: its fields, captured from the real server's log events as JSON.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tezos::{blake2b_256, BlsScheme, Curve, SecretKey};
+use tzkms::auth::authenticated_bytes;
+use tzkms::config::KeyPolicyConfig;
+
+use crate::helpers::{vectors, TestSigner};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Installs a JSON subscriber for this thread (the test runtime is single-threaded, so the server's
+    /// tasks log here too).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// The `fields` of every audit line.
+    fn audit_lines(&self) -> Vec<Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["target"] == "tzkms::audit")
+            .map(|v| {
+                assert!(v["timestamp"].is_string(), "{v}");
+                v["fields"].clone()
+            })
+            .collect()
+    }
+}
+
+fn payload(id: &str) -> Vec<u8> {
+    let v = vectors("payloads.json");
+    let p = v["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap();
+    hex::decode(p["hex"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn each_request_leaves_one_audit_line_with_its_facts_and_no_secret() {
+    let captured = Captured::default();
+    let _guard = captured.install();
+    let keys = [
+        SecretKey::generate(Curve::P256),
+        SecretKey::generate(Curve::Ed25519),
+    ];
+    let auth_key = SecretKey::generate(Curve::Ed25519);
+    let baker = keys[0].public_key().hash();
+    let operator = keys[1].public_key().hash();
+    let auth_pk = auth_key.public_key().clone();
+    let signer = TestSigner::start_with(&keys, |c| {
+        c.auth.required = true;
+        c.auth.authorized_keys = vec![auth_pk];
+        c.policy.keys.insert(
+            operator,
+            KeyPolicyConfig {
+                allow: vec!["reveal".parse().unwrap()],
+                log_payloads: true,
+                ..KeyPolicyConfig::default()
+            },
+        );
+    })
+    .await;
+    let authenticate = |pkh, bytes: &[u8]| {
+        let sig = auth_key
+            .sign(&authenticated_bytes(&pkh, bytes), BlsScheme::default())
+            .unwrap();
+        format!("?authentication={sig}&version=3")
+    };
+
+    let attestation = payload("tezt-attestation");
+    let (status, _) = signer
+        .sign(&baker, &authenticate(baker, &attestation), &attestation)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = signer
+        .sign(&baker, &authenticate(baker, &attestation), &attestation)
+        .await;
+    assert_eq!(status, 200);
+    let operation = payload("sig-req-operation");
+    let (status, _) = signer
+        .sign(&operator, &authenticate(operator, &operation), &operation)
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = signer.sign(&baker, "", &attestation).await;
+    assert_eq!(status, 401);
+    signer.stop().await;
+
+    let lines = captured.audit_lines();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let signed = &lines[0];
+    assert_eq!(signed["route"], "sign");
+    assert!(
+        signed["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{signed}"
+    );
+    assert_eq!(signed["auth_key"], auth_key.public_key().hash().to_string());
+    assert_eq!(signed["pkh"], baker.to_string());
+    assert_eq!(signed["kind"], "attestation");
+    assert_eq!(signed["chain"], "NetXdQprcVkpaWU");
+    assert!(signed["level"].is_u64() && signed["round"].is_u64(), "{signed}");
+    assert_eq!(signed["decision"], "signed");
+    assert_eq!(signed["rule"], "policy.default.allow");
+    assert_eq!(signed["status"], 200);
+    assert!(signed["latency_us"].is_u64());
+    assert_eq!(signed["payload_blake2b"], hex::encode(blake2b_256(&attestation)));
+    assert!(
+        signed.get("payload").is_none(),
+        "payload logged without log_payloads: {signed}"
+    );
+
+    assert_eq!(lines[1]["decision"], "replayed");
+
+    let refused = &lines[2];
+    assert_eq!(refused["decision"], "refused");
+    assert_eq!(refused["status"], 403);
+    assert_eq!(refused["kind"], "generic operation");
+    assert_eq!(refused["rule"], format!("policy.keys.{operator}.allow"));
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("may not sign transaction"),
+        "{refused}"
+    );
+    // log_payloads is set for this key: the payload is in its lines.
+    assert_eq!(refused["payload"], hex::encode(&operation));
+
+    let unauthenticated = &lines[3];
+    assert_eq!(unauthenticated["status"], 401);
+    assert_eq!(unauthenticated["rule"], "auth.required");
+    assert!(unauthenticated.get("auth_key").is_none());
+
+    // No secret ever reaches the log.
+    let text = captured.text();
+    for secret in keys.iter().chain([&auth_key]) {
+        assert!(!text.contains(secret.to_b58().as_str()));
+    }
+}
+
+#[tokio::test]
+async fn signed_generic_operations_list_their_operation_kinds() {
+    let captured = Captured::default();
+    let _guard = captured.install();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let signer = TestSigner::start_with(&keys, |c| {
+        c.policy.default.allow = vec!["transaction".parse().unwrap()];
+    })
+    .await;
+    let pkh = keys[0].public_key().hash();
+    let (status, _) = signer.sign(&pkh, "", &payload("sig-req-operation")).await;
+    assert_eq!(status, 200);
+    signer.stop().await;
+    let lines = captured.audit_lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["operations"], "transaction");
+    assert_eq!(lines[0]["kind"], "generic operation");
+    assert_eq!(lines[0]["decision"], "signed");
+}

@@ -1,0 +1,288 @@
+//! HTTPS and mTLS end to end with certificates made here (rcgen), reqwest as the client.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use tezos::{Curve, SecretKey};
+use tzkms::config::{KeyPolicyConfig, TlsConfig};
+
+use crate::helpers::{assert_octez_error, vectors, TestSigner};
+
+/// A certificate authority that issues server and client certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// A certificate and its key, as PEM.
+struct Issued {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    fn issue(&self, common_name: &str, server: bool) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let names = if server {
+            vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
+        } else {
+            vec![]
+        };
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+struct Files {
+    dir: tempfile::TempDir,
+    server_ca: Ca,
+    client_ca: Ca,
+}
+
+impl Files {
+    fn new() -> Self {
+        let files = Self {
+            dir: tempfile::tempdir().unwrap(),
+            server_ca: Ca::new("tzkms test server CA"),
+            client_ca: Ca::new("tzkms test client CA"),
+        };
+        files.install_server_certificate(&files.server_ca);
+        write(files.dir.path(), "clients-ca.pem", &files.client_ca.pem(), 0o644);
+        files
+    }
+
+    /// Writes a fresh server certificate issued by `ca` over cert.pem and key.pem.
+    fn install_server_certificate(&self, ca: &Ca) {
+        let issued = ca.issue("127.0.0.1", true);
+        write(self.dir.path(), "cert.pem", &issued.cert_pem, 0o644);
+        write(self.dir.path(), "key.pem", &issued.key_pem, 0o600);
+    }
+
+    fn config(&self, mtls: bool) -> TlsConfig {
+        TlsConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            certificate: self.dir.path().join("cert.pem"),
+            private_key: self.dir.path().join("key.pem"),
+            client_ca: mtls.then(|| self.dir.path().join("clients-ca.pem")),
+        }
+    }
+
+    fn client(&self, trust: &Ca, identity: Option<&Issued>) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(trust.pem().as_bytes()).unwrap());
+        if let Some(id) = identity {
+            let pem = format!("{}{}", id.cert_pem, id.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let response = client.get(url).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+fn attestation() -> Vec<u8> {
+    let v = vectors("payloads.json");
+    let p = v["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "tezt-attestation")
+        .unwrap();
+    hex::decode(p["hex"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn https_and_plain_http_listeners_serve_side_by_side() {
+    let files = Files::new();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let tls = files.config(false);
+    let signer = TestSigner::start_with(&keys, |c| c.server.tls = Some(tls)).await;
+    let schemes: Vec<&str> = signer.endpoints.iter().map(|(s, _)| *s).collect();
+    assert_eq!(schemes, ["http", "https"]);
+    let pkh = keys[0].public_key().hash();
+    let client = files.client(&files.server_ca, None);
+    let (status, body) = get_json(&client, &signer.https_url(&format!("/keys/{pkh}")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["public_key"], keys[0].public_key().to_string());
+    let response = client
+        .post(signer.https_url(&format!("/keys/{pkh}")))
+        .json(&hex::encode(attestation()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, _) = signer.get(&format!("/keys/{pkh}")).await;
+    assert_eq!(status, 200);
+    // A client that does not trust the server's CA does not connect.
+    let stranger = files.client(&Ca::new("someone else"), None);
+    assert!(get_json(&stranger, &signer.https_url("/authorized_keys"))
+        .await
+        .is_err());
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn mtls_requires_a_certificate_from_the_client_ca() {
+    let files = Files::new();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let tls = files.config(true);
+    let signer = TestSigner::start_with(&keys, |c| c.server.tls = Some(tls)).await;
+    let url = signer.https_url("/authorized_keys");
+
+    let baker = files.client_ca.issue("baker-1", false);
+    let (status, _) = get_json(&files.client(&files.server_ca, Some(&baker)), &url)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    // No certificate, or one from another CA: the handshake fails, nothing is served.
+    assert!(get_json(&files.client(&files.server_ca, None), &url)
+        .await
+        .is_err());
+    let rogue = Ca::new("tzkms test client CA").issue("baker-1", false);
+    assert!(get_json(&files.client(&files.server_ca, Some(&rogue)), &url)
+        .await
+        .is_err());
+    // The server keeps serving good clients.
+    let (status, _) = get_json(&files.client(&files.server_ca, Some(&baker)), &url)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_can_be_restricted_to_listed_tls_clients() {
+    let files = Files::new();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let pkh = keys[0].public_key().hash();
+    let tls = files.config(true);
+    let signer = TestSigner::start_with(&keys, |c| {
+        c.server.tls = Some(tls);
+        c.policy.keys.insert(
+            pkh,
+            KeyPolicyConfig {
+                tls_clients: Some(vec!["cn:baker-1".parse().unwrap()]),
+                ..KeyPolicyConfig::default()
+            },
+        );
+    })
+    .await;
+    let sign = |client: reqwest::Client| {
+        let url = signer.https_url(&format!("/keys/{pkh}"));
+        async move {
+            let r = client
+                .post(url)
+                .json(&hex::encode(attestation()))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let other = files.client_ca.issue("monitoring", false);
+    let (status, body) = sign(files.client(&files.server_ca, Some(&other))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_octez_error(
+        &body,
+        &format!("(cn:monitoring) may not use key {pkh} (policy.keys.{pkh}.tls_clients)"),
+    );
+    let baker = files.client_ca.issue("baker-1", false);
+    let (status, body) = sign(files.client(&files.server_ca, Some(&baker))).await;
+    assert_eq!(status, 200, "{body}");
+    // Over plain HTTP there is no certificate: refused.
+    let (status, body) = signer.sign(&pkh, "", &attestation()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_octez_error(&body, "no client certificate");
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn reloading_swaps_the_certificate_without_closing_the_listener() {
+    let files = Files::new();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let tls = files.config(false);
+    let signer = TestSigner::start_with(&keys, |c| c.server.tls = Some(tls)).await;
+    let url = signer.https_url("/authorized_keys");
+    let old_trust = files.client(&files.server_ca, None);
+    let renewed_ca = Ca::new("tzkms renewed server CA");
+    let new_trust = files.client(&renewed_ca, None);
+    assert_eq!(get_json(&old_trust, &url).await.unwrap().0, 200);
+    assert!(get_json(&new_trust, &url).await.is_err());
+
+    let handle = signer.tls.clone().unwrap();
+    let before = handle.fingerprint();
+    files.install_server_certificate(&renewed_ca);
+    let after = handle.reload().unwrap();
+    assert_ne!(before, after);
+    // The same port now presents the new certificate to new connections.
+    let fresh = files.client(&renewed_ca, None);
+    assert_eq!(get_json(&fresh, &url).await.unwrap().0, 200);
+    let stale = files.client(&files.server_ca, None);
+    assert!(get_json(&stale, &url).await.is_err());
+
+    // A broken file is refused and the served certificate stays.
+    write(files.dir.path(), "key.pem", "not a key", 0o600);
+    assert!(handle.reload().is_err());
+    assert_eq!(handle.fingerprint(), after);
+    assert_eq!(
+        get_json(&files.client(&renewed_ca, None), &url).await.unwrap().0,
+        200
+    );
+    signer.stop().await;
+}
+
+#[test]
+fn a_readable_private_key_or_a_mismatched_pair_is_refused_at_load() {
+    let files = Files::new();
+    std::fs::set_permissions(
+        files.dir.path().join("key.pem"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let err = tzkms::server::tls::Tls::load(&files.config(false)).unwrap_err();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    let other = files.server_ca.issue("other", true);
+    write(files.dir.path(), "key.pem", &other.key_pem, 0o600);
+    let err = tzkms::server::tls::Tls::load(&files.config(false)).unwrap_err();
+    assert!(err.to_string().contains("do not fit together"), "{err}");
+}
