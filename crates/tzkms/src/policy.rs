@@ -30,6 +30,8 @@ pub enum RequestKind {
     LegacyEndorsement,
     /// Any 0x03 bytes, not decoded: what octez-signer does. For operations this version cannot decode.
     GenericUnchecked,
+    /// Payloads whose magic byte tzkms does not know (still only those in `allowed_magic_bytes`).
+    OtherMagicBytes,
     /// One kind of operation inside 0x03 payloads.
     Operation(OperationKind),
 }
@@ -46,6 +48,7 @@ impl RequestKind {
             Self::LegacyBlock => "legacy_block",
             Self::LegacyEndorsement => "legacy_endorsement",
             Self::GenericUnchecked => "generic_unchecked",
+            Self::OtherMagicBytes => "other_magic_bytes",
             Self::Operation(kind) => kind.name(),
         }
     }
@@ -70,11 +73,12 @@ impl FromStr for RequestKind {
             "legacy_block" => Self::LegacyBlock,
             "legacy_endorsement" => Self::LegacyEndorsement,
             "generic_unchecked" => Self::GenericUnchecked,
+            "other_magic_bytes" => Self::OtherMagicBytes,
             other => Self::Operation(other.parse().map_err(|_| {
                 format!(
                     "unknown request kind {other:?}: expected block, preattestation, attestation, \
-                     michelson_data, legacy_block, legacy_endorsement, generic_unchecked or an operation \
-                     kind ({})",
+                     michelson_data, legacy_block, legacy_endorsement, generic_unchecked, \
+                     other_magic_bytes or an operation kind ({})",
                     OperationKind::ALL.map(|k| k.name()).join(", ")
                 )
             })?),
@@ -336,14 +340,11 @@ impl Policy {
             Payload::LegacyEndorsement { chain_id, .. } => (RequestKind::LegacyEndorsement, Some(*chain_id)),
             Payload::MichelsonData => (RequestKind::MichelsonData, None),
             Payload::GenericOperation => return self.check_generic(pkh, policy, bytes),
-            Payload::AuthenticationRequest | Payload::Unknown { .. } => {
-                let magic = bytes.first().copied().unwrap_or(0);
+            Payload::Unknown { .. } => (RequestKind::OtherMagicBytes, None),
+            Payload::AuthenticationRequest => {
                 return Err(refuse(
                     "allow",
-                    format!(
-                        "magic byte 0x{magic:02X} ({}) is not something a key signs",
-                        magic_byte_name(magic)
-                    ),
+                    "magic byte 0x04 (authentication request) is never signed".into(),
                 ));
             }
         };
@@ -400,6 +401,16 @@ impl Policy {
             }
         })?;
         for op in &decoded.operations {
+            if matches!(op.kind, OperationKind::Preattestation | OperationKind::Attestation) {
+                return Err(refuse(
+                    "allow",
+                    format!(
+                        "key {pkh} may not sign {} as a generic operation (0x03): consensus operations \
+                         are signed as 0x12/0x13 payloads only",
+                        op.kind
+                    ),
+                ));
+            }
             if !policy.allow.contains(&RequestKind::Operation(op.kind)) {
                 return Err(refuse("allow", format!("key {pkh} may not sign {}", op.kind)));
             }

@@ -58,7 +58,7 @@ async function forgeTransfer(source, publicKey, counter) {
   });
 }
 
-/** An HttpBackend that swaps every signature for a real one over other bytes. */
+/** An HttpBackend that swaps every signature for a real one over other bytes (another branch). */
 class TamperingBackend extends HttpBackend {
   constructor() {
     super();
@@ -68,7 +68,9 @@ class TamperingBackend extends HttpBackend {
   async createRequest(req, data) {
     const res = await super.createRequest(req, data);
     if (req.method === 'POST') {
-      const other = await super.createRequest({ ...req, headers: {} }, `${data}00`);
+      // Other bytes that tzkms still signs: the same operation on another branch.
+      const otherBranch = data.slice(0, 4) + (data[4] === '0' ? '1' : '0') + data.slice(5);
+      const other = await super.createRequest({ ...req, headers: {} }, otherBranch);
       assert.notEqual(other.signature, res.signature);
       this.tampered += 1;
       return { signature: other.signature };
@@ -90,7 +92,8 @@ describe('Taquito RemoteSigner against tzkms', () => {
       assert.equal(pkh, k.pkh, `tzkms keys import printed the pkh of ${id}`);
       pkhs.set(id, pkh);
     }
-    server = await startServer(dataDir);
+    // The default policy signs consensus payloads only; these keys sign reveals and transactions.
+    server = await startServer(dataDir, { config: '[policy.default]\nallow = ["reveal", "transaction"]\n' });
   });
 
   after(async () => {

@@ -6,7 +6,9 @@ exactly the published signature; P-256 vectors (random nonces) are verified.
 BLS POP vectors are requested with version=3, AUG vectors with version=1, on
 separate servers so that the same bytes are never signed twice by one server.
 Some vectors sign bytes whose first byte is not a Tenderbake/generic magic
-byte (0x01, 0x62, 0x74), so these servers get a config allowing them.
+byte (0x01, 0x62, 0x74), and some 0x03 vectors are not operations ("03 1234"),
+so these servers get a config allowing them: the magic bytes globally, and
+legacy_block, other_magic_bytes and generic_unchecked for every key.
 """
 
 import json
@@ -31,7 +33,9 @@ def _version(v):
 
 
 MAGIC_BYTES = sorted({v["message_hex"][:2] for v in VECTORS} | {"03", "05", "11", "12", "13"})
-CONFIG = "[policy]\nallowed_magic_bytes = [%s]\n" % ", ".join(f'"0x{m}"' for m in MAGIC_BYTES)
+CONFIG = ("[policy]\nallowed_magic_bytes = [%s]\n" % ", ".join(f'"0x{m}"' for m in MAGIC_BYTES)
+          + "[policy.default]\nallow = [\"block\", \"preattestation\", \"attestation\", \"michelson_data\", "
+            "\"legacy_block\", \"legacy_endorsement\", \"other_magic_bytes\", \"generic_unchecked\"]\n")
 
 
 @pytest.fixture(scope="module")

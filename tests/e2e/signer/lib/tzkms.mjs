@@ -3,7 +3,7 @@
 // is read from the "listening on http://..." line, never guessed or slept for),
 // and stop it with SIGTERM.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -90,12 +90,20 @@ process.on('exit', () => {
 
 /**
  * Starts `tzkms serve --data-dir DIR --listen 127.0.0.1:0` and resolves once it
- * printed its "listening on http://..." line. Returns {url, stop, output}.
+ * printed its "listening on http://..." line (and, with `https`, its
+ * "listening on https://..." line too). `config` is TOML text written beside
+ * the data directory and passed with --config. Returns {url, httpsUrl, stop, output}.
  */
-export function startServer(dataDir, { env = {}, extraArgs = [] } = {}) {
+export function startServer(dataDir, { env = {}, extraArgs = [], config, https = false } = {}) {
+  const args = ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs];
+  if (config !== undefined) {
+    const configPath = `${dataDir}.toml`;
+    writeFileSync(configPath, config);
+    args.push('--config', configPath);
+  }
   const child = spawn(
     tzkmsBin,
-    ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs],
+    args,
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   live.add(child);
@@ -117,14 +125,21 @@ export function startServer(dataDir, { env = {}, extraArgs = [] } = {}) {
     };
     const timer = setTimeout(() => fail(`printed no "listening on" line within ${STARTUP_TIMEOUT_MS} ms`), STARTUP_TIMEOUT_MS);
     let ready = false;
+    let http = null;
+    let httpsUrl = null;
     lines.on('line', (line) => {
       output.stdout += `${line}\n`;
       const m = /^listening on (http:\/\/127\.0\.0\.1:(\d+))\s*$/.exec(line);
-      if (!ready && m) {
+      if (m) http = m;
+      const t = /^listening on (https:\/\/127\.0\.0\.1:\d+)\s*$/.exec(line);
+      if (t) httpsUrl = t[1];
+      if (!ready && http && (!https || httpsUrl)) {
+        const m = http;
         ready = true;
         clearTimeout(timer);
         resolve({
           url: m[1],
+          httpsUrl,
           port: Number(m[2]),
           output,
           child,
