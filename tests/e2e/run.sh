@@ -130,8 +130,8 @@ failed=()
 start=$SECONDS
 
 if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = node ]; then
-  log "node --test: Taquito RemoteSigner with file keys and with Azure keys (kv-emulator)"
-  run_suite "$SIGNER_DIR" timeout 600 node --test --test-reporter=tap taquito.test.mjs azure.test.mjs
+  log "node --test: Taquito RemoteSigner with file keys and Azure keys (kv-emulator), local forger"
+  run_suite "$SIGNER_DIR" timeout 600 node --test --test-reporter=tap taquito.test.mjs azure.test.mjs operations.test.mjs
   [ "$rc" -eq 0 ] || failed+=("node (exit $rc)")
 fi
 

@@ -82,7 +82,8 @@ def fresh_signers(launch):
 def signer(launch) -> Signer:
     """One server with a tz1, a tz2, a tz3 and two tz4 keys from keys.json."""
     return launch([h.vector_key(i) for i in (
-        "bootstrap1", "hardcoded_secp256k1", "hardcoded_p256", "bls_test_account", "hardcoded_bls")])
+        "bootstrap1", "hardcoded_secp256k1", "hardcoded_p256", "bls_test_account", "hardcoded_bls")],
+        config=h.GENERIC_UNCHECKED)
 
 
 def pytest_sessionfinish(session, exitstatus):

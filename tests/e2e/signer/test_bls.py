@@ -36,13 +36,14 @@ def _expected(key, message: bytes, scheme: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def pop_signer(launch):
-    return launch([h.vector_key(i) for i in BLS_KEY_IDS])
+    return launch([h.vector_key(i) for i in BLS_KEY_IDS], config=h.GENERIC_UNCHECKED)
 
 
 def _consensus_signer(fresh_signers, payload_id, scheme):
     # One server (fresh high watermark) per payload and scheme: the same bytes
     # are signed with version=3 and version=1, and some payloads share a slot.
-    return fresh_signers((payload_id, scheme), [h.vector_key(i) for i in BLS_KEY_IDS])
+    return fresh_signers((payload_id, scheme), [h.vector_key(i) for i in BLS_KEY_IDS],
+                         config=h.GENERIC_UNCHECKED)
 
 
 def test_payload_selection():

@@ -59,7 +59,7 @@ def test_generate_then_sign(tmp_path, curve):
     for p in _files(tmp_path):
         assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, f"{p} is group/world accessible"
 
-    server = h.start_server(tmp_path)
+    server = h.start_server(tmp_path, config=h.GENERIC_UNCHECKED)
     try:
         pk = h.get_public_key(server, pkh)
         message = b"\x03" + os.urandom(40)
@@ -78,7 +78,7 @@ def test_generate_encrypted_key(tmp_path):
     pkh = PKH_RE.findall(r.stdout)[0]
     assert not any("p2sk" in p.read_text(errors="replace") for p in _files(tmp_path)), \
         "an --encrypt key is stored in clear"
-    server = h.start_server(tmp_path, env=env)
+    server = h.start_server(tmp_path, env=env, config=h.GENERIC_UNCHECKED)
     try:
         pk = h.get_public_key(server, pkh)
         message = b"\x03" + os.urandom(40)
@@ -90,7 +90,7 @@ def test_generate_encrypted_key(tmp_path):
 def test_first_start_generates_a_p256_key(tmp_path):
     data_dir = tmp_path / "fresh"
     data_dir.mkdir(mode=0o700)
-    server = h.start_server(data_dir)
+    server = h.start_server(data_dir, config=h.GENERIC_UNCHECKED)
     try:
         r = h.run_tzkms(["keys", "list", "--data-dir", str(data_dir), "--json"])
         assert r.returncode == 0, r.stderr
@@ -105,7 +105,7 @@ def test_first_start_generates_a_p256_key(tmp_path):
     finally:
         assert server.stop() == 0
     # A second start reuses the key instead of generating another.
-    server = h.start_server(data_dir)
+    server = h.start_server(data_dir, config=h.GENERIC_UNCHECKED)
     try:
         r = h.run_tzkms(["keys", "list", "--data-dir", str(data_dir), "--json"])
         assert [e["pkh"] for e in json.loads(r.stdout)] == [pkh]
@@ -116,7 +116,7 @@ def test_first_start_generates_a_p256_key(tmp_path):
 def test_sigterm_exits_cleanly(tmp_path):
     k = h.vector_key("bootstrap1")
     h.import_key(tmp_path, k["sk"])
-    server = h.start_server(tmp_path)
+    server = h.start_server(tmp_path, config=h.GENERIC_UNCHECKED)
     message = b"\x03" + os.urandom(16)
     tzcrypto.verify(k["pk"], h.sign(server, k["pkh"], message.hex()), message)
     assert server.stop(timeout=10) == 0, server.stderr()
@@ -124,7 +124,7 @@ def test_sigterm_exits_cleanly(tmp_path):
 
 def _serve_fails(data_dir, env=None) -> str:
     try:
-        server = h.start_server(data_dir, env=env, timeout=30)
+        server = h.start_server(data_dir, env=env, timeout=30, config=h.GENERIC_UNCHECKED)
     except AssertionError as e:
         assert "exited" in str(e), e
         return str(e)

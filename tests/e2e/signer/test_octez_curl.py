@@ -41,7 +41,7 @@ def curl(*args: str) -> tuple[int, dict, bytes]:
 
 @pytest.fixture(scope="module")
 def octez(launch):
-    return launch([h.vector_key(i) for i in KEY_IDS])
+    return launch([h.vector_key(i) for i in KEY_IDS], config=h.GENERIC_UNCHECKED)
 
 
 def _consensus_payload(key):

@@ -28,6 +28,12 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]
 VECTORS_DIR = Path(os.environ.get("TZKMS_VECTORS", REPO_ROOT.parent / "shared" / "vectors")).resolve()
 
+# For suites that test something else than the policy (curves, schemes, encryption, the CLI, bad
+# input) and sign random 0x03 bytes: the default policy signs consensus payloads only, so their
+# servers allow undecoded generic operations explicitly.
+GENERIC_UNCHECKED = ('[policy.default]\n'
+                     'allow = ["block", "preattestation", "attestation", "generic_unchecked"]\n')
+
 STARTUP_TIMEOUT = float(os.environ.get("TZKMS_STARTUP_TIMEOUT", "30"))
 COMMAND_TIMEOUT = 60.0
 HTTP_TIMEOUT = 30.0
@@ -126,7 +132,12 @@ class Server:
 
 
 def start_server(data_dir: Path, *, env: dict | None = None, extra_args: tuple = (),
-                 timeout: float = STARTUP_TIMEOUT) -> Server:
+                 timeout: float = STARTUP_TIMEOUT, config: str | None = None) -> Server:
+    """config: TOML text written beside the data directory and passed with --config."""
+    if config is not None:
+        path = data_dir.with_name(data_dir.name + ".toml")
+        path.write_text(config)
+        extra_args = (*extra_args, "--config", str(path))
     full_env = dict(os.environ)
     full_env.pop("TZKMS_KEY_PASSWORD", None)
     full_env.update(env or {})
