@@ -446,6 +446,29 @@ mod tests {
         assert_eq!(c.server.listen, default_listen());
         assert_eq!(c.policy.allowed_magic_bytes, default_magic_bytes());
         assert!(c.keys.generate_if_empty);
+        assert_eq!(c.policy.default.allow, RequestKind::CONSENSUS.to_vec());
+        assert!(c.policy.keys.is_empty());
+        assert!(!c.auth.required);
+        assert!(c.server.tls.is_none());
+        assert!(!c.server.allow_list_known_keys && !c.server.allow_prove_possession);
+    }
+
+    #[test]
+    fn per_key_sections_are_keyed_by_address_and_checked() {
+        let c = Config::parse(
+            "[policy.keys.tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx]\nallow = [\"transaction\"]\nballots = [\"yay\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.keys.len(), 1);
+        let err = Config::parse("[policy.keys.tz1nope]\nallow = []\n").unwrap_err();
+        assert!(err.contains("not a key address"), "{err}");
+        let err = Config::parse("[policy.default]\nallow = [\"transfer\"]\n").unwrap_err();
+        assert!(err.contains("unknown request kind"), "{err}");
+        let err = Config::parse("[policy.default]\nballots = [\"maybe\"]\n").unwrap_err();
+        assert!(err.contains("unknown ballot"), "{err}");
+        let err = Config::parse("[server.tls]\nlisten = []\ncertificate = \"c\"\nprivate_key = \"k\"\nclient = \"x\"\n")
+            .unwrap_err();
+        assert!(err.contains("client"), "{err}");
     }
 
     #[test]
@@ -461,6 +484,8 @@ mod tests {
         let c = Config::load(&path).unwrap();
         assert_eq!(c.policy.allowed_magic_bytes, [0x11, 0x12, 0x13].into());
         assert!(!c.keys.generate_if_empty);
+        assert!(!c.auth.required);
+        assert_eq!(c.policy.default.allow, RequestKind::CONSENSUS.to_vec());
     }
 
     #[test]
