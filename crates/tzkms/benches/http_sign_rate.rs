@@ -35,6 +35,8 @@ fn main() {
             ..Config::default()
         };
         config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+        // The bench signs arbitrary 0x03 bytes; the default policy signs consensus payloads only.
+        config.policy.default.allow = vec!["generic_unchecked".parse().expect("kind")];
         let (signer, _) = tzkms::startup::build_signer(&config).await.expect("signer");
         let app = App::bind(signer, &config.server).await.expect("bind");
         let addr = app.local_addrs()[0];

@@ -466,8 +466,10 @@ mod tests {
         assert!(err.contains("unknown request kind"), "{err}");
         let err = Config::parse("[policy.default]\nballots = [\"maybe\"]\n").unwrap_err();
         assert!(err.contains("unknown ballot"), "{err}");
-        let err = Config::parse("[server.tls]\nlisten = []\ncertificate = \"c\"\nprivate_key = \"k\"\nclient = \"x\"\n")
-            .unwrap_err();
+        let err = Config::parse(
+            "[server.tls]\nlisten = []\ncertificate = \"c\"\nprivate_key = \"k\"\nclient = \"x\"\n",
+        )
+        .unwrap_err();
         assert!(err.contains("client"), "{err}");
     }
 

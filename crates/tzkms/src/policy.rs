@@ -401,7 +401,10 @@ impl Policy {
             }
         })?;
         for op in &decoded.operations {
-            if matches!(op.kind, OperationKind::Preattestation | OperationKind::Attestation) {
+            if matches!(
+                op.kind,
+                OperationKind::Preattestation | OperationKind::Attestation
+            ) {
                 return Err(refuse(
                     "allow",
                     format!(

@@ -63,6 +63,8 @@ describe('Taquito RemoteSigner against tzkms with Azure Key Vault keys (kv-emula
     writeFileSync(secretFile, SECRET, { mode: 0o600 });
     config = path.join(dir, 'tzkms.toml');
     writeFileSync(config, [
+      // The default policy signs consensus payloads only; these keys also sign operations.
+      '[policy.default]', 'allow = ["block", "preattestation", "attestation", "reveal", "transaction"]', '',
       '[keys]', 'generate_if_empty = false', '',
       '[azure]', `vault_url = "${emu.info.vault_url}"`, `ca_file = "${emu.info.ca_file}"`, '',
       '[azure.credential]', 'kind = "client_secret"', `tenant_id = "${emu.info.tenant_id}"`,

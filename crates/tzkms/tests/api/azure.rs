@@ -57,7 +57,11 @@ async fn start(emu: &Emulator, tweak: impl FnOnce(&mut AzureConfig)) -> (TestSig
     let dir = tempfile::tempdir().unwrap();
     let mut azure = azure_config(emu, dir.path());
     tweak(&mut azure);
-    let signer = TestSigner::start_with(&[], |c| c.azure = Some(azure)).await;
+    let signer = TestSigner::start_with(&[], |c| {
+        c.azure = Some(azure);
+        crate::helpers::allow_generic_unchecked(c);
+    })
+    .await;
     (signer, dir)
 }
 

@@ -18,7 +18,8 @@ fn write_config(emu: &Emulator, dir: &Path, credential: &str) -> PathBuf {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = dir.join("tzkms.toml");
     let text = format!(
-        "[keys]\ngenerate_if_empty = false\n\n[azure]\nvault_url = \"{}\"\nca_file = \"{}\"\n\n[azure.credential]\n{}\n",
+        "{}[keys]\ngenerate_if_empty = false\n\n[azure]\nvault_url = \"{}\"\nca_file = \"{}\"\n\n[azure.credential]\n{}\n",
+        crate::helpers::GENERIC_UNCHECKED_TOML,
         emu.url(),
         emu.ca_pem_path().unwrap().display(),
         credential

@@ -54,6 +54,18 @@ pub struct TestSigner {
     task: Option<tokio::task::JoinHandle<Result<(), tzkms::server::ServerError>>>,
 }
 
+/// For tests of something else than the policy that sign arbitrary 0x03 bytes: the default policy
+/// signs consensus payloads only, so they allow undecoded generic operations explicitly.
+pub fn allow_generic_unchecked(config: &mut Config) {
+    config.policy.default.allow = ["block", "preattestation", "attestation", "generic_unchecked"]
+        .map(|k| k.parse().unwrap())
+        .to_vec();
+}
+
+/// The same, as TOML for config files given to the binary.
+pub const GENERIC_UNCHECKED_TOML: &str =
+    "[policy.default]\nallow = [\"block\", \"preattestation\", \"attestation\", \"generic_unchecked\"]\n";
+
 pub fn vectors(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/vectors")
