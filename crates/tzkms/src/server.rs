@@ -123,18 +123,24 @@ async fn read_payload(headers: &HeaderMap, body: Body, limit: usize) -> Result<V
             ApiError::new(400, format!("cannot read request body: {e}"))
         }
     })?;
-    if bytes.is_empty() {
-        return Err(ApiError::new(
-            400,
-            "empty body: expected a JSON string of hex bytes",
-        ));
+    decode_body(&bytes).map_err(|e| ApiError::new(400, e))
+}
+
+/// The JSON string a signing request's body holds.
+pub fn body_text(body: &[u8]) -> Result<String, String> {
+    if body.is_empty() {
+        return Err("empty body: expected a JSON string of hex bytes".into());
     }
-    let text: String = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(400, format!("body is not a JSON string of hex bytes: {e}")))?;
+    serde_json::from_slice(body).map_err(|e| format!("body is not a JSON string of hex bytes: {e}"))
+}
+
+/// The bytes to sign from a request body (a JSON string of hex).
+pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, String> {
+    let text = body_text(body)?;
     if text.is_empty() {
-        return Err(ApiError::new(400, "can't sign empty data"));
+        return Err("can't sign empty data".into());
     }
-    hex::decode(&text).map_err(|e| ApiError::new(400, format!("body is not valid hex: {e}")))
+    hex::decode(&text).map_err(|e| format!("body is not valid hex: {e}"))
 }
 
 fn audit_record(route: &'static str, peer: &Option<Extension<Peer>>) -> AuditRecord {
