@@ -28,6 +28,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub watermark: WatermarkConfig,
+    /// Rate limits and the backend concurrency cap.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
     /// Azure Key Vault / Managed HSM keys. Absent: no Azure backend.
     pub azure: Option<AzureConfig>,
     #[serde(default)]
@@ -207,6 +210,37 @@ pub struct ServerConfig {
     pub allow_prove_possession: bool,
     /// HTTPS listeners, besides the plain HTTP ones in `listen`.
     pub tls: Option<TlsConfig>,
+    /// Connections served at once; more are answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time (slowloris), milliseconds.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with nothing in flight and no bytes for this long is closed, milliseconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// A TLS handshake must complete within this time, milliseconds.
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout_ms: u64,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> u64 {
+    5_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_tls_handshake_timeout() -> u64 {
+    5_000
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
 }
 
 impl Default for ServerConfig {
@@ -218,6 +252,11 @@ impl Default for ServerConfig {
             allow_list_known_keys: false,
             allow_prove_possession: false,
             tls: None,
+            max_connections: default_max_connections(),
+            header_read_timeout_ms: default_header_read_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            tls_handshake_timeout_ms: default_tls_handshake_timeout(),
+            max_header_bytes: default_max_header_bytes(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod azure;
 pub mod backend;
 pub mod config;
+pub mod limits;
 pub mod policy;
 pub mod server;
 pub mod signer;

@@ -3,6 +3,7 @@
 //! lists (`[{"kind":"temporary","id":"failure","msg":…}]`) with meaningful statuses. Every request
 //! leaves one audit line.
 
+mod activity;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -30,7 +31,6 @@ use crate::signer::{SignError, SignRequest, Signer};
 use tls::{ClientCertificate, Tls, TlsError};
 
 /// A TLS handshake not finished in this time closes the connection.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct AppState {
@@ -53,6 +53,7 @@ pub struct Peer {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -60,20 +61,40 @@ impl ApiError {
         Self {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<crate::limits::Limited> for ApiError {
+    fn from(l: crate::limits::Limited) -> Self {
+        Self {
+            retry_after: Some(l.retry_after),
+            ..Self::new(429, l.to_string())
         }
     }
 }
 
 impl From<SignError> for ApiError {
     fn from(e: SignError) -> Self {
-        Self::new(e.status(), e.to_string())
+        Self {
+            retry_after: e.retry_after(),
+            ..Self::new(e.status(), e.to_string())
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!([{ "kind": "temporary", "id": "failure", "msg": self.message }]);
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }
 
@@ -347,9 +368,24 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(405, "method not allowed on this route")
 }
 
+/// Refuses a client over its request rate before anything else is done for it.
+async fn per_client_limit(
+    State(signer): State<Arc<Signer>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(peer) = request.extensions().get::<Peer>() {
+        if let Err(limited) = signer.limits().admit_client(peer.addr.ip()) {
+            tracing::warn!(client = %peer.addr, "{limited}");
+            return ApiError::from(limited).into_response();
+        }
+    }
+    next.run(request).await
+}
+
 pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
     let state = AppState {
-        signer,
+        signer: signer.clone(),
         max_body_bytes: config.max_body_bytes,
         allow_list_known_keys: config.allow_list_known_keys,
         allow_prove_possession: config.allow_prove_possession,
@@ -365,6 +401,7 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(config.request_timeout_ms),
         ))
+        .layer(axum::middleware::from_fn_with_state(signer, per_client_limit))
         .with_state(state)
 }
 
@@ -394,6 +431,42 @@ pub struct App {
     listeners: Vec<Listener>,
     tls: Option<Arc<Tls>>,
     router: Router,
+    connections: Arc<Connections>,
+}
+
+/// Bounds on connections: how many at once, how long a client may take to send headers or complete a TLS
+/// handshake, how long an idle connection stays open, how large a request head may be.
+#[derive(Debug)]
+pub struct Connections {
+    slots: Arc<tokio::sync::Semaphore>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    handshake_timeout: Duration,
+    max_header_bytes: usize,
+    /// Connections refused because all slots were taken.
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Connections closed for idleness or a slow request head.
+    pub timed_out: std::sync::atomic::AtomicU64,
+}
+
+impl Connections {
+    fn new(config: &ServerConfig) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            handshake_timeout: Duration::from_millis(config.tls_handshake_timeout_ms),
+            // hyper needs at least 8 KiB of read buffer.
+            max_header_bytes: config.max_header_bytes.max(8192),
+            refused: Default::default(),
+            timed_out: Default::default(),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self, max: usize) -> usize {
+        max - self.slots.available_permits()
+    }
 }
 
 impl App {
@@ -416,6 +489,7 @@ impl App {
             listeners,
             tls,
             router: router(signer, config),
+            connections: Arc::new(Connections::new(config)),
         })
     }
 
@@ -433,6 +507,11 @@ impl App {
                 l.socket.local_addr().ok().map(|a| (scheme, a))
             })
             .collect()
+    }
+
+    /// Connection bounds and their counters.
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
     }
 
     /// The HTTPS configuration, to reload it (SIGHUP) while serving.
@@ -453,6 +532,7 @@ impl App {
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 self.router.clone(),
+                self.connections.clone(),
                 stop_rx.clone(),
                 alive_tx.clone(),
             )));
@@ -474,6 +554,7 @@ impl App {
 async fn accept_loop(
     listener: Listener,
     router: Router,
+    connections: Arc<Connections>,
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
@@ -491,25 +572,38 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = connections.slots.clone().try_acquire_owned() else {
+            connections
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(client = %addr, "too many connections: refused");
+            if listener.tls.is_none() {
+                tokio::spawn(refuse_connection(stream));
+            }
+            continue;
+        };
+        let connections = connections.clone();
         let router = router.clone();
         let stop = stop.clone();
         let alive = alive.clone();
         let acceptor = listener.tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let _alive = alive;
+            let _slot = slot;
             match acceptor {
                 None => {
                     let peer = Peer {
                         addr,
                         certificate: None,
                     };
-                    serve_connection(stream, peer, router, stop).await;
+                    serve_connection(stream, peer, router, &connections, stop).await;
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(connections.handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let certificate = ClientCertificate::of_connection(tls.get_ref().1);
-                            serve_connection(tls, Peer { addr, certificate }, router, stop).await;
+                            let peer = Peer { addr, certificate };
+                            serve_connection(tls, peer, router, &connections, stop).await;
                         }
                         Ok(Err(e)) => tracing::info!(client = %addr, error = %e, "TLS handshake refused"),
                         Err(_) => tracing::info!(client = %addr, "TLS handshake timed out"),
@@ -520,25 +614,63 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection<I>(io: I, peer: Peer, router: Router, mut stop: watch::Receiver<bool>)
-where
+/// Answers a connection over the limit with a 503 and closes it, without waiting on the client long.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"[{"kind":"temporary","id":"failure","msg":"too many connections; try again"}]"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(response.as_bytes())).await;
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: Peer,
+    router: Router,
+    connections: &Connections,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = activity::Tracked::new(io);
+    let last_active = activity.last_active();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
         router.clone().oneshot(req.map(Body::new))
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(connections.header_read_timeout)
+        .max_buf_size(connections.max_header_bytes);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(connections.max_header_bytes).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection(TokioIo::new(activity), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+    // Checks for idleness a few times per idle period; an idle connection is shut down gracefully (a
+    // request in flight still finishes).
+    let mut idle_check = tokio::time::interval((connections.idle_timeout / 4).max(Duration::from_millis(50)));
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = stop.wait_for(|s| *s) => break,
+            _ = idle_check.tick() => {
+                if last_active.idle_for() >= connections.idle_timeout {
+                    connections.timed_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            }
         }
-        _ = stop.wait_for(|s| *s) => {}
     }
     // Shutting down: finish the request in flight, then close.
     connection.as_mut().graceful_shutdown();

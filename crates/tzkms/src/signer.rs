@@ -15,6 +15,7 @@ use tezos::{
 use crate::audit::AuditRecord;
 use crate::auth::{AuthError, Authenticator};
 use crate::backend::{Keyring, ServedKey};
+use crate::limits::{Limited, Limits};
 use crate::policy::{Caller, Policy, PolicyError};
 use crate::server::tls::ClientCertificate;
 use crate::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
@@ -54,6 +55,8 @@ pub enum SignError {
         "watermark: identical bytes were signed before with another signature version; refusing to sign them again"
     )]
     ReplayVersionMismatch,
+    #[error("{0}")]
+    Limited(#[from] Limited),
 }
 
 impl SignError {
@@ -66,6 +69,15 @@ impl SignError {
             SignError::UnknownKey(_) => 404,
             SignError::Watermark(WatermarkError::Refused { .. }) | SignError::ReplayVersionMismatch => 409,
             SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => 500,
+            SignError::Limited(_) => 429,
+        }
+    }
+
+    /// When to try again, for a 429.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SignError::Limited(l) => Some(l.retry_after),
+            _ => None,
         }
     }
 
@@ -78,6 +90,7 @@ impl SignError {
             SignError::Watermark(WatermarkError::Refused { .. }) | SignError::ReplayVersionMismatch => {
                 Some("watermark".into())
             }
+            SignError::Limited(_) => Some("limits".into()),
             _ => None,
         }
     }
@@ -101,6 +114,7 @@ pub struct Signer {
     policy: Policy,
     watermarks: Arc<dyn WatermarkStore>,
     unprotected: BTreeSet<PublicKeyHash>,
+    limits: Arc<Limits>,
 }
 
 impl Signer {
@@ -111,6 +125,7 @@ impl Signer {
         policy: Policy,
         watermarks: Arc<dyn WatermarkStore>,
         unprotected: BTreeSet<PublicKeyHash>,
+        limits: Arc<Limits>,
     ) -> Arc<Self> {
         Arc::new(Self {
             keyring,
@@ -118,7 +133,12 @@ impl Signer {
             policy,
             watermarks,
             unprotected,
+            limits,
         })
+    }
+
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     pub fn watermarks(&self) -> &Arc<dyn WatermarkStore> {
@@ -178,9 +198,14 @@ impl Signer {
         if let Some(generic) = &decision.operations {
             audit.operations = generic.kinds();
         }
+        if consensus.is_none() {
+            self.limits.admit_generic(&pkh)?;
+        }
         let protected = consensus.filter(|_| !self.unprotected.contains(&pkh));
         let Some((mark_key, mark_request)) = protected else {
-            let signature = self.sign_and_verify(&key, pkh, request).await?;
+            let signature = self
+                .sign_and_verify(&key, pkh, request, consensus.is_some())
+                .await?;
             return Ok(Signed {
                 signature,
                 replayed: false,
@@ -204,7 +229,7 @@ impl Signer {
                 })
             }
             Begin::Sign(ticket) => {
-                let signature = self.sign_and_verify(&key, pkh, request).await?;
+                let signature = self.sign_and_verify(&key, pkh, request, true).await?;
                 self.watermarks.finish(ticket, signature).await?;
                 Ok(Signed {
                     signature,
@@ -220,7 +245,9 @@ impl Signer {
         key: &ServedKey,
         pkh: PublicKeyHash,
         request: &SignRequest,
+        consensus: bool,
     ) -> Result<Signature, SignError> {
+        let _slot = self.limits.backend_slot(consensus).await?;
         let signature = key
             .backend
             .sign(&pkh, &request.payload, request.scheme)

@@ -273,6 +273,7 @@ pub async fn build_signer_with(
             policy,
             watermarks,
             config.watermark.unprotected_keys.iter().copied().collect(),
+            Arc::new(crate::limits::Limits::new(&config.limits)),
         ),
         report,
     ))

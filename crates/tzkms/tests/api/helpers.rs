@@ -138,6 +138,7 @@ impl TestSigner {
             tzkms::policy::Policy::from_config(&config.policy).unwrap(),
             Arc::new(store),
             Default::default(),
+            Default::default(),
         );
         (Self::serve(signer, &config, keys, data_dir).await, calls)
     }
@@ -173,6 +174,11 @@ impl TestSigner {
     }
 
     /// `https://127.0.0.1:<port><path>` of the first HTTPS listener.
+    /// The marks of the file watermark store, as on disk.
+    pub async fn watermark_marks(&self) -> tzkms::watermark::interchange::Marks {
+        tzkms::watermark::file::read(self._data_dir.path()).unwrap()
+    }
+
     pub fn https_url(&self, path: &str) -> String {
         let (_, addr) = self.endpoints.iter().find(|(s, _)| *s == "https").unwrap();
         format!("https://{addr}{path}")

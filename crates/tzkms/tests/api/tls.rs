@@ -286,3 +286,40 @@ fn a_readable_private_key_or_a_mismatched_pair_is_refused_at_load() {
     let err = tzkms::server::tls::Tls::load(&files.config(false)).unwrap_err();
     assert!(err.to_string().contains("do not fit together"), "{err}");
 }
+
+#[tokio::test]
+async fn garbage_and_silence_on_the_tls_port_do_not_hurt_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let files = Files::new();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let tls = files.config(false);
+    let signer = TestSigner::start_with(&keys, |c| {
+        c.server.tls = Some(tls);
+        c.server.tls_handshake_timeout_ms = 300;
+    })
+    .await;
+    let https = signer.endpoints.iter().find(|(s, _)| *s == "https").unwrap().1;
+    // Garbage instead of a ClientHello, and a plain HTTP request on the TLS port.
+    for bytes in [
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3][..],
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        &[0u8; 4096][..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(https).await.unwrap();
+        let _ = s.write_all(bytes).await;
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "garbage kept a TLS connection open");
+    }
+    // A client that connects and never speaks is dropped after the handshake timeout.
+    let mut silent = tokio::net::TcpStream::connect(https).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), silent.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a silent TLS client kept its connection");
+    let client = files.client(&files.server_ca, None);
+    let (status, _) = get_json(&client, &signer.https_url("/authorized_keys"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    signer.stop().await;
+}

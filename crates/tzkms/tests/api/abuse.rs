@@ -1,0 +1,386 @@
+//! Hostile clients: oversized and slow request heads, idle and excess connections, random bytes, deeply
+//! nested JSON, request floods over the per-client and per-key rates, and a flood of generic requests at a
+//! throttled Key Vault while consensus requests keep being signed. The server stays up, signs nothing it
+//! should not, and keeps memory bounded.
+
+use std::time::Duration;
+
+use tezos::{BlsScheme, Curve, SecretKey, Signature};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{assert_octez_error, TestSigner};
+
+/// Upper bound for the server to react; a failure bound, not a synchronisation delay.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// Reads until the peer closes; returns what arrived, or None if it did not close within BOUND.
+async fn read_to_close(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    tokio::time::timeout(BOUND, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| out)
+}
+
+async fn still_serves(signer: &TestSigner) {
+    let (status, _) = signer.get("/authorized_keys").await;
+    assert_eq!(status, 200, "the server stopped serving");
+}
+
+fn preattestation(level: u32, variant: u8) -> Vec<u8> {
+    let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
+    p.extend_from_slice(&[0x42; 32]);
+    p.push(20);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&level.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&[variant; 32]);
+    p
+}
+
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let signer = TestSigner::start().await;
+    let mut s = TcpStream::connect(signer.addr).await.unwrap();
+    let head = format!(
+        "GET /authorized_keys HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let answer = String::from_utf8_lossy(&read_to_close(&mut s).await.expect("closed")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    still_serves(&signer).await;
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn slow_request_heads_and_idle_connections_are_closed() {
+    let signer = TestSigner::start_with(&[SecretKey::generate(Curve::P256)], |c| {
+        c.server.header_read_timeout_ms = 300;
+        c.server.idle_timeout_ms = 400;
+    })
+    .await;
+    // Slowloris: half a request head, then silence.
+    let mut slow = TcpStream::connect(signer.addr).await.unwrap();
+    slow.write_all(b"POST /keys/tz1 HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_to_close(&mut slow).await.is_some(),
+        "a slow request head kept its connection"
+    );
+    // Keep-alive connection that goes quiet after one request.
+    let mut idle = TcpStream::connect(signer.addr).await.unwrap();
+    idle.write_all(b"GET /authorized_keys HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut idle)
+        .await
+        .expect("an idle connection stayed open");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    // A silent connection that never sends anything.
+    let mut silent = TcpStream::connect(signer.addr).await.unwrap();
+    assert!(
+        read_to_close(&mut silent).await.is_some(),
+        "a silent connection stayed open"
+    );
+    still_serves(&signer).await;
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_refused_with_503() {
+    let signer = TestSigner::start_with(&[SecretKey::generate(Curve::P256)], |c| {
+        c.server.max_connections = 4
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(signer.addr).await.unwrap();
+        // A complete request on each, so every slot is surely taken before the fifth connection.
+        s.write_all(b"GET /authorized_keys HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    let mut fifth = TcpStream::connect(signer.addr).await.unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut fifth).await.expect("closed")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    drop(held);
+    // Slots come back as connections close.
+    let mut ok = false;
+    for _ in 0..200 {
+        if signer
+            .client
+            .get(signer.url("/authorized_keys"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ok = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(ok, "slots were not released");
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn random_bytes_and_hostile_json_get_4xx_and_change_nothing() {
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    let signer = TestSigner::start_with(&[sk], |c| c.limits.per_client = None).await;
+    // Random byte streams, deterministic so a failure can be replayed.
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(signer.addr).await.unwrap();
+        let bytes: Vec<u8> = (0..2048)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect();
+        let _ = s.write_all(&bytes).await;
+        let answer = read_to_close(&mut s)
+            .await
+            .expect("random bytes kept a connection open");
+        if !answer.is_empty() {
+            assert!(
+                answer.starts_with(b"HTTP/1.1 4"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    }
+    // Deeply nested and huge JSON bodies.
+    let nested = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+    let (status, body) = signer.post_raw(&pkh.to_string(), "", nested).await;
+    assert_eq!(status, 413, "{body}");
+    let nested = format!("{}\"03\"{}", "[".repeat(3_000), "]".repeat(3_000));
+    let (status, body) = signer.post_raw(&pkh.to_string(), "", nested).await;
+    assert_eq!(status, 400);
+    assert_octez_error(&body, "not a JSON string");
+    // Nothing was signed: the watermark is untouched.
+    assert!(signer.watermark_marks().await.is_empty());
+    still_serves(&signer).await;
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let sk = SecretKey::generate(Curve::P256);
+    let signer = TestSigner::start_with(&[sk], |c| {
+        c.limits.per_client = Some(tzkms::limits::Rate {
+            rate: 0.5,
+            burst: 3.0,
+        });
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(signer.get("/authorized_keys").await.0, 200);
+    }
+    let response = signer
+        .client
+        .get(signer.url("/authorized_keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&retry), "{retry}");
+    assert_octez_error(&response.json().await.unwrap(), "over its request rate");
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn generic_floods_are_limited_per_key_while_consensus_is_signed() {
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    let pk = sk.public_key().clone();
+    let signer = TestSigner::start_with(&[sk], |c| {
+        c.limits.per_client = None;
+        c.limits.generic_per_key = Some(tzkms::limits::Rate {
+            rate: 1.0,
+            burst: 5.0,
+        });
+        crate::helpers::allow_generic_unchecked(c);
+    })
+    .await;
+    let mut limited = 0;
+    for i in 0..40u32 {
+        let (status, body) = signer.sign(&pkh, "", &[0x03, (i % 256) as u8, 0xaa]).await;
+        match status {
+            200 => {}
+            429 => {
+                limited += 1;
+                assert_octez_error(&body, "generic signing requests");
+            }
+            other => panic!("{other}: {body}"),
+        }
+        // Consensus requests of the same key are never rate limited.
+        let payload = preattestation(i + 1, 1);
+        let (status, body) = signer.sign(&pkh, "", &payload).await;
+        assert_eq!(status, 200, "{body}");
+        let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+        assert!(pk.verify(&payload, &sig, BlsScheme::default()));
+    }
+    assert!(
+        limited >= 30,
+        "only {limited} of 40 generic requests were limited"
+    );
+    signer.stop().await;
+}
+
+/// Resident memory of a process, from /proc (kB).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_keep_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sk = SecretKey::generate(Curve::P256);
+    tzkms::backend::file::write_key_file(&data, "k", &sk.to_b58()).unwrap();
+    let config = dir.path().join("tzkms.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmax_connections = 2500\nidle_timeout_ms = 120000\n",
+    )
+    .unwrap();
+    let server = crate::process::Server::start(&data, &["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
+    let pid = server.child.id().unwrap();
+    let before = rss_kb(pid);
+    let mut held = Vec::new();
+    for _ in 0..2000 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        // Half a request head on each: the worst kind of idle connection.
+        s.write_all(b"POST /keys/").await.unwrap();
+        held.push(s);
+    }
+    // Every connection is accepted (the server answers on a fresh one, so it went through the backlog).
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("http://{}/authorized_keys", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let during = rss_kb(pid);
+    println!("tzkms RSS: {before} kB idle, {during} kB with 2000 open connections");
+    assert!(during < 256 * 1024, "RSS {during} kB with 2000 idle connections");
+    drop(held);
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_generic_flood_at_a_throttled_vault_leaves_consensus_signing_alone() {
+    use kv_emulator::{Curve as EmuCurve, Operation};
+    let emu = crate::azure::emulator().await;
+    let info = emu.create_key("baker", EmuCurve::P256).unwrap();
+    let (pkh, pk) = crate::azure::pkh_of(&info);
+    emu.faults()
+        .set_latency(Operation::Sign, Duration::from_millis(10), Duration::ZERO);
+    // Key Vault throttles above 40 signatures per second (Azure: 2,000 per 10 s per vault).
+    emu.faults().throttle_above_rate(
+        Operation::Sign,
+        40,
+        Duration::from_secs(1),
+        Some(Duration::from_secs(1)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let azure = crate::azure::azure_config(&emu, dir.path());
+    let signer = std::sync::Arc::new(
+        TestSigner::start_with(&[], |c| {
+            c.azure = Some(azure);
+            c.limits.per_client = None;
+            c.limits.generic_per_key = Some(tzkms::limits::Rate {
+                rate: 10.0,
+                burst: 10.0,
+            });
+            crate::helpers::allow_generic_unchecked(c);
+        })
+        .await,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for w in 0..16u8 {
+        let (signer, stop) = (signer.clone(), stop.clone());
+        flood.push(tokio::spawn(async move {
+            let mut counts = std::collections::BTreeMap::<u16, u32>::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let (status, _) = signer
+                    .sign(&pkh, "", &[0x03, w, (i % 256) as u8, (i / 256) as u8])
+                    .await;
+                *counts.entry(status).or_default() += 1;
+            }
+            counts
+        }));
+    }
+    // The baker: two consensus signatures per level, while the flood goes on.
+    let mut latencies = Vec::new();
+    for level in 1..=30u32 {
+        for magic in [0x12u8, 0x13] {
+            let mut payload = preattestation(level, 7);
+            payload[0] = magic;
+            payload[37] = if magic == 0x12 { 20 } else { 21 };
+            let t = std::time::Instant::now();
+            let (status, body) = signer.sign(&pkh, "?version=3", &payload).await;
+            latencies.push(t.elapsed());
+            assert_eq!(status, 200, "consensus refused during the flood: {body}");
+            let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+            assert!(pk.verify(&payload, &sig, BlsScheme::default()));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = std::collections::BTreeMap::<u16, u32>::new();
+    for f in flood {
+        for (status, n) in f.await.unwrap() {
+            *total.entry(status).or_default() += n;
+        }
+    }
+    latencies.sort();
+    println!(
+        "generic flood statuses {total:?}; consensus p50 {:?} max {:?}",
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap()
+    );
+    assert!(
+        total.get(&429).copied().unwrap_or(0) > 0,
+        "the flood was never limited: {total:?}"
+    );
+    match std::sync::Arc::try_unwrap(signer) {
+        Ok(s) => s.stop().await,
+        Err(_) => panic!("still shared"),
+    }
+}
