@@ -116,6 +116,9 @@ fn main() {
             ..Default::default()
         };
         config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+        // Measuring throughput: no rate limits.
+        config.limits.generic_per_key = None;
+        config.limits.per_client = None;
         config.keys.generate_if_empty = false;
         // The bench signs arbitrary 0x03 bytes; the default policy signs consensus payloads only.
         config.policy.default.allow = vec!["generic_unchecked".parse().expect("kind")];

@@ -35,6 +35,9 @@ fn main() {
             ..Config::default()
         };
         config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+        // Measuring throughput: no rate limits.
+        config.limits.generic_per_key = None;
+        config.limits.per_client = None;
         // The bench signs arbitrary 0x03 bytes; the default policy signs consensus payloads only.
         config.policy.default.allow = vec!["generic_unchecked".parse().expect("kind")];
         let (signer, _) = tzkms::startup::build_signer(&config).await.expect("signer");

@@ -49,8 +49,8 @@ fn default_per_client() -> Option<Rate> {
 }
 fn default_generic_per_key() -> Option<Rate> {
     Some(Rate {
-        rate: 10.0,
-        burst: 50.0,
+        rate: 50.0,
+        burst: 200.0,
     })
 }
 fn default_backend_concurrency() -> usize {

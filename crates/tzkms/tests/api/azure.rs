@@ -60,6 +60,9 @@ async fn start(emu: &Emulator, tweak: impl FnOnce(&mut AzureConfig)) -> (TestSig
     let signer = TestSigner::start_with(&[], |c| {
         c.azure = Some(azure);
         crate::helpers::allow_generic_unchecked(c);
+        // These tests sign many generic payloads quickly; the rate limits have tests of their own.
+        c.limits.generic_per_key = None;
+        c.limits.per_client = None;
     })
     .await;
     (signer, dir)
