@@ -31,10 +31,20 @@ pub struct Config {
     /// Rate limits and the backend concurrency cap.
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Azure Key Vault / Managed HSM keys. Absent: no Azure backend.
     pub azure: Option<AzureConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
+}
+
+/// Prometheus metrics, on a listener of their own (never the signing port).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address for `GET /metrics`, e.g. `127.0.0.1:9732`. Absent: no metrics listener.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

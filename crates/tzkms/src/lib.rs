@@ -8,6 +8,7 @@ pub mod azure;
 pub mod backend;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod signer;

@@ -360,6 +360,18 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         }
         let app = App::bind(signer.clone(), &config.server).await?;
         let addrs = app.local_addrs();
+        if let Some(addr) = config.metrics.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics listener on {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(tzkms::metrics::serve(
+                listener,
+                signer.clone(),
+                Some(app.connections()),
+            ));
+        }
         if let Some(pkh) = report.generated {
             tracing::info!(%pkh, "no key configured: generated a P-256 key");
             println!("Generated a P-256 key on first start: {pkh}");

@@ -173,19 +173,30 @@ fn audit_record(route: &'static str, peer: &Option<Extension<Peer>>) -> AuditRec
 
 /// Emits the audit line for an answer.
 fn audited(
+    signer: &Signer,
     record: &AuditRecord,
     started: Instant,
     decision: Decision,
     result: Result<Response, ApiError>,
 ) -> Result<Response, ApiError> {
     match &result {
-        Ok(r) => record.emit(decision, r.status().as_u16(), None, started.elapsed()),
-        Err(e) => record.emit(
-            Decision::Refused,
-            e.status.as_u16(),
-            Some(&e.message),
-            started.elapsed(),
-        ),
+        Ok(r) => {
+            record.emit(decision, r.status().as_u16(), None, started.elapsed());
+            signer
+                .metrics()
+                .record(record, decision, r.status().as_u16(), started.elapsed());
+        }
+        Err(e) => {
+            record.emit(
+                Decision::Refused,
+                e.status.as_u16(),
+                Some(&e.message),
+                started.elapsed(),
+            );
+            signer
+                .metrics()
+                .record(record, Decision::Refused, e.status.as_u16(), started.elapsed());
+        }
     }
     result
 }
@@ -194,9 +205,28 @@ async fn get_public_key(
     State(state): State<AppState>,
     Path(pkh): Path<String>,
 ) -> Result<Response, ApiError> {
-    let pkh = parse_pkh(&pkh)?;
-    let pk = state.signer.public_key(&pkh).await?;
-    Ok(Json(json!({ "public_key": pk.to_string() })).into_response())
+    let started = Instant::now();
+    let result: Result<Response, ApiError> = async {
+        let pkh = parse_pkh(&pkh)?;
+        let pk = state.signer.public_key(&pkh).await?;
+        Ok(Json(json!({ "public_key": pk.to_string() })).into_response())
+    }
+    .await;
+    let record = AuditRecord::new("public_key", None, None);
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    let decision = if result.is_ok() {
+        Decision::Served
+    } else {
+        Decision::Refused
+    };
+    state
+        .signer
+        .metrics()
+        .record(&record, decision, status, started.elapsed());
+    result
 }
 
 async fn post_sign(
@@ -219,6 +249,10 @@ async fn post_sign(
                 Decision::Signed
             };
             record.emit(decision, 200, None, started.elapsed());
+            state
+                .signer
+                .metrics()
+                .record(&record, decision, 200, started.elapsed());
         }
         Err((e, rule)) => {
             record.rule = rule.clone().or(record.rule.take());
@@ -228,6 +262,11 @@ async fn post_sign(
                 Some(&e.message),
                 started.elapsed(),
             );
+            let status = e.status.as_u16();
+            state
+                .signer
+                .metrics()
+                .record(&record, Decision::Refused, status, started.elapsed());
         }
     }
     result.map(|(r, _)| r).map_err(|(e, _)| e)
@@ -267,6 +306,11 @@ async fn sign(
 }
 
 async fn get_authorized_keys(State(state): State<AppState>) -> Response {
+    let record = AuditRecord::new("authorized_keys", None, None);
+    state
+        .signer
+        .metrics()
+        .record(&record, Decision::Served, 200, Duration::ZERO);
     // octez-client treats a list (even an empty one) as "authentication required"; `{}` means none.
     match state.signer.auth().advertised() {
         None => Json(json!({})).into_response(),
@@ -300,7 +344,7 @@ async fn get_known_keys(
             "List known keys request not allowed (server.allow_list_known_keys is off)",
         ))
     };
-    audited(&record, started, Decision::Served, result)
+    audited(&state.signer, &record, started, Decision::Served, result)
 }
 
 async fn get_bls_prove_possession(
@@ -314,7 +358,7 @@ async fn get_bls_prove_possession(
     record.pkh = Some(pkh.clone());
     record.rule = Some("server.allow_prove_possession".into());
     let result = prove_possession(&state, &pkh, query.as_deref());
-    audited(&record, started, Decision::Served, result)
+    audited(&state.signer, &record, started, Decision::Served, result)
 }
 
 fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<Response, ApiError> {

@@ -115,6 +115,7 @@ pub struct Signer {
     watermarks: Arc<dyn WatermarkStore>,
     unprotected: BTreeSet<PublicKeyHash>,
     limits: Arc<Limits>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Signer {
@@ -134,7 +135,12 @@ impl Signer {
             watermarks,
             unprotected,
             limits,
+            metrics: Default::default(),
         })
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     pub fn limits(&self) -> &Arc<Limits> {

@@ -44,6 +44,8 @@ impl KeyBackend for Counting {
 
 pub struct TestSigner {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served.
+    pub metrics_addr: SocketAddr,
     /// Every listener, `("http" | "https", address)`.
     pub endpoints: Vec<(&'static str, SocketAddr)>,
     pub tls: Option<Arc<tzkms::server::tls::Tls>>,
@@ -149,9 +151,16 @@ impl TestSigner {
         keys: Vec<(Curve, PublicKeyHash, PublicKey)>,
         data_dir: tempfile::TempDir,
     ) -> Self {
-        let app = App::bind(signer, &config.server).await.unwrap();
+        let app = App::bind(signer.clone(), &config.server).await.unwrap();
         let addr = app.local_addrs()[0];
         let endpoints = app.endpoints();
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
+        tokio::spawn(tzkms::metrics::serve(
+            metrics_listener,
+            signer,
+            Some(app.connections()),
+        ));
         let tls = app.tls();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run(async move {
@@ -159,6 +168,7 @@ impl TestSigner {
         }));
         Self {
             addr,
+            metrics_addr,
             endpoints,
             tls,
             client: reqwest::Client::new(),
@@ -174,6 +184,22 @@ impl TestSigner {
     }
 
     /// `https://127.0.0.1:<port><path>` of the first HTTPS listener.
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        r.text().await.unwrap()
+    }
+
     /// The marks of the file watermark store, as on disk.
     pub async fn watermark_marks(&self) -> tzkms::watermark::interchange::Marks {
         tzkms::watermark::file::read(self._data_dir.path()).unwrap()

@@ -11,6 +11,7 @@ mod azurite;
 mod cli;
 mod crash;
 mod helpers;
+mod metrics;
 mod policy;
 mod process;
 mod routes;

@@ -1,0 +1,87 @@
+//! `GET /metrics` after real traffic: every outcome counted with its labels, signatures per key, rate
+//! limit refusals, latency histograms, keys per backend.
+
+use tezos::{Curve, SecretKey};
+
+use crate::helpers::TestSigner;
+
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+fn attestation(level: u32, variant: u8) -> Vec<u8> {
+    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
+    p.extend_from_slice(&[0x11; 32]);
+    p.push(21);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&level.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&[variant; 32]);
+    p
+}
+
+#[tokio::test]
+async fn every_outcome_is_counted_with_its_labels() {
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    let signer = TestSigner::start_with(&[sk], |c| {
+        c.limits.per_client = Some(tzkms::limits::Rate {
+            rate: 0.001,
+            burst: 8.0,
+        });
+    })
+    .await;
+    assert_eq!(signer.sign(&pkh, "", &attestation(5, 1)).await.0, 200); // signed
+    assert_eq!(signer.sign(&pkh, "", &attestation(5, 1)).await.0, 200); // replayed
+    assert_eq!(signer.sign(&pkh, "", &attestation(5, 2)).await.0, 409); // watermark
+    assert_eq!(signer.sign(&pkh, "", b"\x03\x00").await.0, 403); // policy: consensus only
+    assert_eq!(signer.sign(&pkh, "", b"\x12\x00").await.0, 400); // malformed
+    assert_eq!(
+        signer.get("/keys/tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx").await.0,
+        404
+    );
+    assert_eq!(signer.get("/authorized_keys").await.0, 200);
+    // The client's burst of 8 is now spent: the rest are rate limited.
+    let mut limited = 0;
+    for _ in 0..5 {
+        if signer.get("/authorized_keys").await.0 == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 1);
+    let m = signer.metrics().await;
+    let route = |kind: &str, outcome: &str| {
+        format!("tzkms_requests_total{{route=\"sign\",kind=\"{kind}\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(value(&m, &route("attestation", "signed")), 1);
+    assert_eq!(value(&m, &route("attestation", "replayed")), 1);
+    assert_eq!(value(&m, &route("attestation", "refused_watermark")), 1);
+    assert_eq!(value(&m, &route("generic operation", "refused_policy")), 1);
+    assert_eq!(value(&m, &route("preattestation", "bad_request")), 1);
+    assert_eq!(
+        value(
+            &m,
+            "tzkms_requests_total{route=\"public_key\",kind=\"none\",outcome=\"not_found\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("tzkms_signatures_total{{key=\"{pkh}\",kind=\"attestation\"}}")
+        ),
+        2
+    );
+    assert!(value(&m, "tzkms_rate_limited_total{limit=\"per_client\"}") >= limited);
+    assert_eq!(
+        value(&m, "tzkms_request_duration_seconds_count{route=\"sign\"}"),
+        5
+    );
+    assert_eq!(value(&m, "tzkms_keys{backend=\"file\"}"), 1);
+    assert_eq!(value(&m, "tzkms_connections_refused_total"), 0);
+    signer.stop().await;
+}
