@@ -1,0 +1,218 @@
+//! A tzkms started by the load tool itself, in process but on its own runtime (as a separate process would
+//! have its own threads): file keys in a fresh data directory, or Azure keys in a Key Vault emulator with a
+//! fixed sign latency; durable watermark on or off.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kv_emulator::{Emulator, Operation};
+use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
+use tzkms::backend::file::write_key_file;
+use tzkms::config::{AzureConfig, Config, CredentialConfig, CredentialKind};
+use tzkms::server::App;
+
+use crate::report::Latency;
+
+/// Where the local signer's keys live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Key files in the data directory.
+    File,
+    /// Keys in an in-process Key Vault emulator, reached over HTTPS.
+    Azure,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub curve: Curve,
+    pub keys: usize,
+    pub backend: Backend,
+    pub watermark: bool,
+    pub azure_latency: Duration,
+    pub threads: usize,
+    /// Where to create the data directory (default: the system's temporary directory).
+    pub parent_dir: Option<PathBuf>,
+}
+
+/// A running tzkms and, for the Azure backend, its emulator.
+#[derive(Debug)]
+pub struct LocalSigner {
+    pub url: String,
+    pub pkhs: Vec<PublicKeyHash>,
+    data_dir: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+    emulator: Option<(Emulator, tokio::runtime::Runtime)>,
+}
+
+fn runtime(name: &str, threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()?)
+}
+
+impl LocalSigner {
+    pub async fn start(options: &LocalOptions) -> anyhow::Result<Self> {
+        let data_dir = match &options.parent_dir {
+            Some(p) => tempfile::Builder::new().prefix("tzkms-load.").tempdir_in(p)?,
+            None => tempfile::Builder::new().prefix("tzkms-load.").tempdir()?,
+        };
+        let mut config = Config {
+            data_dir: Some(data_dir.path().join("data")),
+            ..Config::default()
+        };
+        config.server.listen = vec!["127.0.0.1:0".parse()?];
+        config.keys.generate_if_empty = false;
+        let mut pkhs = Vec::with_capacity(options.keys);
+        let mut emulator = None;
+        match options.backend {
+            Backend::File => {
+                tzkms::startup::ensure_data_dir(&data_dir.path().join("data"))?;
+                for _ in 0..options.keys {
+                    let key = SecretKey::generate(options.curve);
+                    let pkh = key.public_key().hash();
+                    write_key_file(&data_dir.path().join("data"), &pkh.to_string(), &key.to_b58())?;
+                    pkhs.push(pkh);
+                }
+            }
+            Backend::Azure => {
+                let curve = match options.curve {
+                    Curve::P256 => kv_emulator::Curve::P256,
+                    Curve::Secp256k1 => kv_emulator::Curve::P256K,
+                    other => anyhow::bail!("Key Vault has no {other} keys: use --curve p256 or secp256k1"),
+                };
+                let rt = runtime("kv-emulator", 1)?;
+                let emu = rt
+                    .spawn(Emulator::start(kv_emulator::Config {
+                        tls: true,
+                        ..Default::default()
+                    }))
+                    .await??;
+                for i in 0..options.keys {
+                    let info = emu.create_key(&format!("delegate-{i}"), curve)?;
+                    let pk = PublicKey::from_bytes(options.curve, &info.public_key_compressed())?;
+                    pkhs.push(pk.hash());
+                }
+                emu.faults()
+                    .set_latency(Operation::Sign, options.azure_latency, Duration::ZERO);
+                let secret = data_dir.path().join("client-secret");
+                std::fs::write(&secret, emu.client_secret())?;
+                std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+                config.azure = Some(AzureConfig {
+                    vault_url: emu.url().into(),
+                    api_version: "2025-07-01".into(),
+                    keys: vec![],
+                    refresh_interval_s: 300,
+                    sign_budget_ms: 1500,
+                    ca_file: emu.ca_pem_path().map(Into::into),
+                    credential: CredentialConfig {
+                        kind: CredentialKind::ClientSecret,
+                        tenant_id: Some(emu.tenant_id().into()),
+                        client_id: Some(emu.client_id().into()),
+                        client_secret_file: Some(secret),
+                        authority_host: Some(emu.authority_host().into()),
+                        ..Default::default()
+                    },
+                });
+                emulator = Some((emu, rt));
+            }
+        }
+        if !options.watermark {
+            config.watermark.unprotected_keys = pkhs.clone();
+        }
+        let rt = runtime("tzkms", options.threads)?;
+        let addr = rt
+            .spawn(async move {
+                let (signer, _) = tzkms::startup::build_signer(&config).await?;
+                let app = App::bind(signer, &config.server).await?;
+                let addr = app.local_addrs()[0];
+                tokio::spawn(app.run(std::future::pending()));
+                anyhow::Ok(addr)
+            })
+            .await??;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            pkhs,
+            data_dir,
+            runtime: Some(rt),
+            emulator,
+        })
+    }
+
+    /// The signer's data directory (its watermark store lives there).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.path().join("data")
+    }
+
+    pub fn emulator(&self) -> Option<&Emulator> {
+        self.emulator.as_ref().map(|(e, _)| e)
+    }
+}
+
+impl Drop for LocalSigner {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        if let Some((emu, rt)) = self.emulator.take() {
+            drop(emu);
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The emulator's own sign latency, measured the way tzkms calls it (pooled HTTPS client, bearer token), at
+/// `concurrency` clients for `requests` signatures.
+pub async fn emulator_direct(emu: &Emulator, concurrency: usize, requests: u64) -> anyhow::Result<Latency> {
+    let info = emu.create_key("direct-probe", kv_emulator::Curve::P256)?;
+    let http = tzkms::azure::http_client(emu.ca_pem_path()).map_err(anyhow::Error::msg)?;
+    let token = Arc::new(emu.issue_token());
+    let url = Arc::new(format!(
+        "{}/keys/direct-probe/{}/sign?api-version=2025-07-01",
+        emu.url(),
+        info.version
+    ));
+    let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, token, url, issued) = (http.clone(), token.clone(), url.clone(), issued.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                    let t = Instant::now();
+                    let r = http
+                        .post(url.as_str())
+                        .bearer_auth(token.as_str())
+                        .json(&serde_json::json!({"alg": "ES256", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}))
+                        .send()
+                        .await
+                        .context("emulator sign")?;
+                    anyhow::ensure!(r.status().is_success(), "emulator sign: {}", r.status());
+                    r.bytes().await?;
+                    samples.push(t.elapsed().as_micros() as u64);
+                }
+                anyhow::Ok(samples)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(Latency::of(&all))
+}
+
+/// Sign calls and all calls the emulator received.
+pub fn emulator_calls(emu: &Emulator) -> (u64, u64) {
+    let sign = emu.counters().get(Operation::Sign);
+    let all = emu.counters().snapshot().values().map(|s| s.received).sum();
+    (sign, all)
+}
+
+pub fn reset_emulator_counters(emu: &Emulator) {
+    emu.counters().reset();
+}
