@@ -57,6 +57,10 @@ impl AuthKey {
         Ok(Self::new(key))
     }
 
+    pub fn public_key(&self) -> &PublicKey {
+        self.key.public_key()
+    }
+
     pub fn pkh(&self) -> PublicKeyHash {
         self.key.public_key().hash()
     }

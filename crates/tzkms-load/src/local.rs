@@ -35,6 +35,8 @@ pub struct LocalOptions {
     pub threads: usize,
     /// Where to create the data directory (default: the system's temporary directory).
     pub parent_dir: Option<PathBuf>,
+    /// Require authentication by this key.
+    pub authorized_key: Option<PublicKey>,
 }
 
 /// A running tzkms and, for the Azure backend, its emulator.
@@ -124,16 +126,31 @@ impl LocalSigner {
         if !options.watermark {
             config.watermark.unprotected_keys = pkhs.clone();
         }
+        // Transactions are what open- and closed-loop modes sign by default; consensus stays allowed.
+        for kind in ["block", "preattestation", "attestation", "transaction"] {
+            let kind = kind.parse().map_err(anyhow::Error::msg)?;
+            if !config.policy.default.allow.contains(&kind) {
+                config.policy.default.allow.push(kind);
+            }
+        }
+        if let Some(pk) = &options.authorized_key {
+            config.auth.required = true;
+            config.auth.authorized_keys = vec![pk.clone()];
+        }
         let rt = runtime("tzkms", options.threads)?;
-        let addr = rt
-            .spawn(async move {
+        // Built on the signer's runtime with `block_on` (from a blocking thread): `App::bind`'s future is
+        // not `Send` for every lifetime, so it cannot be spawned.
+        let handle = rt.handle().clone();
+        let addr = tokio::task::spawn_blocking(move || {
+            handle.block_on(async move {
                 let (signer, _) = tzkms::startup::build_signer(&config).await?;
                 let app = App::bind(signer, &config.server).await?;
                 let addr = app.local_addrs()[0];
                 tokio::spawn(app.run(std::future::pending()));
                 anyhow::Ok(addr)
             })
-            .await??;
+        })
+        .await??;
         Ok(Self {
             url: format!("http://{addr}"),
             pkhs,

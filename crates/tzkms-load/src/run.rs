@@ -303,6 +303,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let mut machine = Machine::now();
     let signer_threads = options.signer_threads.unwrap_or(machine.cpus);
     let keys_needed = options.keys_needed();
+    let auth = match &options.auth_key {
+        Some(path) => Some(Arc::new(AuthKey::from_file(path)?)),
+        None => None,
+    };
     let (local, url, pkhs, signer) = match &options.target {
         Some(url) => {
             anyhow::ensure!(
@@ -326,11 +330,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 azure_latency: Duration::from_millis(options.azure_latency_ms),
                 threads: signer_threads,
                 parent_dir: options.data_dir.clone(),
+                authorized_key: auth.as_ref().map(|a| a.public_key().clone()),
             })
             .await
             .context("starting tzkms")?;
             let describe = format!(
-                "tzkms in process ({signer_threads} threads): {} keys, {}{}, watermark {}",
+                "tzkms in process ({signer_threads} threads): {} keys, {}{}, watermark {}{}",
                 match options.backend {
                     Backend::File => "file",
                     Backend::Azure => "Azure Key Vault emulator",
@@ -346,14 +351,15 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 } else {
                     "off"
                 },
+                if auth.is_some() {
+                    ", authentication required"
+                } else {
+                    ""
+                },
             );
             let (url, pkhs) = (local.url.clone(), local.pkhs.clone());
             (Some(local), url, pkhs, describe)
         }
-    };
-    let auth = match &options.auth_key {
-        Some(path) => Some(Arc::new(AuthKey::from_file(path)?)),
-        None => None,
     };
     let timeout = Duration::from_millis(options.timeout_ms);
     let connections = options.connections();

@@ -264,3 +264,26 @@ async fn requests_are_authenticated_when_the_signer_lists_authorized_keys() {
         (4, 0, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tzkms_requiring_authentication_signs_for_the_authorized_key() {
+    let auth = SecretKey::generate(Curve::P256);
+    let dir = tempfile::tempdir().expect("dir");
+    let auth_file = dir.path().join("auth.key");
+    std::fs::write(&auth_file, auth.to_b58().as_str()).expect("write");
+    let a = args(&[
+        "--delegates",
+        "3",
+        "--levels",
+        "2",
+        "--no-limits",
+        "--auth-key",
+        auth_file.to_str().expect("utf-8"),
+    ]);
+    let report = run(&options(&a)).await.expect("run");
+    assert!(report.signer.contains("authentication required"));
+    assert_eq!(
+        (report.runs[0].load.ok, report.errors(), report.bad_signatures()),
+        (12, 0, 0)
+    );
+}
