@@ -163,6 +163,18 @@ impl KeyBackend for AzureBackend {
         "azure"
     }
 
+    /// By hash: the default lists and hashes every key, per request.
+    fn key(&self, pkh: &PublicKeyHash) -> Option<KeyInfo> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pkh)
+            .map(|k| KeyInfo {
+                public_key: k.public_key.clone(),
+                name: format!("{}/{}", k.name, k.version),
+            })
+    }
+
     fn keys(&self) -> Vec<KeyInfo> {
         self.keys
             .read()

@@ -186,6 +186,14 @@ impl KeyBackend for FileBackend {
             .collect()
     }
 
+    /// By hash: the default lists and hashes every key, per request.
+    fn key(&self, pkh: &PublicKeyHash) -> Option<KeyInfo> {
+        self.keys.get(pkh).map(|k| KeyInfo {
+            public_key: k.secret.public_key().clone(),
+            name: k.name.clone(),
+        })
+    }
+
     fn sign<'a>(
         &'a self,
         pkh: &'a PublicKeyHash,
