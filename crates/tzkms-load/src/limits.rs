@@ -151,13 +151,17 @@ impl TrivialSigner {
                 })),
             );
         // Bound here, served there: `block_on` is not allowed when the caller is itself async.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
+        // The same listen backlog as tzkms's, so a burst of new connections is not dropped here alone.
+        // Entered (not blocked on) so the listener registers with this runtime's reactor.
+        let listener = {
+            let _context = runtime.enter();
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            socket.listen(4096)?
+        };
         let addr = listener.local_addr()?;
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, router).await
-        });
+        runtime.spawn(async move { axum::serve(listener, router).await });
         Ok(Self {
             addr,
             runtime: Some(runtime),

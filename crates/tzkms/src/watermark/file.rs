@@ -180,6 +180,7 @@ impl FileStore {
 
 /// The one task that rewrites the file. It owns the durable state; slots only change after it confirms.
 async fn writer(data_dir: PathBuf, mut marks: Marks, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+    let mut encoded = interchange::EncodedMarks::new(&marks);
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -190,9 +191,12 @@ async fn writer(data_dir: PathBuf, mut marks: Marks, mut jobs: mpsc::UnboundedRe
         }
         let previous: Vec<(MarkKey, Option<Mark>)> = batch
             .iter()
-            .map(|job| (job.key, marks.insert(job.key, job.mark.clone())))
+            .map(|job| {
+                encoded.insert(job.key, &job.mark);
+                (job.key, marks.insert(job.key, job.mark.clone()))
+            })
             .collect();
-        let text = interchange::encode(&marks);
+        let text = encoded.encode();
         let dir = data_dir.clone();
         let result = tokio::task::spawn_blocking(move || write_durably(&dir, &text))
             .await
@@ -202,8 +206,14 @@ async fn writer(data_dir: PathBuf, mut marks: Marks, mut jobs: mpsc::UnboundedRe
             // Not durable: the marks stay as they were on disk, and no signature is released.
             for (key, old) in previous {
                 match old {
-                    Some(m) => marks.insert(key, m),
-                    None => marks.remove(&key),
+                    Some(m) => {
+                        encoded.insert(key, &m);
+                        marks.insert(key, m);
+                    }
+                    None => {
+                        encoded.remove(&key);
+                        marks.remove(&key);
+                    }
                 };
             }
         }

@@ -39,25 +39,66 @@ struct Entry {
 pub type Marks = BTreeMap<MarkKey, Mark>;
 
 pub fn encode(marks: &Marks) -> String {
-    let doc = Document {
-        format: FORMAT.into(),
+    let entries: Vec<Entry> = marks.iter().map(|(k, m)| entry(k, m)).collect();
+    document_text(entries.iter())
+}
+
+fn entry(k: &MarkKey, m: &Mark) -> Entry {
+    Entry {
+        chain: k.chain.to_string(),
+        pkh: k.pkh.to_string(),
+        kind: k.kind.name().into(),
+        level: m.level.0,
+        round: m.round.0,
+        hash: hex::encode(m.hash),
+        signature: m.signature.map(|s| s.to_string()),
+    }
+}
+
+fn document_text<'a>(entries: impl Iterator<Item = &'a Entry>) -> String {
+    #[derive(Serialize)]
+    struct DocumentRef<'a> {
+        format: &'a str,
+        version: u32,
+        marks: Vec<&'a Entry>,
+    }
+    let doc = DocumentRef {
+        format: FORMAT,
         version: VERSION,
-        marks: marks
-            .iter()
-            .map(|(k, m)| Entry {
-                chain: k.chain.to_string(),
-                pkh: k.pkh.to_string(),
-                kind: k.kind.name().into(),
-                level: m.level.0,
-                round: m.round.0,
-                hash: hex::encode(m.hash),
-                signature: m.signature.map(|s| s.to_string()),
-            })
-            .collect(),
+        marks: entries.collect(),
     };
     let mut text = serde_json::to_string_pretty(&doc).expect("marks serialise");
     text.push('\n');
     text
+}
+
+/// The store's marks with each one's document entry kept between rewrites. The file store rewrites the
+/// whole document for every batch; base58-encoding every key's signature again each time cost more than
+/// signing once hundreds of keys share the store (the load tool's 500-delegate bursts).
+#[derive(Debug, Default)]
+pub struct EncodedMarks {
+    entries: BTreeMap<MarkKey, Entry>,
+}
+
+impl EncodedMarks {
+    pub fn new(marks: &Marks) -> Self {
+        Self {
+            entries: marks.iter().map(|(k, m)| (*k, entry(k, m))).collect(),
+        }
+    }
+
+    pub fn insert(&mut self, key: MarkKey, mark: &Mark) {
+        self.entries.insert(key, entry(&key, mark));
+    }
+
+    pub fn remove(&mut self, key: &MarkKey) {
+        self.entries.remove(key);
+    }
+
+    /// The same text as [`encode`] of the same marks.
+    pub fn encode(&self) -> String {
+        document_text(self.entries.values())
+    }
 }
 
 pub fn decode(text: &str) -> Result<Marks, String> {
@@ -257,4 +298,49 @@ pub fn import_signatory(path: &Path) -> Result<Marks, String> {
         }
     }
     Ok(marks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tezos::{BlsScheme, Curve, SecretKey};
+
+    fn mark(key: &SecretKey, level: u32) -> Mark {
+        Mark {
+            level: Level(level),
+            round: Round(0),
+            hash: [level as u8; 32],
+            signature: Some(
+                key.sign(&level.to_be_bytes(), BlsScheme::default())
+                    .expect("sign"),
+            ),
+        }
+    }
+
+    #[test]
+    fn kept_entries_encode_exactly_like_the_marks() {
+        let chain: ChainId = "NetXdQprcVkpaWU".parse().expect("chain");
+        let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate(Curve::P256)).collect();
+        let key_of = |i: usize, kind| MarkKey {
+            chain,
+            pkh: keys[i].public_key().hash(),
+            kind,
+        };
+        let mut marks = Marks::new();
+        marks.insert(key_of(0, ConsensusKind::Attestation), mark(&keys[0], 5));
+        marks.insert(key_of(1, ConsensusKind::Block), mark(&keys[1], 6));
+        let mut encoded = EncodedMarks::new(&marks);
+        assert_eq!(encoded.encode(), encode(&marks));
+        for (k, m) in [
+            (key_of(2, ConsensusKind::Preattestation), mark(&keys[2], 7)),
+            (key_of(0, ConsensusKind::Attestation), mark(&keys[0], 8)),
+        ] {
+            encoded.insert(k, &m);
+            marks.insert(k, m);
+        }
+        encoded.remove(&key_of(1, ConsensusKind::Block));
+        marks.remove(&key_of(1, ConsensusKind::Block));
+        assert_eq!(encoded.encode(), encode(&marks));
+        assert_eq!(decode(&encoded.encode()).expect("decodes"), marks);
+    }
 }
