@@ -182,9 +182,17 @@ impl Drop for LocalSigner {
     }
 }
 
-/// The emulator's own sign latency, measured the way tzkms calls it (pooled HTTPS client, bearer token), at
-/// `concurrency` clients for `requests` signatures.
-pub async fn emulator_direct(emu: &Emulator, concurrency: usize, requests: u64) -> anyhow::Result<Latency> {
+/// How the emulator is measured directly: in the shape of the load it is compared with.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// `concurrency` clients, each sending its next request when the last is answered, `requests` in all.
+    Closed { concurrency: usize, requests: u64 },
+    /// `rounds` bursts of `size` requests sent at the same instant, as baker mode does.
+    Bursts { size: usize, rounds: usize },
+}
+
+/// The emulator's own sign latency, measured the way tzkms calls it (pooled HTTPS client, bearer token).
+pub async fn emulator_direct(emu: &Emulator, shape: Shape) -> anyhow::Result<Latency> {
     let info = emu.create_key("direct-probe", kv_emulator::Curve::P256)?;
     let http = tzkms::azure::http_client(emu.ca_pem_path()).map_err(anyhow::Error::msg)?;
     let token = Arc::new(emu.issue_token());
@@ -193,32 +201,53 @@ pub async fn emulator_direct(emu: &Emulator, concurrency: usize, requests: u64) 
         emu.url(),
         info.version
     ));
-    let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (http, token, url, issued) = (http.clone(), token.clone(), url.clone(), issued.clone());
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                while issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                    let t = Instant::now();
-                    let r = http
-                        .post(url.as_str())
-                        .bearer_auth(token.as_str())
-                        .json(&serde_json::json!({"alg": "ES256", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}))
-                        .send()
-                        .await
-                        .context("emulator sign")?;
-                    anyhow::ensure!(r.status().is_success(), "emulator sign: {}", r.status());
-                    r.bytes().await?;
-                    samples.push(t.elapsed().as_micros() as u64);
-                }
-                anyhow::Ok(samples)
-            })
-        })
-        .collect();
+    let sign = move || {
+        let (http, token, url) = (http.clone(), token.clone(), url.clone());
+        async move {
+            let t = Instant::now();
+            let r = http
+                .post(url.as_str())
+                .bearer_auth(token.as_str())
+                .json(&serde_json::json!({"alg": "ES256", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}))
+                .send()
+                .await
+                .context("emulator sign")?;
+            anyhow::ensure!(r.status().is_success(), "emulator sign: {}", r.status());
+            r.bytes().await?;
+            anyhow::Ok(t.elapsed().as_micros() as u64)
+        }
+    };
     let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
+    match shape {
+        Shape::Closed {
+            concurrency,
+            requests,
+        } => {
+            let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (sign, issued) = (sign.clone(), issued.clone());
+                    tokio::spawn(async move {
+                        let mut samples = Vec::new();
+                        while issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                            samples.push(sign().await?);
+                        }
+                        anyhow::Ok(samples)
+                    })
+                })
+                .collect();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+        }
+        Shape::Bursts { size, rounds } => {
+            for _ in 0..rounds {
+                let tasks: Vec<_> = (0..size).map(|_| tokio::spawn(sign())).collect();
+                for t in tasks {
+                    all.push(t.await??);
+                }
+            }
+        }
     }
     Ok(Latency::of(&all))
 }

@@ -444,6 +444,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         let azure_calls = emulator.map(local::emulator_calls);
         let load = Phase::of(&tally, elapsed);
         let bursts_summary = bursts.as_deref().and_then(|b| BurstSummary::of(b, n));
+        let run_bursts = bursts_summary.as_ref().map_or(0, |b| b.bursts);
         let (trivial_phase, trivial_bursts) = match &trivial_client {
             Some(c) => {
                 let (t, e, b) = drive(options, c, ds, start_level, false).await;
@@ -457,15 +458,34 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         let verification = verify.then(|| verify_after(&tally, &public_keys));
         let azure = match (emulator, azure_calls) {
             (Some(emu), Some((sign_calls, all_calls))) => {
-                let concurrency = match options.mode {
-                    Mode::Baker => n,
-                    Mode::Max => options.concurrency,
+                let (concurrency, shape) = match options.mode {
+                    Mode::Baker => (
+                        n,
+                        local::Shape::Bursts {
+                            size: n,
+                            rounds: run_bursts.max(1),
+                        },
+                    ),
+                    Mode::Max => (
+                        options.concurrency,
+                        local::Shape::Closed {
+                            concurrency: options.concurrency,
+                            requests: tally.requests().clamp(1, 5000),
+                        },
+                    ),
                     Mode::Rate => {
-                        ((options.rate * options.azure_latency_ms as f64 / 1000.0).ceil() as usize).max(1)
+                        let c = ((options.rate * options.azure_latency_ms as f64 / 1000.0).ceil() as usize)
+                            .max(1);
+                        (
+                            c,
+                            local::Shape::Closed {
+                                concurrency: c,
+                                requests: tally.requests().clamp(1, 5000),
+                            },
+                        )
                     }
                 };
-                let direct =
-                    local::emulator_direct(emu, concurrency, tally.requests().clamp(1, 5000)).await?;
+                let direct = local::emulator_direct(emu, shape).await?;
                 let ok = tally.ok.max(1) as f64;
                 Some(Azure {
                     emulator_sign_latency_ms: options.azure_latency_ms,
