@@ -344,10 +344,16 @@ async fn three_processes_sharing_a_table_sign_each_position_once() {
             }
         }
     }
-    assert_eq!(
-        signed.len(),
-        2 * 2 * 8,
-        "every (key, kind, level) got exactly one signed payload"
+    // Every position got its one signed payload, except possibly at level 11: a request the killed instance
+    // had already reserved in the table died with it, and the others rightly refuse that position.
+    let missing: Vec<(usize, u8, u32)> = (0..2usize)
+        .flat_map(|ki| [0x12u8, 0x13].map(move |magic| (ki, magic)))
+        .flat_map(|(ki, magic)| [1, 2, 3, 4, 11, 12, 13, 14].map(move |level| (ki, magic, level)))
+        .filter(|position| !signed.contains_key(position))
+        .collect();
+    assert!(
+        missing.iter().all(|&(_, _, level)| level == 11),
+        "positions never signed: {missing:?}"
     );
     for s in servers.into_iter().flatten() {
         s.terminate().await;
