@@ -524,7 +524,9 @@ impl App {
             .iter()
             .flat_map(|t| t.listen.iter().map(|a| (*a, tls.clone())));
         for (addr, tls) in config.listen.iter().map(|a| (*a, None)).chain(https) {
-            let socket = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            let socket = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
             listeners.push(Listener { socket, tls });
         }
         Ok(Self {
@@ -593,22 +595,6 @@ impl App {
 }
 
 /// Accepts connections until told to stop; each connection is served on its own task.
-/// Pending connections the kernel holds for us. A baker's burst opens one connection per delegate at the
-/// same instant (octez-client does not keep connections); with the default backlog of 128 the rest were
-/// dropped and retried by TCP a second later, which was most of a 500-delegate burst's p99.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 async fn accept_loop(
     listener: Listener,
     router: Router,
