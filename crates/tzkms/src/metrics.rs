@@ -36,6 +36,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     /// (key, kind) -> signatures returned (signed or replayed)
     signatures: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Requests answered 408 by the request timeout.
+    request_timeouts: std::sync::atomic::AtomicU64,
 }
 
 /// The outcome label of a finished request.
@@ -58,6 +60,10 @@ pub fn outcome(decision: Decision, status: u16, rule: Option<&str>) -> &'static 
 }
 
 impl Metrics {
+    pub fn count_request_timeout(&self) {
+        self.request_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one finished request.
     pub fn record(&self, record: &AuditRecord, decision: Decision, status: u16, latency: Duration) {
         let kind = record.kind.unwrap_or("none");
@@ -148,7 +154,23 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP tzkms_request_timeouts_total Requests answered 408 (request_timeout_ms).\n");
+        out.push_str("# TYPE tzkms_request_timeouts_total counter\n");
+        let _ = writeln!(
+            out,
+            "tzkms_request_timeouts_total {}",
+            self.request_timeouts.load(Ordering::Relaxed)
+        );
         if let Some(c) = connections {
+            out.push_str(
+                "# HELP tzkms_connection_errors_total Connections ended by a protocol error (slow or oversized head, not HTTP).\n",
+            );
+            out.push_str("# TYPE tzkms_connection_errors_total counter\n");
+            let _ = writeln!(
+                out,
+                "tzkms_connection_errors_total {}",
+                c.protocol_errors.load(Ordering::Relaxed)
+            );
             out.push_str(
                 "# HELP tzkms_connections_refused_total Connections refused over max_connections.\n",
             );

@@ -412,6 +412,14 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(405, "method not allowed on this route")
 }
 
+/// Counts the 408s of the request timeout, which no handler sees.
+async fn count_timeouts(State(signer): State<Arc<Signer>>, response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        signer.metrics().count_request_timeout();
+    }
+    response
+}
+
 /// Refuses a client over its request rate before anything else is done for it.
 async fn per_client_limit(
     State(signer): State<Arc<Signer>>,
@@ -444,6 +452,10 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(config.request_timeout_ms),
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            signer.clone(),
+            count_timeouts,
         ))
         .layer(axum::middleware::from_fn_with_state(signer, per_client_limit))
         .with_state(state)
@@ -491,6 +503,9 @@ pub struct Connections {
     pub refused: std::sync::atomic::AtomicU64,
     /// Connections closed for idleness or a slow request head.
     pub timed_out: std::sync::atomic::AtomicU64,
+    /// Connections that ended in a protocol error: a request head too slow (header_read_timeout) or too
+    /// large (431), bytes that are not HTTP.
+    pub protocol_errors: std::sync::atomic::AtomicU64,
 }
 
 impl Connections {
@@ -504,6 +519,7 @@ impl Connections {
             max_header_bytes: config.max_header_bytes.max(8192),
             refused: Default::default(),
             timed_out: Default::default(),
+            protocol_errors: Default::default(),
         }
     }
 
@@ -703,6 +719,7 @@ async fn serve_connection<I>(
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
+                    connections.protocol_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;

@@ -59,6 +59,8 @@ async fn oversized_request_heads_get_431() {
     let answer = String::from_utf8_lossy(&read_to_close(&mut s).await.expect("closed")).into_owned();
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     still_serves(&signer).await;
+    let metrics = signer.metrics().await;
+    assert!(metrics.contains("tzkms_connection_errors_total 1"), "{metrics}");
     signer.stop().await;
 }
 
@@ -94,6 +96,18 @@ async fn slow_request_heads_and_idle_connections_are_closed() {
         "a silent connection stayed open"
     );
     still_serves(&signer).await;
+    let metrics = signer.metrics().await;
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    // The slow head (hyper's header timeout) and the idle and silent connections (the idle check) are
+    // all counted, under one name or the other.
+    let closed = counter("tzkms_connections_timed_out_total ") + counter("tzkms_connection_errors_total ");
+    assert!(closed >= 3, "{metrics}");
     signer.stop().await;
 }
 
@@ -119,6 +133,10 @@ async fn connections_over_the_cap_are_refused_with_503() {
     let answer = String::from_utf8_lossy(&read_to_close(&mut fifth).await.expect("closed")).into_owned();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("too many connections"), "{answer}");
+    assert!(signer
+        .metrics()
+        .await
+        .contains("tzkms_connections_refused_total 1"));
     drop(held);
     // Slots come back as connections close.
     let mut ok = false;
@@ -383,4 +401,23 @@ async fn a_generic_flood_at_a_throttled_vault_leaves_consensus_signing_alone() {
         Ok(s) => s.stop().await,
         Err(_) => panic!("still shared"),
     }
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_gets_408_and_is_counted() {
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    let signer = TestSigner::start_with(&[sk], |c| c.server.request_timeout_ms = 300).await;
+    let mut s = TcpStream::connect(signer.addr).await.unwrap();
+    let head = format!("POST /keys/{pkh} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n\"12");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 12];
+    tokio::time::timeout(BOUND, s.read_exact(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 408");
+    assert!(signer.metrics().await.contains("tzkms_request_timeouts_total 1"));
+    still_serves(&signer).await;
+    signer.stop().await;
 }
