@@ -448,3 +448,40 @@ async fn watermark_commands_work_against_the_table() {
         Err(WatermarkError::Refused { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_credential_that_stops_working_mid_run_refuses_to_sign() {
+    use tzkms::azure::table::{TableAuth, TableClient};
+    let azurite = Azurite::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = table_config(&azurite, dir.path());
+    // A store that works, and the same table seen through a key that was rotated away (an expired
+    // credential): it cannot read or reserve, so nothing may be signed.
+    let good = store(&table).await;
+    sign(&good, req(10, 0, 1)).await.unwrap();
+    let rotated = TableClient::new(
+        reqwest::Client::new(),
+        &table.endpoint,
+        &table.table,
+        TableAuth::SharedKey {
+            account: table.account_name(),
+            key: zeroize::Zeroizing::new(b"rotated away".to_vec()),
+        },
+    )
+    .unwrap();
+    let stale = TableStore::new(
+        Arc::new(rotated),
+        std::time::Duration::from_millis(500),
+        "test".into(),
+    );
+    let err = match stale.begin(key(), req(11, 0, 2)).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a rotated key reserved a position"),
+    };
+    assert!(
+        err.contains("HTTP 403") && err.contains("nothing was signed"),
+        "{err}"
+    );
+    // The table still holds the mark the working store wrote, untouched.
+    assert_eq!(good.all().await.unwrap()[&key()].level, Level(10));
+}
