@@ -34,34 +34,29 @@ impl ImportKey {
     }
 }
 
-fn from_p256(sk: &p256::SecretKey) -> ImportKey {
-    let point = sk.public_key().to_encoded_point(false);
+/// An import from a scalar and the uncompressed SEC1 point (`04 ‖ x ‖ y`) the curve crates give.
+fn from_parts(curve: KvCurve, d: [u8; 32], uncompressed: &[u8]) -> ImportKey {
     let mut key = ImportKey {
-        curve: KvCurve::P256,
-        d: Zeroizing::new(sk.to_bytes().into()),
+        curve,
+        d: Zeroizing::new(d),
         x: [0; 32],
         y: [0; 32],
     };
-    key.x
-        .copy_from_slice(point.x().map(|x| x.as_slice()).unwrap_or(&[0; 32]));
-    key.y
-        .copy_from_slice(point.y().map(|y| y.as_slice()).unwrap_or(&[0; 32]));
+    if uncompressed.len() == 65 {
+        key.x.copy_from_slice(&uncompressed[1..33]);
+        key.y.copy_from_slice(&uncompressed[33..]);
+    }
     key
+}
+
+fn from_p256(sk: &p256::SecretKey) -> ImportKey {
+    let point = sk.public_key().to_encoded_point(false);
+    from_parts(KvCurve::P256, sk.to_bytes().into(), point.as_bytes())
 }
 
 fn from_k256(sk: &k256::SecretKey) -> ImportKey {
     let point = sk.public_key().to_encoded_point(false);
-    let mut key = ImportKey {
-        curve: KvCurve::P256K,
-        d: Zeroizing::new(sk.to_bytes().into()),
-        x: [0; 32],
-        y: [0; 32],
-    };
-    key.x
-        .copy_from_slice(point.x().map(|x| x.as_slice()).unwrap_or(&[0; 32]));
-    key.y
-        .copy_from_slice(point.y().map(|y| y.as_slice()).unwrap_or(&[0; 32]));
-    key
+    from_parts(KvCurve::P256K, sk.to_bytes().into(), point.as_bytes())
 }
 
 /// Parses `text` (a Tezos key or a PEM). Encrypted Tezos keys need `password`, encrypted PEMs
