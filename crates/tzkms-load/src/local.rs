@@ -111,6 +111,7 @@ impl LocalSigner {
                     refresh_interval_s: 300,
                     sign_budget_ms: 1500,
                     ca_file: emu.ca_pem_path().map(Into::into),
+                    price_per_10k_operations: None,
                     credential: CredentialConfig {
                         kind: CredentialKind::ClientSecret,
                         tenant_id: Some(emu.tenant_id().into()),

@@ -33,6 +33,9 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Readiness (`/readyz` on the metrics listener): probe intervals and margins.
+    #[serde(default)]
+    pub health: HealthConfig,
     /// Azure Key Vault / Managed HSM keys. Absent: no Azure backend.
     pub azure: Option<AzureConfig>,
     #[serde(default)]
@@ -45,6 +48,50 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Address for `GET /metrics`, e.g. `127.0.0.1:9732`. Absent: no metrics listener.
     pub listen: Option<SocketAddr>,
+}
+
+/// When readiness turns red. The checks themselves are in `health`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// A remote backend that has not answered for this long gets one cheap read (a probe), so readiness
+    /// knows before a signature needs it. Each probe is a billable Key Vault operation (milliseconds).
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_ms: u64,
+    /// Readiness fails when a remote backend has not answered for this long (milliseconds).
+    #[serde(default = "default_max_silence")]
+    pub max_silence_ms: u64,
+    /// Readiness fails when a backend's access token expires within this many seconds (tokens are
+    /// refreshed 5 minutes ahead, so this only fails when refreshing keeps failing).
+    #[serde(default = "default_token_margin")]
+    pub token_margin_s: u64,
+    /// How long a watermark store may take to answer a readiness probe write (milliseconds).
+    #[serde(default = "default_probe_timeout")]
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval_ms: default_probe_interval(),
+            max_silence_ms: default_max_silence(),
+            token_margin_s: default_token_margin(),
+            probe_timeout_ms: default_probe_timeout(),
+        }
+    }
+}
+
+fn default_probe_interval() -> u64 {
+    60_000
+}
+fn default_max_silence() -> u64 {
+    180_000
+}
+fn default_token_margin() -> u64 {
+    120
+}
+fn default_probe_timeout() -> u64 {
+    3_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +112,9 @@ pub struct AzureConfig {
     pub sign_budget_ms: u64,
     /// An extra root CA (PEM) to trust for Azure endpoints, e.g. the emulator's.
     pub ca_file: Option<PathBuf>,
+    /// USD per 10,000 operations, for the `tzkms_azure_estimated_cost_usd_total` metric. Default: 0.15
+    /// (Premium, HSM-protected EC keys) for a Key Vault, 0 for a Managed HSM (billed by the hour).
+    pub price_per_10k_operations: Option<f64>,
     #[serde(default)]
     pub credential: CredentialConfig,
 }
@@ -474,8 +524,10 @@ impl Config {
         })
     }
 
+    /// Parses a configuration. Errors say where (line, column, the line itself) and, for a misspelt key
+    /// or value, which valid name is nearest.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -485,9 +537,81 @@ impl Config {
     }
 }
 
+/// `line L, column C: <message>[; did you mean `x`?]` and the offending line.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end_matches('\n').to_owned();
+    let hint = nearest_hint(&message);
+    let Some(span) = e.span() else {
+        return format!("{message}{hint}");
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let source = text.lines().nth(line - 1).unwrap_or("").trim_end();
+    format!("line {line}, column {column}: {message}{hint}\n    {line} | {source}")
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (and "unknown variant"), the valid name
+/// closest to `x` by edit distance, if it is plausibly a typo of it.
+fn nearest_hint(message: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))
+    else {
+        return String::new();
+    };
+    let Some((given, expected)) = rest.split_once('`') else {
+        return String::new();
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let best = candidates.iter().map(|c| (edit_distance(given, c), *c)).min();
+    match best {
+        Some((d, name)) if d <= given.len().max(name.len()) / 2 => format!("; did you mean `{name}`?"),
+        _ => String::new(),
+    }
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_give_line_column_source_and_the_nearest_name() {
+        let err = Config::parse("data_dir = \"/x\"\n\n[server]\nmax_body_byte = 10\n").unwrap_err();
+        assert!(
+            err.starts_with("line 4, column 1: unknown field `max_body_byte`"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean `max_body_bytes`?"), "{err}");
+        assert!(err.contains("4 | max_body_byte = 10"), "{err}");
+        let err = Config::parse(
+            "[azure]\nvault_url = \"https://v\"\n[azure.credential]\nkind = \"managed_identiy\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("did you mean `managed_identity`?"), "{err}");
+        // Nothing close: no guess.
+        let err = Config::parse("[server]\nzzzzzzzzzzzz = 1\n").unwrap_err();
+        assert!(!err.contains("did you mean"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
+        assert_eq!(edit_distance("lisen", "listen"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
 
     #[test]
     fn empty_file_gives_safe_defaults() {

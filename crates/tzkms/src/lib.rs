@@ -7,6 +7,7 @@ pub mod auth;
 pub mod azure;
 pub mod backend;
 pub mod config;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
@@ -14,3 +15,18 @@ pub mod server;
 pub mod signer;
 pub mod startup;
 pub mod watermark;
+
+/// The git commit this binary was built from (`unknown` outside a git checkout).
+pub const BUILD_COMMIT: &str = env!("TZKMS_BUILD_COMMIT");
+
+/// `tzkms --version`'s long form: version, commit, compiler, profile, target.
+pub fn long_version() -> String {
+    format!(
+        "{} (commit {}, {}, {} profile, {})",
+        env!("CARGO_PKG_VERSION"),
+        BUILD_COMMIT,
+        env!("TZKMS_BUILD_RUSTC"),
+        env!("TZKMS_BUILD_PROFILE"),
+        env!("TZKMS_BUILD_TARGET"),
+    )
+}

@@ -16,8 +16,22 @@ use tzkms::watermark::file::Opened;
 use tzkms::watermark::{self, interchange};
 use zeroize::Zeroizing;
 
+/// `tzkms --version`: the version and what it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TZKMS_BUILD_COMMIT"),
+    ", ",
+    env!("TZKMS_BUILD_RUSTC"),
+    ", ",
+    env!("TZKMS_BUILD_PROFILE"),
+    " profile, ",
+    env!("TZKMS_BUILD_TARGET"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "tzkms", version, about = "Remote signer for Tezos bakers")]
+#[command(name = "tzkms", version = VERSION, about = "Remote signer for Tezos bakers")]
 struct Cli {
     /// Configuration file (TOML). Without one, defaults apply.
     #[arg(long, global = true, env = "TZKMS_CONFIG")]
@@ -48,9 +62,13 @@ enum LogFormat {
 enum Command {
     /// Serve the signing API.
     Serve {
-        /// Address to listen on (repeatable). Overrides the config file. Default 127.0.0.1:6732.
-        #[arg(long)]
+        /// Address to listen on (repeatable, or comma-separated in TZKMS_LISTEN). Overrides
+        /// server.listen. Default 127.0.0.1:6732.
+        #[arg(long, env = "TZKMS_LISTEN", value_delimiter = ',')]
         listen: Vec<SocketAddr>,
+        /// Address of the operations listener (/metrics, /healthz, /readyz). Overrides metrics.listen.
+        #[arg(long, env = "TZKMS_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Manage local key files.
     #[command(subcommand)]
@@ -244,9 +262,17 @@ fn import_line(pkh: &PublicKeyHash, listen: Option<SocketAddr>) -> String {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let config = load_config(&cli)?;
+    let mut config = load_config(&cli)?;
     match &cli.command {
-        Command::Serve { listen } => serve(config, listen),
+        Command::Serve {
+            listen,
+            metrics_listen,
+        } => {
+            if metrics_listen.is_some() {
+                config.metrics.listen = *metrics_listen;
+            }
+            serve(config, listen)
+        }
         Command::Keys(cmd) => keys(config, cmd),
         Command::Watermark(cmd) => watermark(config, cmd),
         Command::Azure(AzureCommand::Keys(cmd)) => block_on(azure_keys(config, cmd)),
@@ -313,21 +339,66 @@ fn security_summary(
 
 fn config_check(mut config: Config) -> anyhow::Result<()> {
     config.keys.generate_if_empty = false;
-    let (keyring, report) = block_on(startup::load_keyring(&config))?;
-    let auth = tzkms::auth::Authenticator::from_config(&config.auth)?;
-    let policy = tzkms::policy::Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
-    if let Some(tls) = &config.server.tls {
-        let loaded = tzkms::server::tls::Tls::load(tls)?;
-        println!("tls: certificate sha256:{}", loaded.fingerprint());
-    }
-    for s in &report.skipped {
-        println!("not served: {s}");
-    }
-    for line in security_summary(&config, &keyring, &auth, &policy) {
-        println!("{line}");
-    }
-    println!("configuration OK");
-    Ok(())
+    block_on(async {
+        // Loading the keyring reaches every backend: a vault is asked for its token audience, a token
+        // and its key list, exactly as `serve` would.
+        let (keyring, report) = startup::load_keyring(&config).await?;
+        for backend in keyring.backends() {
+            let n = keyring
+                .sorted()
+                .iter()
+                .filter(|(_, k)| {
+                    std::ptr::addr_eq(
+                        std::sync::Arc::as_ptr(&k.backend),
+                        std::sync::Arc::as_ptr(backend),
+                    )
+                })
+                .count();
+            println!("backend: {} ({n} key(s))", backend.describe());
+        }
+        let auth = tzkms::auth::Authenticator::from_config(&config.auth)?;
+        let policy = tzkms::policy::Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
+        if let Some(tls) = &config.server.tls {
+            let loaded = tzkms::server::tls::Tls::load(tls)?;
+            println!("tls: certificate sha256:{}", loaded.fingerprint());
+        }
+        let data_dir = config.data_dir();
+        let marks = watermark::file::read(&data_dir)?;
+        watermark::file::probe_write(&data_dir)
+            .with_context(|| format!("watermark store: {} is not writable", data_dir.display()))?;
+        println!(
+            "watermark: file {} ({} mark(s), writable)",
+            data_dir.join(watermark::file::STORE_FILE).display(),
+            marks.len()
+        );
+        if let Some(table) = &config.watermark.table {
+            use tzkms::watermark::WatermarkStore as _;
+            let store = startup::table_store(&config, table).await?;
+            for check in store.probe().await {
+                if !check.ok {
+                    bail!("{}: {}", check.name, check.detail);
+                }
+            }
+            println!("watermark: {} (writable)", store.describe());
+        }
+        if let Some(addr) = config.metrics.listen {
+            println!("operations: http://{addr}/metrics, /healthz, /readyz");
+        }
+        for s in &report.skipped {
+            println!("not served: {s}");
+        }
+        for line in security_summary(&config, &keyring, &auth, &policy) {
+            println!("{line}");
+        }
+        println!("configuration OK");
+        anyhow::Ok(())
+    })
+}
+
+/// Whether this process runs as root (uid 0), read from the owner of `/proc/self`.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
@@ -339,6 +410,12 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         let data_dir = config.data_dir();
         startup::ensure_data_dir(&data_dir)?;
         let _lock = startup::DataDirLock::acquire(&data_dir)?;
+        if running_as_root() {
+            tracing::warn!(
+                "running as root: a flaw in tzkms or a dependency would own the whole host; run it as a \
+                 dedicated user (deploy/tzkms.service does)"
+            );
+        }
         let (signer, report) = startup::build_signer(&config).await?;
         for skipped in &report.skipped {
             tracing::warn!("not served: {skipped}");
@@ -364,12 +441,13 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("metrics listener on {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
+            tracing::info!(addr = %listener.local_addr()?, "operations listener: /metrics, /healthz, /readyz");
             println!("metrics on http://{}/metrics", listener.local_addr()?);
-            tokio::spawn(tzkms::metrics::serve(
+            tokio::spawn(tzkms::metrics::serve_with(
                 listener,
                 signer.clone(),
                 Some(app.connections()),
+                config.health.clone(),
             ));
         }
         if let Some(pkh) = report.generated {
@@ -381,11 +459,18 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
             );
         }
         tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
+            version = VERSION,
             data_dir = %config.data_dir().display(),
             keys = signer.keyring().len(),
             "tzkms starting"
         );
+        for backend in signer.keyring().backends() {
+            tracing::info!(backend = %backend.describe(), "key backend");
+        }
+        tracing::info!(store = %signer.watermarks().describe(), "watermark store");
+        if config.metrics.listen.is_none() {
+            tracing::info!("no operations listener (metrics.listen): no /metrics, /healthz or /readyz");
+        }
         for (pkh, key) in signer.keyring().sorted() {
             tracing::info!(%pkh, name = %key.info.name, backend = key.backend.kind(), "serving key");
         }

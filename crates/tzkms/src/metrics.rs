@@ -1,6 +1,8 @@
-//! Prometheus metrics on their own listener (off the signing port): requests by route, kind and outcome,
-//! latency histograms, signatures per key, refusals by limit, connection counters. Every label takes
-//! values from a small fixed set or from the keys the signer serves, so series stay bounded.
+//! The operations listener (off the signing port): Prometheus metrics, liveness (`/healthz`) and
+//! readiness (`/readyz`). Metrics: requests by route, kind, key and outcome, latency histograms, backend
+//! calls, watermark positions, refusals by limit, connection counters, and each backend's and store's own
+//! (Key Vault calls, retries, throttling, tokens, estimated cost). Every label takes values from a small
+//! fixed set, the configuration or the keys the signer serves, so series stay bounded.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 use crate::audit::{AuditRecord, Decision};
+use crate::config::HealthConfig;
+use crate::health::Check;
 use crate::server::Connections;
 use crate::signer::Signer;
 
@@ -21,21 +26,110 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// A latency histogram with fixed buckets (seconds), 1 ms to 5 s.
 #[derive(Debug, Default, Clone)]
-struct Histogram {
+pub struct Histogram {
     counts: [u64; BUCKETS.len()],
     sum: f64,
     count: u64,
 }
 
+impl Histogram {
+    pub fn observe(&mut self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Writes the Prometheus text format: one `# HELP`/`# TYPE` header per family, then its samples.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Exposition {
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// The `_bucket`, `_sum` and `_count` samples of one histogram series.
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let bucket = format!("{name}_bucket");
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let le = bound.to_string();
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, h.counts[i]);
+        }
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        self.sample(&bucket, &l, h.count);
+        self.sample(&format!("{name}_sum"), labels, h.sum);
+        self.sample(&format!("{name}_count"), labels, h.count);
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// A request's key for metrics: the address if this signer serves it, else "other" (any string can
+/// be put in a URL, so unknown addresses must not become series), "none" for routes without a key.
+pub const KEY_OTHER: &str = "other";
+pub const KEY_NONE: &str = "none";
+
+/// (route, kind, key, outcome) of `tzkms_requests_total`.
+type RequestLabels = (&'static str, &'static str, String, &'static str);
+
+/// A (chain-independent) watermark position: the highest level and round signed by a key for a kind.
+type Position = (u32, u32);
+
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// (route, kind, outcome) -> count
-    requests: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    requests: Mutex<BTreeMap<RequestLabels, u64>>,
     /// route -> latency
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     /// (key, kind) -> signatures returned (signed or replayed)
     signatures: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// (backend, result) -> backend sign calls, and backend -> their latency.
+    backend_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    backend_latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// (key, kind) -> highest (level, round) over chains.
+    watermarks: Mutex<BTreeMap<(String, &'static str), Position>>,
     /// Requests answered 408 by the request timeout.
     request_timeouts: std::sync::atomic::AtomicU64,
 }
@@ -59,171 +153,318 @@ pub fn outcome(decision: Decision, status: u16, rule: Option<&str>) -> &'static 
     }
 }
 
+/// The kind label: the audit's kind name in Prometheus style (`generic operation` -> `generic_operation`).
+fn kind_label(kind: Option<&'static str>) -> &'static str {
+    match kind {
+        None => "none",
+        Some("generic operation") => "generic_operation",
+        Some("michelson data") => "michelson_data",
+        Some(k) if !k.contains(' ') => k,
+        Some(_) => "other",
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Metrics {
     pub fn count_request_timeout(&self) {
         self.request_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one finished request.
-    pub fn record(&self, record: &AuditRecord, decision: Decision, status: u16, latency: Duration) {
-        let kind = record.kind.unwrap_or("none");
+    /// Counts one finished request. `key` is the label from [`Signer::key_label`].
+    pub fn record(
+        &self,
+        record: &AuditRecord,
+        key: String,
+        decision: Decision,
+        status: u16,
+        latency: Duration,
+    ) {
+        let kind = kind_label(record.kind);
         let out = outcome(decision, status, record.rule.as_deref());
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((record.route, kind, out))
-            .or_default() += 1;
-        {
-            let mut latency_map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-            let h = latency_map.entry(record.route).or_default();
-            let secs = latency.as_secs_f64();
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    h.counts[i] += 1;
-                }
-            }
-            h.sum += secs;
-            h.count += 1;
-        }
         if matches!(decision, Decision::Signed | Decision::Replayed) {
-            if let Some(pkh) = &record.pkh {
-                *self
-                    .signatures
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry((pkh.clone(), kind))
-                    .or_default() += 1;
-            }
+            *lock(&self.signatures).entry((key.clone(), kind)).or_default() += 1;
+        }
+        *lock(&self.requests)
+            .entry((record.route, kind, key, out))
+            .or_default() += 1;
+        lock(&self.latency)
+            .entry(record.route)
+            .or_default()
+            .observe(latency);
+    }
+
+    /// Counts one call to a backend's `sign`.
+    pub fn backend_call(&self, backend: &'static str, ok: bool, latency: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        *lock(&self.backend_calls).entry((backend, result)).or_default() += 1;
+        lock(&self.backend_latency)
+            .entry(backend)
+            .or_default()
+            .observe(latency);
+    }
+
+    /// Raises the watermark gauges of (key, kind) to (level, round) if higher.
+    pub fn watermark(&self, pkh: &tezos::PublicKeyHash, kind: tezos::ConsensusKind, level: u32, round: u32) {
+        let mut marks = lock(&self.watermarks);
+        let entry = marks.entry((pkh.to_string(), kind.name())).or_default();
+        if (level, round) > *entry {
+            *entry = (level, round);
         }
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, signer: &Signer, connections: Option<&Connections>) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP tzkms_requests_total Requests by route, payload kind and outcome.\n");
-        out.push_str("# TYPE tzkms_requests_total counter\n");
-        for ((route, kind, outcome), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "tzkms_requests_total{{route=\"{route}\",kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+    pub fn render(&self, signer: &Signer, connections: Option<&Connections>, checks: &[Check]) -> String {
+        let mut e = Exposition::default();
+        e.family(
+            "tzkms_build_info",
+            "gauge",
+            "Always 1; the labels say which build is running.",
+        );
+        e.sample(
+            "tzkms_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", crate::BUILD_COMMIT),
+            ],
+            1,
+        );
+        e.family(
+            "tzkms_requests_total",
+            "counter",
+            "Requests by route, payload kind, key and outcome.",
+        );
+        for ((route, kind, key, outcome), n) in lock(&self.requests).iter() {
+            e.sample(
+                "tzkms_requests_total",
+                &[
+                    ("route", route),
+                    ("kind", kind),
+                    ("key", key),
+                    ("outcome", outcome),
+                ],
+                n,
             );
         }
-        out.push_str("# HELP tzkms_request_duration_seconds Time from request to answer.\n");
-        out.push_str("# TYPE tzkms_request_duration_seconds histogram\n");
-        for (route, h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "tzkms_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "tzkms_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "tzkms_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "tzkms_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
+        e.family(
+            "tzkms_request_duration_seconds",
+            "histogram",
+            "Time from request to answer, by route.",
+        );
+        for (route, h) in lock(&self.latency).iter() {
+            e.histogram("tzkms_request_duration_seconds", &[("route", route)], h);
+        }
+        e.family(
+            "tzkms_signatures_total",
+            "counter",
+            "Signatures returned (signed or replayed), by key and kind.",
+        );
+        for ((key, kind), n) in lock(&self.signatures).iter() {
+            e.sample("tzkms_signatures_total", &[("key", key), ("kind", kind)], n);
+        }
+        e.family(
+            "tzkms_backend_sign_total",
+            "counter",
+            "Calls to a key backend's sign, by backend and result (ok, error).",
+        );
+        for ((backend, result), n) in lock(&self.backend_calls).iter() {
+            e.sample(
+                "tzkms_backend_sign_total",
+                &[("backend", backend), ("result", result)],
+                n,
             );
         }
-        out.push_str("# HELP tzkms_signatures_total Signatures returned, by key and kind.\n");
-        out.push_str("# TYPE tzkms_signatures_total counter\n");
-        for ((pkh, kind), n) in self.signatures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "tzkms_signatures_total{{key=\"{pkh}\",kind=\"{kind}\"}} {n}");
+        e.family(
+            "tzkms_backend_sign_duration_seconds",
+            "histogram",
+            "Time a key backend took to sign (retries included), by backend.",
+        );
+        for (backend, h) in lock(&self.backend_latency).iter() {
+            e.histogram("tzkms_backend_sign_duration_seconds", &[("backend", backend)], h);
+        }
+        e.family(
+            "tzkms_watermark_level",
+            "gauge",
+            "Highest level signed (high watermark), by key and consensus kind, over all chains.",
+        );
+        let marks = lock(&self.watermarks).clone();
+        for ((key, kind), (level, _)) in &marks {
+            e.sample("tzkms_watermark_level", &[("key", key), ("kind", kind)], level);
+        }
+        e.family(
+            "tzkms_watermark_round",
+            "gauge",
+            "Round of the highest watermark, by key and consensus kind.",
+        );
+        for ((key, kind), (_, round)) in &marks {
+            e.sample("tzkms_watermark_round", &[("key", key), ("kind", kind)], round);
         }
         let limits = &signer.limits().counters;
-        out.push_str("# HELP tzkms_rate_limited_total Requests refused by a rate limit.\n");
-        out.push_str("# TYPE tzkms_rate_limited_total counter\n");
+        e.family(
+            "tzkms_rate_limited_total",
+            "counter",
+            "Requests refused by a rate limit.",
+        );
         for (limit, counter) in [
             ("per_client", &limits.per_client),
             ("generic_per_key", &limits.generic_per_key),
             ("generic_backend_share", &limits.generic_backend_share),
         ] {
-            let _ = writeln!(
-                out,
-                "tzkms_rate_limited_total{{limit=\"{limit}\"}} {}",
-                counter.load(Ordering::Relaxed)
+            e.sample(
+                "tzkms_rate_limited_total",
+                &[("limit", limit)],
+                counter.load(Ordering::Relaxed),
             );
         }
-        out.push_str("# HELP tzkms_request_timeouts_total Requests answered 408 (request_timeout_ms).\n");
-        out.push_str("# TYPE tzkms_request_timeouts_total counter\n");
-        let _ = writeln!(
-            out,
-            "tzkms_request_timeouts_total {}",
-            self.request_timeouts.load(Ordering::Relaxed)
+        e.family(
+            "tzkms_request_timeouts_total",
+            "counter",
+            "Requests answered 408 (request_timeout_ms).",
+        );
+        e.sample(
+            "tzkms_request_timeouts_total",
+            &[],
+            self.request_timeouts.load(Ordering::Relaxed),
         );
         if let Some(c) = connections {
-            out.push_str(
-                "# HELP tzkms_connection_errors_total Connections ended by a protocol error (slow or oversized head, not HTTP).\n",
+            e.family(
+                "tzkms_connection_errors_total",
+                "counter",
+                "Connections ended by a protocol error (slow or oversized head, not HTTP).",
             );
-            out.push_str("# TYPE tzkms_connection_errors_total counter\n");
-            let _ = writeln!(
-                out,
-                "tzkms_connection_errors_total {}",
-                c.protocol_errors.load(Ordering::Relaxed)
+            e.sample(
+                "tzkms_connection_errors_total",
+                &[],
+                c.protocol_errors.load(Ordering::Relaxed),
             );
-            out.push_str(
-                "# HELP tzkms_connections_refused_total Connections refused over max_connections.\n",
+            e.family(
+                "tzkms_connections_refused_total",
+                "counter",
+                "Connections refused over max_connections.",
             );
-            out.push_str("# TYPE tzkms_connections_refused_total counter\n");
-            let _ = writeln!(
-                out,
-                "tzkms_connections_refused_total {}",
-                c.refused.load(Ordering::Relaxed)
+            e.sample(
+                "tzkms_connections_refused_total",
+                &[],
+                c.refused.load(Ordering::Relaxed),
             );
-            out.push_str("# HELP tzkms_connections_timed_out_total Connections closed for idleness.\n");
-            out.push_str("# TYPE tzkms_connections_timed_out_total counter\n");
-            let _ = writeln!(
-                out,
-                "tzkms_connections_timed_out_total {}",
-                c.timed_out.load(Ordering::Relaxed)
+            e.family(
+                "tzkms_connections_timed_out_total",
+                "counter",
+                "Connections closed for idleness.",
+            );
+            e.sample(
+                "tzkms_connections_timed_out_total",
+                &[],
+                c.timed_out.load(Ordering::Relaxed),
             );
         }
-        out.push_str("# HELP tzkms_keys Keys served, by backend.\n");
-        out.push_str("# TYPE tzkms_keys gauge\n");
+        e.family("tzkms_keys", "gauge", "Keys served, by backend.");
         let mut by_backend: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for backend in signer.keyring().backends() {
+            by_backend.entry(backend.kind()).or_default();
+        }
         for (_, key) in signer.keyring().sorted() {
             *by_backend.entry(key.backend.kind()).or_default() += 1;
         }
         for (backend, n) in by_backend {
-            let _ = writeln!(out, "tzkms_keys{{backend=\"{backend}\"}} {n}");
+            e.sample("tzkms_keys", &[("backend", backend)], n);
         }
-        out
+        for backend in signer.keyring().backends() {
+            backend.write_metrics(&mut e);
+        }
+        signer.watermarks().write_metrics(&mut e);
+        e.family(
+            "tzkms_ready",
+            "gauge",
+            "1 when every readiness check passes (see /readyz), else 0.",
+        );
+        e.sample("tzkms_ready", &[], u8::from(checks.iter().all(|c| c.ok)));
+        e.family(
+            "tzkms_health_check_ok",
+            "gauge",
+            "One readiness check: 1 passing, 0 failing (the reason is in /readyz).",
+        );
+        for c in checks {
+            e.sample("tzkms_health_check_ok", &[("check", &c.name)], u8::from(c.ok));
+        }
+        e.finish()
     }
 }
 
 #[derive(Clone)]
-struct MetricsState {
+struct OpsState {
     signer: Arc<Signer>,
     connections: Option<Arc<Connections>>,
+    health: HealthConfig,
 }
 
-async fn metrics(State(state): State<MetricsState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+const TEXT: &str = "text/plain; version=0.0.4";
+
+async fn metrics(State(state): State<OpsState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let checks = crate::health::readiness(&state.signer, &state.health).await;
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(axum::http::header::CONTENT_TYPE, TEXT)],
         state
             .signer
             .metrics()
-            .render(&state.signer, state.connections.as_deref()),
+            .render(&state.signer, state.connections.as_deref(), &checks),
     )
 }
 
-/// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, signer: Arc<Signer>, connections: Option<Arc<Connections>>) {
-    let app = Router::new()
+/// Liveness: the process answers.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "alive", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// Readiness: 200 when every check passes, else 503; the body lists every check and its detail.
+async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::Value>) {
+    let checks = crate::health::readiness(&state.signer, &state.health).await;
+    let ready = checks.iter().all(|c| c.ok);
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if ready { "ready" } else { "not ready" },
+            "failed": failed,
+            "checks": checks,
+        })),
+    )
+}
+
+/// The operations router: `/metrics`, `/healthz`, `/readyz`.
+pub fn router(signer: Arc<Signer>, connections: Option<Arc<Connections>>, health: HealthConfig) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
-        .with_state(MetricsState { signer, connections });
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics listener stopped");
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(OpsState {
+            signer,
+            connections,
+            health,
+        })
+}
+
+/// Serves the operations endpoints on `listener` until the process ends, with default health settings.
+pub async fn serve(listener: TcpListener, signer: Arc<Signer>, connections: Option<Arc<Connections>>) {
+    serve_with(listener, signer, connections, HealthConfig::default()).await
+}
+
+/// Serves the operations endpoints on `listener` until the process ends.
+pub async fn serve_with(
+    listener: TcpListener,
+    signer: Arc<Signer>,
+    connections: Option<Arc<Connections>>,
+    health: HealthConfig,
+) {
+    if let Err(e) = axum::serve(listener, router(signer, connections, health)).await {
+        tracing::error!(error = %e, "operations listener stopped");
     }
 }
 

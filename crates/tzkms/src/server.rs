@@ -182,9 +182,7 @@ fn audited(
     match &result {
         Ok(r) => {
             record.emit(decision, r.status().as_u16(), None, started.elapsed());
-            signer
-                .metrics()
-                .record(record, decision, r.status().as_u16(), started.elapsed());
+            signer.observe(record, decision, r.status().as_u16(), started.elapsed());
         }
         Err(e) => {
             record.emit(
@@ -193,9 +191,7 @@ fn audited(
                 Some(&e.message),
                 started.elapsed(),
             );
-            signer
-                .metrics()
-                .record(record, Decision::Refused, e.status.as_u16(), started.elapsed());
+            signer.observe(record, Decision::Refused, e.status.as_u16(), started.elapsed());
         }
     }
     result
@@ -212,7 +208,8 @@ async fn get_public_key(
         Ok(Json(json!({ "public_key": pk.to_string() })).into_response())
     }
     .await;
-    let record = AuditRecord::new("public_key", None, None);
+    let mut record = AuditRecord::new("public_key", None, None);
+    record.pkh = Some(pkh);
     let status = match &result {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.status.as_u16(),
@@ -222,10 +219,7 @@ async fn get_public_key(
     } else {
         Decision::Refused
     };
-    state
-        .signer
-        .metrics()
-        .record(&record, decision, status, started.elapsed());
+    state.signer.observe(&record, decision, status, started.elapsed());
     result
 }
 
@@ -249,10 +243,7 @@ async fn post_sign(
                 Decision::Signed
             };
             record.emit(decision, 200, None, started.elapsed());
-            state
-                .signer
-                .metrics()
-                .record(&record, decision, 200, started.elapsed());
+            state.signer.observe(&record, decision, 200, started.elapsed());
         }
         Err((e, rule)) => {
             record.rule = rule.clone().or(record.rule.take());
@@ -265,8 +256,7 @@ async fn post_sign(
             let status = e.status.as_u16();
             state
                 .signer
-                .metrics()
-                .record(&record, Decision::Refused, status, started.elapsed());
+                .observe(&record, Decision::Refused, status, started.elapsed());
         }
     }
     result.map(|(r, _)| r).map_err(|(e, _)| e)
@@ -309,8 +299,7 @@ async fn get_authorized_keys(State(state): State<AppState>) -> Response {
     let record = AuditRecord::new("authorized_keys", None, None);
     state
         .signer
-        .metrics()
-        .record(&record, Decision::Served, 200, Duration::ZERO);
+        .observe(&record, Decision::Served, 200, Duration::ZERO);
     // octez-client treats a list (even an empty one) as "authentication required"; `{}` means none.
     match state.signer.auth().advertised() {
         None => Json(json!({})).into_response(),

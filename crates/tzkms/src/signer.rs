@@ -143,6 +143,37 @@ impl Signer {
         &self.metrics
     }
 
+    /// Counts a finished request in the metrics, labelled with its key if this signer serves it.
+    pub fn observe(
+        &self,
+        record: &AuditRecord,
+        decision: crate::audit::Decision,
+        status: u16,
+        latency: std::time::Duration,
+    ) {
+        let key = match record.pkh.as_deref() {
+            None => crate::metrics::KEY_NONE.to_owned(),
+            Some(text) => match text.parse::<PublicKeyHash>() {
+                Ok(pkh) if self.keyring.get(&pkh).is_some() => pkh.to_string(),
+                _ => crate::metrics::KEY_OTHER.to_owned(),
+            },
+        };
+        self.metrics.record(record, key, decision, status, latency);
+    }
+
+    /// Sets the watermark gauges from the store (at startup; signatures keep them current after).
+    pub async fn load_watermark_gauges(&self) -> Result<usize, WatermarkError> {
+        let marks = self.watermarks.snapshot().await?;
+        let mut n = 0;
+        // A shared table may hold other signers' keys: only served keys become series.
+        for (key, mark) in marks.iter().filter(|(k, _)| self.keyring.get(&k.pkh).is_some()) {
+            self.metrics
+                .watermark(&key.pkh, key.kind, mark.level.0, mark.round.0);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub fn limits(&self) -> &Arc<Limits> {
         &self.limits
     }
@@ -218,7 +249,7 @@ impl Signer {
                 consensus,
             });
         };
-        match self.watermarks.begin(mark_key, mark_request).await? {
+        let signed = match self.watermarks.begin(mark_key, mark_request).await? {
             Begin::Replay(signature) => {
                 // The stored signature answers identical bytes, but only under the same BLS scheme.
                 if !key
@@ -243,7 +274,12 @@ impl Signer {
                     consensus,
                 })
             }
+        };
+        if signed.is_ok() {
+            self.metrics
+                .watermark(&pkh, mark_key.kind, mark_request.level.0, mark_request.round.0);
         }
+        signed
     }
 
     async fn sign_and_verify(
@@ -254,14 +290,14 @@ impl Signer {
         consensus: bool,
     ) -> Result<Signature, SignError> {
         let _slot = self.limits.backend_slot(consensus).await?;
-        let signature = key
-            .backend
-            .sign(&pkh, &request.payload, request.scheme)
-            .await
-            .map_err(|e| SignError::Backend {
-                pkh,
-                message: e.to_string(),
-            })?;
+        let started = std::time::Instant::now();
+        let result = key.backend.sign(&pkh, &request.payload, request.scheme).await;
+        self.metrics
+            .backend_call(key.backend.kind(), result.is_ok(), started.elapsed());
+        let signature = result.map_err(|e| SignError::Backend {
+            pkh,
+            message: e.to_string(),
+        })?;
         if !key
             .info
             .public_key

@@ -17,7 +17,7 @@ use crate::azure::credential::{self, TokenCache};
 use crate::azure::keyvault::KeyVaultClient;
 use crate::azure::table::{TableAuth, TableClient};
 use crate::backend::azure::{AzureBackend, KeySelection};
-use crate::config::{AzureConfig, Config, TableConfig, PASSWORD_ENV};
+use crate::config::{AzureConfig, Config, HealthConfig, TableConfig, PASSWORD_ENV};
 use crate::policy::Policy;
 use crate::signer::Signer;
 use crate::watermark::azure_table::{BothStores, TableStore};
@@ -112,7 +112,7 @@ pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, Start
 
 /// Connects to the configured vault: discovers the token audience from the vault's 401 challenge, starts
 /// the token cache and its refresher, lists the keys, and keeps them fresh in the background.
-pub async fn connect_azure(azure: &AzureConfig) -> anyhow::Result<Arc<AzureBackend>> {
+pub async fn connect_azure(azure: &AzureConfig, health: &HealthConfig) -> anyhow::Result<Arc<AzureBackend>> {
     let selection = azure
         .keys
         .iter()
@@ -135,10 +135,14 @@ pub async fn connect_azure(azure: &AzureConfig) -> anyhow::Result<Arc<AzureBacke
         &azure.api_version,
         tokens,
     ));
+    if let Some(price) = azure.price_per_10k_operations {
+        client.stats().set_price_per_10k(price);
+    }
     let backend = AzureBackend::start(client, selection, Duration::from_millis(azure.sign_budget_ms))
         .await
         .with_context(|| format!("azure: listing the keys of {}", azure.vault_url))?;
     backend.spawn_refresher(Duration::from_secs(azure.refresh_interval_s.max(10)));
+    backend.spawn_prober(Duration::from_millis(health.probe_interval_ms.max(10)));
     Ok(backend)
 }
 
@@ -226,7 +230,7 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
     let mut keyring = Keyring::default();
     let mut any_key = false;
     if let Some(azure) = &config.azure {
-        let backend = connect_azure(azure).await?;
+        let backend = connect_azure(azure, &config.health).await?;
         any_key |= !backend.keys().is_empty();
         keyring.add_backend(backend);
     }
@@ -266,15 +270,16 @@ pub async fn build_signer_with(
     let (keyring, report) = load_keyring(config).await?;
     let auth = Authenticator::from_config(&config.auth)?;
     let policy = Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
-    Ok((
-        Signer::new(
-            keyring,
-            auth,
-            policy,
-            watermarks,
-            config.watermark.unprotected_keys.iter().copied().collect(),
-            Arc::new(crate::limits::Limits::new(&config.limits)),
-        ),
-        report,
-    ))
+    let signer = Signer::new(
+        keyring,
+        auth,
+        policy,
+        watermarks,
+        config.watermark.unprotected_keys.iter().copied().collect(),
+        Arc::new(crate::limits::Limits::new(&config.limits)),
+    );
+    if let Err(e) = signer.load_watermark_gauges().await {
+        tracing::warn!(error = %e, "watermark gauges start empty: the store could not be listed");
+    }
+    Ok((signer, report))
 }

@@ -466,6 +466,31 @@ pub struct TokenCache {
     current: RwLock<Option<AccessToken>>,
     /// Single flight: one fetch at a time.
     fetching: Mutex<()>,
+    /// Token fetches that succeeded and failed, and the current token's expiry (Unix seconds, 0: none),
+    /// readable without waiting, for metrics and readiness.
+    stats: TokenStats,
+}
+
+#[derive(Debug, Default)]
+pub struct TokenStats {
+    pub fetched: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    expires_at: std::sync::atomic::AtomicU64,
+}
+
+impl TokenStats {
+    /// Seconds until the cached token expires (negative once it has), `None` before the first token.
+    pub fn seconds_left(&self) -> Option<i64> {
+        let at = self.expires_at.load(std::sync::atomic::Ordering::Relaxed);
+        if at == 0 {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Some(at as i64 - now as i64)
+    }
 }
 
 impl TokenCache {
@@ -475,11 +500,16 @@ impl TokenCache {
             resource,
             current: RwLock::new(None),
             fetching: Mutex::new(()),
+            stats: TokenStats::default(),
         })
     }
 
     pub fn source_name(&self) -> &'static str {
         self.source.name()
+    }
+
+    pub fn stats(&self) -> &TokenStats {
+        &self.stats
     }
 
     /// A valid token: the cached one, or a fresh one if there is none.
@@ -513,7 +543,21 @@ impl TokenCache {
                 return Ok(t.clone());
             }
         }
-        let token = self.source.fetch(&self.resource).await?;
+        use std::sync::atomic::Ordering;
+        let token = match self.source.fetch(&self.resource).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.stats.fetched.fetch_add(1, Ordering::Relaxed);
+        let expires = token
+            .expires_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.stats.expires_at.store(expires.max(1), Ordering::Relaxed);
         *self.current.write().await = Some(token.clone());
         Ok(token)
     }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::credential::{CredentialError, TokenCache};
+use super::stats::{AttemptResult, KvStats};
 
 /// Why a Key Vault call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -144,6 +145,7 @@ pub struct KeyVaultClient {
     base: String,
     api_version: String,
     tokens: Arc<TokenCache>,
+    stats: KvStats,
 }
 
 /// Splits `https://v.vault.azure.net/keys/name/version` into (name, version).
@@ -206,7 +208,26 @@ impl KeyVaultClient {
             base: vault_url.trim_end_matches('/').to_owned(),
             api_version: api_version.to_owned(),
             tokens,
+            stats: KvStats::new(vault_url),
         }
+    }
+
+    pub fn stats(&self) -> &KvStats {
+        &self.stats
+    }
+
+    /// One cheap read (the first key of the list) to learn whether the vault answers, for readiness.
+    pub async fn probe(&self, budget: Duration) -> Result<(), KvError> {
+        self.call(
+            "probe",
+            Method::GET,
+            "/keys",
+            &[("maxresults", "1".to_owned())],
+            None,
+            budget,
+        )
+        .await
+        .map(|_| ())
     }
 
     pub fn tokens(&self) -> &Arc<TokenCache> {
@@ -266,7 +287,9 @@ impl KeyVaultClient {
             format!("{}{path}", self.base)
         };
         let deadline = Instant::now() + budget;
-        let mut token = self.tokens.get().await?;
+        let mut token = self.tokens.get().await.inspect_err(|e| {
+            self.stats.failed(operation, &e.to_string());
+        })?;
         let mut refreshed = false;
         let mut attempt: u32 = 0;
         let mut last = String::from("no attempt");
@@ -296,9 +319,17 @@ impl KeyVaultClient {
                 request = request.json(body);
             }
             attempt += 1;
+            let sent = Instant::now();
+            let retry_cause: &'static str;
             let retry_wait = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
+                    self.stats.attempt(
+                        operation,
+                        AttemptResult::from_status(status.as_u16()),
+                        sent.elapsed(),
+                        &format!("HTTP {status}"),
+                    );
                     if status.is_success() {
                         let text = response.text().await.map_err(|e| KvError::Invalid {
                             operation,
@@ -327,7 +358,14 @@ impl KeyVaultClient {
                     match status {
                         StatusCode::UNAUTHORIZED if !refreshed => {
                             refreshed = true;
-                            token = self.tokens.refresh_after_rejection(&token).await?;
+                            self.stats.retry("token");
+                            token = self
+                                .tokens
+                                .refresh_after_rejection(&token)
+                                .await
+                                .inspect_err(|e| {
+                                    self.stats.failed(operation, &e.to_string());
+                                })?;
                             continue;
                         }
                         StatusCode::TOO_MANY_REQUESTS => {
@@ -338,25 +376,40 @@ impl KeyVaultClient {
                                     retry_after,
                                 });
                             }
+                            retry_cause = "throttled";
                             wait
                         }
-                        s if s.is_server_error() => backoff(attempt),
+                        s if s.is_server_error() => {
+                            retry_cause = "server_error";
+                            backoff(attempt)
+                        }
                         _ => {
+                            if status == StatusCode::UNAUTHORIZED {
+                                self.stats
+                                    .failed(operation, &format!("HTTP 401 after a token refresh: {code}"));
+                            }
                             return Err(KvError::Azure {
                                 operation,
                                 status: status.as_u16(),
                                 code,
                                 message,
-                            })
+                            });
                         }
                     }
                 }
                 Err(e) => {
+                    let (result, cause) = if e.is_timeout() {
+                        (AttemptResult::Timeout, "timeout")
+                    } else {
+                        (AttemptResult::Connection, "connection")
+                    };
                     last = if e.is_timeout() {
                         "timed out".into()
                     } else {
                         format!("connection: {e}")
                     };
+                    self.stats.attempt(operation, result, sent.elapsed(), &last);
+                    retry_cause = cause;
                     backoff(attempt)
                 }
             };
@@ -367,6 +420,7 @@ impl KeyVaultClient {
                     last,
                 });
             }
+            self.stats.retry(retry_cause);
             tracing::debug!(operation, attempt, wait_ms = retry_wait.as_millis() as u64, %last, "retrying");
             tokio::time::sleep(retry_wait).await;
         }

@@ -4,6 +4,7 @@
 pub mod credential;
 pub mod import;
 pub mod keyvault;
+pub mod stats;
 pub mod table;
 
 use std::time::Duration;

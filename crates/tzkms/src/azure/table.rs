@@ -326,6 +326,39 @@ impl TableClient {
         }
     }
 
+    /// Inserts or replaces an entity whatever it holds (for readiness probes, never for marks).
+    pub async fn upsert(
+        &self,
+        pk: &str,
+        rk: &str,
+        properties: &Map<String, Value>,
+        budget: Duration,
+    ) -> Result<(), TableError> {
+        let body = Value::Object(properties.clone());
+        let r = self
+            .send(
+                Request {
+                    operation: "upsert",
+                    method: Method::PUT,
+                    path: &self.entity_path(pk, rk),
+                    query: &[],
+                    headers: &[],
+                    body: Some(&body),
+                },
+                budget,
+            )
+            .await?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(Self::fail("upsert", r).await)
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// Replaces the entity if its ETag is still `etag`; `Conflict` if it changed or is gone.
     pub async fn replace(
         &self,

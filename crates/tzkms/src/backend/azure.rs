@@ -114,6 +114,31 @@ impl AzureBackend {
         &self.client
     }
 
+    /// Asks the vault for one cheap read whenever it has not answered for `interval` (or its last call
+    /// failed), so readiness knows about a vault that stopped answering before a signature needs it. A
+    /// baker signing every few seconds never triggers a probe; an idle one pays one read per interval.
+    pub fn spawn_prober(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        let tick = (interval / 4).max(Duration::from_millis(20));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(backend) = weak.upgrade() else { return };
+                let stats = backend.client.stats();
+                let stale = stats.last_answer().is_none_or(|t| t.elapsed() >= interval);
+                if stale || stats.failing() {
+                    if let Err(e) = backend
+                        .client
+                        .probe(READ_BUDGET.min(interval.max(Duration::from_secs(1))))
+                        .await
+                    {
+                        tracing::warn!(vault = stats.vault(), error = %e, "azure: the vault does not answer");
+                    }
+                }
+            }
+        });
+    }
+
     /// Reads the selected keys (or all keys) from the vault and replaces the served set. A key that cannot
     /// be used is skipped with one log line; it never aborts the reload.
     pub async fn reload(&self) -> Result<usize, KvError> {
@@ -210,6 +235,66 @@ impl KeyBackend for AzureBackend {
             normalise(key.curve, &raw)
                 .ok_or_else(|| BackendError::Failed("key vault returned an invalid r‖s".into()))
         })
+    }
+
+    fn health(&self, config: &crate::config::HealthConfig) -> Vec<crate::health::Check> {
+        use crate::health::Check;
+        let stats = self.client.stats();
+        let vault = stats.vault();
+        let mut checks = vec![Check::from_result(
+            format!("azure:{vault}"),
+            stats.check(Duration::from_millis(config.max_silence_ms)),
+        )];
+        let margin = config.token_margin_s as i64;
+        let source = self.client.tokens().source_name();
+        checks.push(match self.client.tokens().stats().seconds_left() {
+            Some(left) if left > margin => Check::pass(
+                format!("azure-token:{vault}"),
+                format!("{source} token valid for {left}s more"),
+            ),
+            Some(left) => Check::fail(
+                format!("azure-token:{vault}"),
+                format!(
+                    "{source} token expires in {left}s (margin {margin}s) and could not be refreshed: see the                      log for the credential error"
+                ),
+            ),
+            None => Check::fail(format!("azure-token:{vault}"), format!("no {source} token yet")),
+        });
+        checks
+    }
+
+    fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        let vault = self.client.stats().vault();
+        self.client.stats().write_metrics(out);
+        let tokens = self.client.tokens().stats();
+        out.family(
+            "tzkms_azure_token_fetches_total",
+            "counter",
+            "Entra ID token fetches (refreshes included), by result.",
+        );
+        for (result, counter) in [("ok", &tokens.fetched), ("failed", &tokens.failed)] {
+            out.sample(
+                "tzkms_azure_token_fetches_total",
+                &[("vault", vault), ("result", result)],
+                counter.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+        out.family(
+            "tzkms_azure_token_expiry_seconds",
+            "gauge",
+            "Seconds until the current token expires (refreshed ahead of time; negative: expired).",
+        );
+        if let Some(left) = tokens.seconds_left() {
+            out.sample("tzkms_azure_token_expiry_seconds", &[("vault", vault)], left);
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "azure {} ({} credential)",
+            self.client.base_url(),
+            self.client.tokens().source_name()
+        )
     }
 
     fn refresh_for_unknown(&self) -> BoxFuture<'_, bool> {

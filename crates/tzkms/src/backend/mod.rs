@@ -53,6 +53,16 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
         message: &'a [u8],
         scheme: BlsScheme,
     ) -> BoxFuture<'a, Result<Signature, BackendError>>;
+    /// Readiness checks of this backend (a remote one: did it answer lately, is its token valid).
+    fn health(&self, _config: &crate::config::HealthConfig) -> Vec<crate::health::Check> {
+        Vec::new()
+    }
+    /// This backend's own metric families (calls, retries, tokens, cost).
+    fn write_metrics(&self, _out: &mut crate::metrics::Exposition) {}
+    /// One line for the startup summary: where the keys are.
+    fn describe(&self) -> String {
+        self.kind().to_owned()
+    }
     /// A BLS proof of possession, for backends that hold BLS keys.
     fn bls_prove_possession(
         &self,

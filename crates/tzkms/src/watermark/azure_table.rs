@@ -38,6 +38,9 @@ pub struct TableStore {
     slots: Mutex<HashMap<MarkKey, Slot>>,
 }
 
+/// Readiness probes write one row per instance here; no key address starts with `_`.
+pub const HEALTH_PARTITION: &str = "_health";
+
 fn row_key(key: &MarkKey) -> String {
     format!("{}-{}", key.chain, key.kind.name())
 }
@@ -172,6 +175,12 @@ impl TableStore {
     pub async fn all(&self) -> Result<Marks, WatermarkError> {
         let mut marks = Marks::new();
         for e in self.client.scan(self.budget * 10).await.map_err(store_err)? {
+            if e.properties["PartitionKey"]
+                .as_str()
+                .is_some_and(|pk| pk == HEALTH_PARTITION)
+            {
+                continue;
+            }
             let key = key_of(&e.properties).map_err(WatermarkError::Store)?;
             marks.insert(key, mark_of(&e.properties).map_err(WatermarkError::Store)?);
         }
@@ -301,6 +310,49 @@ impl WatermarkStore for TableStore {
     fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>> {
         Box::pin(async move { Ok(self.all().await?.into_iter().collect()) })
     }
+
+    /// Writes this instance's row of the `_health` partition.
+    fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>> {
+        Box::pin(async move {
+            let mut p = Map::new();
+            p.insert("PartitionKey".into(), HEALTH_PARTITION.into());
+            p.insert("RowKey".into(), self.writer.clone().into());
+            p.insert(
+                "ProbedAt".into(),
+                httpdate::fmt_http_date(std::time::SystemTime::now()).into(),
+            );
+            let name = "watermark:table";
+            let table = format!("table {} at {}", self.client.table(), self.client.endpoint());
+            vec![match self
+                .client
+                .upsert(HEALTH_PARTITION, &self.writer, &p, self.budget)
+                .await
+            {
+                Ok(()) => crate::health::Check::pass(name, format!("{table} writable")),
+                Err(e) => crate::health::Check::fail(
+                    name,
+                    format!("{table}: {e}; consensus signatures are refused"),
+                ),
+            }]
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "shared table {} at {}",
+            self.client.table(),
+            self.client.endpoint()
+        )
+    }
+
+    fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        out.family(
+            "tzkms_table_requests_total",
+            "counter",
+            "Requests sent to the shared watermark table (retries included).",
+        );
+        out.sample("tzkms_table_requests_total", &[], self.client.requests());
+    }
 }
 
 /// A local store and a shared store that must both agree before anything is signed.
@@ -350,6 +402,27 @@ impl WatermarkStore for BothStores {
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>> {
         self.shared.snapshot()
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>> {
+        Box::pin(async move {
+            let (mut local, shared) = tokio::join!(self.local.probe(), self.shared.probe());
+            local.extend(shared);
+            local
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}, and {} (both must agree)",
+            self.local.describe(),
+            self.shared.describe()
+        )
+    }
+
+    fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        self.local.write_metrics(out);
+        self.shared.write_metrics(out);
     }
 }
 

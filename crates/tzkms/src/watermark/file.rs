@@ -37,6 +37,17 @@ pub struct FileStore {
     path: PathBuf,
     slots: Mutex<HashMap<MarkKey, Slot>>,
     writer: mpsc::UnboundedSender<WriteJob>,
+    /// The writer's last failure, cleared by its next success (for readiness).
+    last_error: Arc<Mutex<Option<String>>>,
+    /// Durable rewrites and failed ones (for metrics).
+    writes: Arc<WriteCounters>,
+}
+
+#[derive(Debug, Default)]
+struct WriteCounters {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    marks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for WriteJob {
@@ -113,6 +124,20 @@ fn write_durably(data_dir: &Path, text: &str) -> std::io::Result<()> {
     std::fs::File::open(data_dir)?.sync_all()
 }
 
+/// Writes, fsyncs and removes a small file in `data_dir`: what the store's rewrite needs, minus the store.
+pub fn probe_write(data_dir: &Path) -> std::io::Result<()> {
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = data_dir.join(format!(".readiness-probe-{}-{n}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(b"tzkms readiness probe\n")?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 /// Records that `data_dir` has a watermark store (done by `open` and by tools that write one).
 pub fn mark_initialized(data_dir: &Path) -> Result<(), WatermarkError> {
     if data_dir.join(MARKER_FILE).exists() {
@@ -161,12 +186,22 @@ impl FileStore {
             .map(|(k, m)| (*k, Arc::new(tokio::sync::Mutex::new(Some(m.clone())))))
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(data_dir.to_owned(), marks, rx));
+        let last_error = Arc::new(Mutex::new(None));
+        let writes = Arc::new(WriteCounters::default());
+        tokio::spawn(writer(
+            data_dir.to_owned(),
+            marks,
+            rx,
+            last_error.clone(),
+            writes.clone(),
+        ));
         Ok((
             Self {
                 path,
                 slots: Mutex::new(slots),
                 writer: tx,
+                last_error,
+                writes,
             },
             opened,
         ))
@@ -179,7 +214,14 @@ impl FileStore {
 }
 
 /// The one task that rewrites the file. It owns the durable state; slots only change after it confirms.
-async fn writer(data_dir: PathBuf, mut marks: Marks, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+async fn writer(
+    data_dir: PathBuf,
+    mut marks: Marks,
+    mut jobs: mpsc::UnboundedReceiver<WriteJob>,
+    last_error: Arc<Mutex<Option<String>>>,
+    writes: Arc<WriteCounters>,
+) {
+    use std::sync::atomic::Ordering;
     let mut encoded = interchange::EncodedMarks::new(&marks);
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -202,6 +244,12 @@ async fn writer(data_dir: PathBuf, mut marks: Marks, mut jobs: mpsc::UnboundedRe
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
+        *last_error.lock().unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().cloned();
+        match &result {
+            Ok(()) => writes.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => writes.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        writes.marks.store(marks.len() as u64, Ordering::Relaxed);
         if result.is_err() {
             // Not durable: the marks stay as they were on disk, and no signature is released.
             for (key, old) in previous {
@@ -273,6 +321,56 @@ impl WatermarkStore for FileStore {
             **guard = Some(mark);
             Ok(())
         })
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>> {
+        Box::pin(async move {
+            use crate::health::Check;
+            let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
+            let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let probed = tokio::task::spawn_blocking(move || probe_write(&dir))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let name = "watermark:file";
+            vec![match (probed, last) {
+                (Err(e), _) => Check::fail(
+                    name,
+                    format!(
+                        "{} is not writable: {e}; consensus signatures are refused",
+                        self.path.display()
+                    ),
+                ),
+                (Ok(()), Some(e)) => Check::pass(
+                    name,
+                    format!(
+                        "{} is writable again (the last store write failed: {e})",
+                        self.path.display()
+                    ),
+                ),
+                (Ok(()), None) => Check::pass(name, format!("{} writable", self.path.display())),
+            }]
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        use std::sync::atomic::Ordering;
+        out.family(
+            "tzkms_watermark_file_writes_total",
+            "counter",
+            "Durable rewrites of the watermark file (each covers a batch of marks), by result.",
+        );
+        for (result, n) in [("ok", &self.writes.ok), ("failed", &self.writes.failed)] {
+            out.sample(
+                "tzkms_watermark_file_writes_total",
+                &[("result", result)],
+                n.load(Ordering::Relaxed),
+            );
+        }
     }
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>> {

@@ -172,6 +172,16 @@ pub trait WatermarkStore: Send + Sync + fmt::Debug {
     fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>>;
     /// Every mark, for `watermark show` and export.
     fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>>;
+    /// Readiness: whether the store takes a durable write now (one check per underlying store).
+    fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>> {
+        Box::pin(async { Vec::new() })
+    }
+    /// One line for the startup summary: where the marks live.
+    fn describe(&self) -> String {
+        "watermark store".into()
+    }
+    /// The store's own metric families.
+    fn write_metrics(&self, _out: &mut crate::metrics::Exposition) {}
 }
 
 #[cfg(test)]

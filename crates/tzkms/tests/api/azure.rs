@@ -33,6 +33,7 @@ pub fn azure_config(emu: &Emulator, dir: &Path) -> AzureConfig {
         refresh_interval_s: 300,
         sign_budget_ms: 1500,
         ca_file: emu.ca_pem_path().map(Path::to_owned),
+        price_per_10k_operations: None,
         credential: CredentialConfig {
             kind: CredentialKind::ClientSecret,
             tenant_id: Some(emu.tenant_id().to_owned()),

@@ -55,20 +55,61 @@ async fn every_outcome_is_counted_with_its_labels() {
     assert!(limited >= 1);
     let m = signer.metrics().await;
     let route = |kind: &str, outcome: &str| {
-        format!("tzkms_requests_total{{route=\"sign\",kind=\"{kind}\",outcome=\"{outcome}\"}}")
+        format!("tzkms_requests_total{{route=\"sign\",kind=\"{kind}\",key=\"{pkh}\",outcome=\"{outcome}\"}}")
     };
     assert_eq!(value(&m, &route("attestation", "signed")), 1);
     assert_eq!(value(&m, &route("attestation", "replayed")), 1);
     assert_eq!(value(&m, &route("attestation", "refused_watermark")), 1);
-    assert_eq!(value(&m, &route("generic operation", "refused_policy")), 1);
+    assert_eq!(value(&m, &route("generic_operation", "refused_policy")), 1);
     assert_eq!(value(&m, &route("preattestation", "bad_request")), 1);
+    // An address this signer does not serve is "other", never a series of its own.
     assert_eq!(
         value(
             &m,
-            "tzkms_requests_total{route=\"public_key\",kind=\"none\",outcome=\"not_found\"}"
+            "tzkms_requests_total{route=\"public_key\",kind=\"none\",key=\"other\",outcome=\"not_found\"}"
         ),
         1
     );
+    assert!(!m.contains("tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx"), "{m}");
+    assert!(
+        value(
+            &m,
+            "tzkms_requests_total{route=\"authorized_keys\",kind=\"none\",key=\"none\",outcome=\"served\"}"
+        ) >= 1
+    );
+    // One backend call (the replay and the refusals never reach it), timed.
+    assert_eq!(
+        value(&m, "tzkms_backend_sign_total{backend=\"file\",result=\"ok\"}"),
+        1
+    );
+    assert_eq!(
+        value(&m, "tzkms_backend_sign_duration_seconds_count{backend=\"file\"}"),
+        1
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("tzkms_watermark_level{{key=\"{pkh}\",kind=\"attestation\"}}")
+        ),
+        5
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("tzkms_watermark_round{{key=\"{pkh}\",kind=\"attestation\"}}")
+        ),
+        0
+    );
+    assert_eq!(value(&m, "tzkms_ready"), 1);
+    assert_eq!(value(&m, "tzkms_health_check_ok{check=\"watermark:file\"}"), 1);
+    assert_eq!(value(&m, "tzkms_watermark_file_writes_total{result=\"ok\"}"), 1);
+    assert!(m.contains("tzkms_build_info{version=\""), "{m}");
+    // Every family has its HELP and TYPE once.
+    for line in m.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert_eq!(m.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
+        assert!(m.contains(&format!("# HELP {name} ")), "{name}");
+    }
     assert_eq!(
         value(
             &m,
