@@ -68,7 +68,8 @@ impl AuditRecord {
         }
     }
 
-    /// Writes the line: info for answered requests, warn for refusals. `reason` is the error message.
+    /// Writes the line: info for answered requests, warn for refusals, error when tzkms or its backend
+    /// failed (5xx). `reason` is the error message.
     pub fn emit(&self, decision: Decision, status: u16, reason: Option<&str>, latency: Duration) {
         let operations = (!self.operations.is_empty()).then(|| {
             self.operations
@@ -103,7 +104,9 @@ impl AuditRecord {
                 )
             };
         }
-        if decision == Decision::Refused {
+        if decision == Decision::Refused && status >= 500 {
+            line!(error);
+        } else if decision == Decision::Refused {
             line!(warn);
         } else {
             line!(info);

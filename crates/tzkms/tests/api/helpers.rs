@@ -156,10 +156,11 @@ impl TestSigner {
         let endpoints = app.endpoints();
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_addr = metrics_listener.local_addr().unwrap();
-        tokio::spawn(tzkms::metrics::serve(
+        tokio::spawn(tzkms::metrics::serve_with(
             metrics_listener,
             signer,
             Some(app.connections()),
+            config.health.clone(),
         ));
         let tls = app.tls();
         let (stop, stopped) = oneshot::channel();
@@ -198,6 +199,35 @@ impl TestSigner {
             .unwrap()
             .starts_with("text/plain"));
         r.text().await.unwrap()
+    }
+
+    /// `GET` on the operations listener (`/healthz`, `/readyz`): status and JSON body.
+    pub async fn ops(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("http://{}{path}", self.metrics_addr))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    /// Polls `/readyz` until its status is `want` (a condition, not a sleep: each poll re-runs the checks),
+    /// for at most 20 s; returns the body.
+    pub async fn wait_ready(&self, want: u16) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (status, body) = self.ops("/readyz").await;
+            if status == want {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/readyz stayed {status}, wanted {want}: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 
     /// The marks of the file watermark store, as on disk.

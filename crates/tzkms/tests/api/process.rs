@@ -16,6 +16,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// What the server printed on stdout before its first `listening on` line.
+    pub banner: Vec<String>,
+    /// Where its stderr (the log) goes.
+    pub log_path: std::path::PathBuf,
 }
 
 impl Server {
@@ -46,11 +50,13 @@ impl Server {
             .map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
         let found = tokio::time::timeout(START_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(addr) = line.strip_prefix("listening on http://") {
                     return addr.parse::<SocketAddr>().ok();
                 }
+                banner.push(line);
             }
             None
         })
@@ -61,7 +67,12 @@ impl Server {
             Some(addr) => {
                 // Keep draining stdout so the child never blocks on a full pipe.
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                Ok(Self { child, addr })
+                Ok(Self {
+                    child,
+                    addr,
+                    banner,
+                    log_path,
+                })
             }
             None => {
                 let _ = child.kill().await;

@@ -1,0 +1,336 @@
+//! Running the real binary as an operator does: `--version`, `config check` on good and bad files (each
+//! error message asserted), environment overrides, the startup summary and the root warning, and a
+//! SIGTERM in the middle of a burst that must lose no watermark and drop no accepted request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tezos::{BlsScheme, Curve, SecretKey, Signature};
+use tzkms::backend::file::write_key_file;
+
+use crate::process::{run, run_with, Server, BIN};
+
+fn attestation(level: u32, variant: u8) -> Vec<u8> {
+    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
+    p.extend_from_slice(&[0x11; 32]);
+    p.push(21);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&level.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&[variant; 32]);
+    p
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[tokio::test]
+async fn version_names_the_build() {
+    let out = tokio::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("tzkms {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("rustc "), "{text}");
+    assert!(text.contains(" profile, "), "{text}");
+}
+
+/// Writes `text` as `<dir>/tzkms.toml` and runs `config check` on it.
+async fn check(dir: &Path, text: &str) -> (bool, String, String) {
+    let path = dir.join("tzkms.toml");
+    std::fs::write(&path, text).unwrap();
+    run(
+        &["config", "check", "--config", path.to_str().unwrap()],
+        &dir.join("data"),
+    )
+    .await
+}
+
+fn private(dir: &Path, name: &str, content: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn config_check_reports_what_it_would_serve_and_names_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    std::fs::create_dir_all(&data).unwrap();
+    write_key_file(&data, &pkh.to_string(), &sk.to_b58()).unwrap();
+
+    // A good file: backends, the store, the listeners and each key's effective policy.
+    let (ok, out, err) = check(
+        dir.path(),
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:9732\"\n[policy.keys.{pkh}]\nallow = [\"attestation\", \"transaction\"]\n"
+        ),
+    )
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("backend: file"), "{out}");
+    assert!(out.contains("(1 key(s))"), "{out}");
+    assert!(out.contains("watermark: file"), "{out}");
+    assert!(out.contains("writable"), "{out}");
+    assert!(out.contains("operations: http://127.0.0.1:9732/metrics"), "{out}");
+    assert!(out.contains(&format!("key {pkh}: ")), "{out}");
+    assert!(out.contains("transaction"), "{out}");
+    assert!(out.trim_end().ends_with("configuration OK"), "{out}");
+
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "misspelt key",
+            "[server]\nlisten = [\"127.0.0.1:6732\"]\nmax_body_byte = 10\n".into(),
+            vec!["tzkms.toml", "line 3, column 1", "unknown field `max_body_byte`", "did you mean `max_body_bytes`?"],
+        ),
+        (
+            "misspelt section",
+            "[metric]\nlisten = \"127.0.0.1:1\"\n".into(),
+            vec!["line 1", "unknown field `metric`", "did you mean `metrics`?"],
+        ),
+        (
+            "wrong type",
+            "[server]\nmax_body_bytes = \"big\"\n".into(),
+            vec!["line 2, column 18", "invalid type: string \"big\""],
+        ),
+        (
+            "bad magic byte",
+            "[policy]\nallowed_magic_bytes = [\"0xzz\"]\n".into(),
+            vec!["line 2", "\"0xzz\" is not a magic byte"],
+        ),
+        (
+            "unknown request kind",
+            "[policy.default]\nallow = [\"transfer\"]\n".into(),
+            vec!["unknown request kind"],
+        ),
+        (
+            "unreachable vault",
+            "[azure]\nvault_url = \"https://127.0.0.1:1\"\n".into(),
+            vec!["azure: https://127.0.0.1:1"],
+        ),
+        (
+            "unreachable shared table",
+            format!(
+                "[watermark.table]\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\ntable = \"marks\"\naccount_key_file = \"{}\"\nbudget_ms = 300\n",
+                private(dir.path(), "storage-key", "Zm9v")
+            ),
+            vec!["table storage: marks at http://127.0.0.1:1/devstoreaccount1"],
+        ),
+        (
+            "missing TLS certificate",
+            "[server.tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/nonexistent/key.pem\"\n".into(),
+            vec!["/nonexistent/cert.pem"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let (ok, out, err) = check(dir.path(), &text).await;
+        assert!(!ok, "{name}: accepted\n{out}");
+        assert!(!out.contains("configuration OK"), "{name}: {out}");
+        for needle in needles {
+            assert!(err.contains(needle), "{name}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    // A lost watermark store is an error too (the marker says there was one).
+    std::fs::remove_file(data.join(tzkms::watermark::file::STORE_FILE)).ok();
+    std::fs::write(data.join(tzkms::watermark::file::MARKER_FILE), "x").unwrap();
+    let (ok, _, err) = check(dir.path(), "").await;
+    assert!(!ok);
+    assert!(err.contains("watermarks.json"), "{err}");
+    assert!(err.contains("lost") || err.contains("missing"), "{err}");
+}
+
+#[tokio::test]
+async fn environment_overrides_the_listeners_and_the_log_shows_a_startup_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_env(
+        &data,
+        &[],
+        &[("TZKMS_METRICS_LISTEN", "127.0.0.1:0"), ("TZKMS_LOG", "info")],
+    )
+    .await
+    .unwrap();
+    let ops = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no operations listener in {:?}", server.banner))
+        .to_owned();
+    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    let log_path = server.log_path.clone();
+    assert!(server.terminate().await.success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    for needle in [
+        "tzkms starting",
+        concat!("version=\"", env!("CARGO_PKG_VERSION"), " (commit "),
+        "key backend",
+        "watermark store",
+        "serving key",
+        "policy.allowed_magic_bytes",
+        "operations listener",
+        "listening",
+        "SIGTERM: finishing in-flight requests",
+        "stopped",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+    assert_eq!(log.contains("running as root"), running_as_root(), "{log}");
+    // TZKMS_LISTEN overrides the signing address (a fixed port is not needed: port 0 is).
+    let dir2 = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run_with(
+        &["serve"],
+        dir2.path(),
+        &[("TZKMS_LISTEN", "not-an-address")],
+        None,
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("TZKMS_LISTEN") || err.contains("--listen"), "{err}");
+}
+
+/// Starts the binary with `n` P-256 keys, JSON logs at info (the audit lines).
+async fn start_with_keys(data: &Path, keys: &[SecretKey]) -> Server {
+    std::fs::create_dir_all(data).unwrap();
+    for sk in keys {
+        write_key_file(data, &sk.public_key().hash().to_string(), &sk.to_b58()).unwrap();
+    }
+    Server::start_env(data, &["--log-format", "json"], &[("TZKMS_LOG", "info")])
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request() {
+    const KEYS: usize = 8;
+    const TERM_AFTER: usize = 60;
+    let keys: Vec<SecretKey> = (0..KEYS).map(|_| SecretKey::generate(Curve::P256)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_with_keys(&data, &keys).await;
+    let addr = server.addr;
+    let log_path = server.log_path.clone();
+
+    // One client per key, each signing attestations at rising levels as fast as it is answered, until
+    // the server stops answering.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let mut clients = Vec::new();
+    for sk in &keys {
+        let pkh = sk.public_key().hash();
+        let (answered, enough) = (answered.clone(), enough.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ok: BTreeMap<u32, Signature> = BTreeMap::new();
+            let mut failed_transport = 0usize;
+            for level in 1..100_000u32 {
+                let body = format!("\"{}\"", hex::encode(attestation(level, 1)));
+                let sent = http
+                    .post(format!("http://{addr}/keys/{pkh}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => {
+                        assert_eq!(r.status(), 200, "level {level}");
+                        let v: Value = r.json().await.unwrap();
+                        ok.insert(level, v["signature"].as_str().unwrap().parse().unwrap());
+                        if answered.fetch_add(1, Ordering::SeqCst) + 1 == TERM_AFTER {
+                            enough.notify_one();
+                        }
+                    }
+                    Err(_) => {
+                        // Refused or closed: the server is going away. A second failure in a row ends
+                        // this client (the first may be a keep-alive connection closed under it).
+                        failed_transport += 1;
+                        if failed_transport >= 2 {
+                            break;
+                        }
+                    }
+                }
+            }
+            (pkh, ok)
+        }));
+    }
+    enough.notified().await;
+    let status = server.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    let mut answers: BTreeMap<String, BTreeMap<u32, Signature>> = BTreeMap::new();
+    for c in clients {
+        let (pkh, ok) = c.await.unwrap();
+        answers.insert(pkh.to_string(), ok);
+    }
+    let total: usize = answers.values().map(BTreeMap::len).sum();
+    assert!(total >= TERM_AFTER);
+
+    // Every request the server signed (its audit line) was answered to its client, and vice versa.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let mut signed: BTreeSet<(String, u32)> = BTreeSet::new();
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["target"] == "tzkms::audit" && v["fields"]["decision"] == "signed" {
+            signed.insert((
+                v["fields"]["pkh"].as_str().unwrap().to_owned(),
+                v["fields"]["level"].as_u64().unwrap() as u32,
+            ));
+        }
+    }
+    let received: BTreeSet<(String, u32)> = answers
+        .iter()
+        .flat_map(|(pkh, ok)| ok.keys().map(move |l| (pkh.clone(), *l)))
+        .collect();
+    assert_eq!(
+        signed, received,
+        "signed but not answered, or answered but not audited"
+    );
+    assert!(log.contains("\"stopped\""), "{log}");
+
+    // After a restart, every answered level is under the mark: a different payload at the highest one is
+    // refused, the identical one gets the same signature back.
+    let server = Server::start(&data, &[]).await.unwrap();
+    let http = reqwest::Client::new();
+    for sk in &keys {
+        let pkh = sk.public_key().hash();
+        let Some((&top, sig)) = answers[&pkh.to_string()].iter().next_back() else {
+            continue;
+        };
+        assert!(sk
+            .public_key()
+            .verify(&attestation(top, 1), sig, BlsScheme::default()));
+        let post = |payload: Vec<u8>| {
+            http.post(format!("http://{}/keys/{pkh}", server.addr))
+                .header("content-type", "application/json")
+                .body(format!("\"{}\"", hex::encode(payload)))
+                .send()
+        };
+        let r = post(attestation(top, 2)).await.unwrap();
+        assert_eq!(r.status(), 409, "{pkh} level {top}");
+        let r = post(attestation(top, 1)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["signature"].as_str().unwrap(), sig.to_string());
+    }
+    assert!(server.terminate().await.success());
+}
