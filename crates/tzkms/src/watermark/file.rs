@@ -114,9 +114,20 @@ pub fn write(data_dir: &Path, marks: &Marks) -> Result<(), WatermarkError> {
     write_durably(data_dir, &interchange::encode(marks)).map_err(|e| store_err(&data_dir.join(STORE_FILE), e))
 }
 
+/// Creates (or truncates) `path` readable by this user only, whatever the umask.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 fn write_durably(data_dir: &Path, text: &str) -> std::io::Result<()> {
     let tmp = data_dir.join(TMP_FILE);
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = create_private(&tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     drop(file);
@@ -148,7 +159,7 @@ pub fn mark_initialized(data_dir: &Path) -> Result<(), WatermarkError> {
 
 fn write_marker(data_dir: &Path) -> std::io::Result<()> {
     let path = data_dir.join(MARKER_FILE);
-    let mut file = std::fs::File::create(&path)?;
+    let mut file = create_private(&path)?;
     writeln!(
         file,
         "The watermark store {STORE_FILE} of this directory was created here. Do not delete this file: \
