@@ -6,7 +6,7 @@
 #   TZKMS_BIN       tzkms binary to test (default: target/release/tzkms)
 #   TZKMS_VECTORS   vectors directory (default: <repo>/../shared/vectors)
 #   E2E_SKIP_AZURE  set to skip tests/e2e/azure-sdk/run.sh
-#   E2E_ONLY        "node" or "python" to run only that suite
+#   E2E_ONLY        "node", "python" or "ops" to run only that suite
 #   PYTHON          interpreter for the venv (default: python3)
 set -euo pipefail
 
@@ -147,6 +147,12 @@ if [ -f "$REPO_ROOT/tests/e2e/azure-sdk/run.sh" ] && [ -z "${E2E_SKIP_AZURE:-}" 
   log "tests/e2e/azure-sdk/run.sh"
   run_suite "$REPO_ROOT" bash tests/e2e/azure-sdk/run.sh
   [ "$rc" -eq 0 ] || failed+=("azure-sdk (exit $rc)")
+fi
+
+if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = ops ]; then
+  log "tests/e2e/ops/run.sh: promtool lints /metrics and tests the alert rules; /healthz, /readyz, SIGTERM"
+  run_suite "$REPO_ROOT" timeout 600 bash tests/e2e/ops/run.sh
+  [ "$rc" -eq 0 ] || failed+=("ops (exit $rc)")
 fi
 
 log "e2e suites finished in $((SECONDS - start))s"
