@@ -662,7 +662,10 @@ mod tests {
         assert!(!c.auth.required);
         assert_eq!(c.policy.default.allow, RequestKind::CONSENSUS.to_vec());
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9732".parse().unwrap()));
-        assert_eq!(c.health.probe_interval_ms, HealthConfig::default().probe_interval_ms);
+        assert_eq!(
+            c.health.probe_interval_ms,
+            HealthConfig::default().probe_interval_ms
+        );
         assert_eq!(c.limits.backend_concurrency, 256);
     }
 
