@@ -203,8 +203,10 @@ mod tests {
     use crate::config::Config;
 
     fn vector() -> serde_json::Value {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/signatures.json");
+        let path = std::path::PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../../shared/vectors/signatures.json");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         v["authentication"][0].clone()
     }

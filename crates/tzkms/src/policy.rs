@@ -457,8 +457,10 @@ mod tests {
     const CHAIN: &str = "NetXxkAx4woPLyu";
 
     fn vector(id: &str) -> Vec<u8> {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/payloads.json");
+        let path = std::path::PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../../shared/vectors/payloads.json");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let p = v["payloads"]
             .as_array()

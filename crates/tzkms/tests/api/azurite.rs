@@ -16,7 +16,8 @@ pub const KEY: &str =
 const VERSION: &str = "3.35.0";
 
 fn install_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/azurite")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../target/azurite")
 }
 
 /// Installs Azurite once (a lock file keeps parallel tests from installing twice).

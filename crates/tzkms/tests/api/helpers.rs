@@ -69,9 +69,11 @@ pub const GENERIC_UNCHECKED_TOML: &str =
     "[policy.default]\nallow = [\"block\", \"preattestation\", \"attestation\", \"generic_unchecked\"]\n";
 
 pub fn vectors(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/vectors")
-        .join(name);
+    let path = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../../shared/vectors")
+    .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

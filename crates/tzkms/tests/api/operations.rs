@@ -336,7 +336,10 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
 }
 
 fn unit_file() -> (std::path::PathBuf, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tzkms.service");
+    let path = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../deploy/tzkms.service");
     let text = std::fs::read_to_string(&path).unwrap();
     (path, text)
 }
