@@ -11,7 +11,7 @@ use crate::azure::{emulator, pkh_of};
 use crate::process::{run_with, Server};
 
 /// A config file pointing at the emulator with `credential` as the [azure.credential] body.
-fn write_config(emu: &Emulator, dir: &Path, credential: &str) -> PathBuf {
+pub fn write_config(emu: &Emulator, dir: &Path, credential: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let secret = dir.join("azure-secret");
     std::fs::write(&secret, emu.client_secret()).unwrap();
@@ -32,7 +32,8 @@ fn write_config(emu: &Emulator, dir: &Path, credential: &str) -> PathBuf {
     config
 }
 
-const CLIENT_SECRET: &str = "kind = \"client_secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\n\
+pub const CLIENT_SECRET: &str =
+    "kind = \"client_secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\n\
                              client_secret_file = \"{secret_file}\"\nauthority_host = \"{authority}\"";
 
 async fn sign_and_verify(server: &Server, pk: &PublicKey) {

@@ -6,7 +6,7 @@ mod abuse;
 mod audit;
 mod auth;
 mod azure;
-mod azure_cli;
+pub mod azure_cli;
 mod azurite;
 mod cli;
 mod crash;

@@ -208,25 +208,36 @@ async fn environment_overrides_the_listeners_and_the_log_shows_a_startup_summary
     assert!(err.contains("TZKMS_LISTEN") || err.contains("--listen"), "{err}");
 }
 
-/// Starts the binary with `n` P-256 keys, JSON logs at info (the audit lines).
-async fn start_with_keys(data: &Path, keys: &[SecretKey]) -> Server {
-    std::fs::create_dir_all(data).unwrap();
-    for sk in keys {
-        write_key_file(data, &sk.public_key().hash().to_string(), &sk.to_b58()).unwrap();
-    }
-    Server::start_env(data, &["--log-format", "json"], &[("TZKMS_LOG", "info")])
-        .await
-        .unwrap()
-}
-
+/// SIGTERM while every client has a signature in flight at a slow vault (the Key Vault emulator answers
+/// sign after 150 ms). Graceful shutdown must finish them: every sign call the vault received is answered
+/// to its client, every answer has its audit line and vice versa, the exit status is 0, and after a
+/// restart each answered level is under the mark (a different payload there is refused, the same one gets
+/// the same signature back).
 #[tokio::test]
 async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request() {
     const KEYS: usize = 8;
-    const TERM_AFTER: usize = 60;
-    let keys: Vec<SecretKey> = (0..KEYS).map(|_| SecretKey::generate(Curve::P256)).collect();
+    const TERM_AFTER: usize = 2 * KEYS;
+    let emu = crate::azure::emulator().await;
+    let mut keys = Vec::new();
+    for i in 0..KEYS {
+        let info = emu
+            .create_key(&format!("baker-{i}"), kv_emulator::Curve::P256)
+            .unwrap();
+        keys.push(crate::azure::pkh_of(&info));
+    }
+    emu.faults().set_latency(
+        kv_emulator::Operation::Sign,
+        std::time::Duration::from_millis(150),
+        std::time::Duration::ZERO,
+    );
     let dir = tempfile::tempdir().unwrap();
+    let config = crate::azure_cli::write_config(&emu, dir.path(), crate::azure_cli::CLIENT_SECRET);
+    let config = config.to_str().unwrap().to_owned();
     let data = dir.path().join("data");
-    let server = start_with_keys(&data, &keys).await;
+    let args = ["--config", config.as_str(), "--log-format", "json"];
+    let server = Server::start_env(&data, &args, &[("TZKMS_LOG", "info")])
+        .await
+        .unwrap();
     let addr = server.addr;
     let log_path = server.log_path.clone();
 
@@ -235,13 +246,13 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
     let answered = Arc::new(AtomicUsize::new(0));
     let enough = Arc::new(tokio::sync::Notify::new());
     let mut clients = Vec::new();
-    for sk in &keys {
-        let pkh = sk.public_key().hash();
+    for (pkh, _) in &keys {
+        let pkh = *pkh;
         let (answered, enough) = (answered.clone(), enough.clone());
         clients.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut ok: BTreeMap<u32, Signature> = BTreeMap::new();
-            let mut failed_transport = 0usize;
+            let mut failures = 0;
             for level in 1..100_000u32 {
                 let body = format!("\"{}\"", hex::encode(attestation(level, 1)));
                 let sent = http
@@ -262,8 +273,8 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
                     Err(_) => {
                         // Refused or closed: the server is going away. A second failure in a row ends
                         // this client (the first may be a keep-alive connection closed under it).
-                        failed_transport += 1;
-                        if failed_transport >= 2 {
+                        failures += 1;
+                        if failures >= 2 {
                             break;
                         }
                     }
@@ -273,6 +284,16 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
         }));
     }
     enough.notified().await;
+    // Wait (a condition, not a delay) until several signatures are in flight at the vault.
+    let in_flight = || {
+        let s = emu.counters().stats(kv_emulator::Operation::Sign);
+        s.received - s.succeeded - s.failed
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while in_flight() < KEYS as u64 / 2 {
+        assert!(std::time::Instant::now() < deadline, "signatures never in flight");
+        tokio::task::yield_now().await;
+    }
     let status = server.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     let mut answers: BTreeMap<String, BTreeMap<u32, Signature>> = BTreeMap::new();
@@ -280,8 +301,15 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
         let (pkh, ok) = c.await.unwrap();
         answers.insert(pkh.to_string(), ok);
     }
-    let total: usize = answers.values().map(BTreeMap::len).sum();
-    assert!(total >= TERM_AFTER);
+    let total: u64 = answers.values().map(|a| a.len() as u64).sum();
+    let vault = emu.counters().stats(kv_emulator::Operation::Sign);
+    assert_eq!(vault.received, vault.succeeded, "{vault:?}");
+    assert_eq!(
+        vault.succeeded, total,
+        "the vault signed {} times, clients got {total} signatures",
+        vault.succeeded
+    );
+    assert!(total >= TERM_AFTER as u64 + KEYS as u64 / 2);
 
     // Every request the server signed (its audit line) was answered to its client, and vice versa.
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -307,18 +335,17 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
     );
     assert!(log.contains("\"stopped\""), "{log}");
 
-    // After a restart, every answered level is under the mark: a different payload at the highest one is
-    // refused, the identical one gets the same signature back.
-    let server = Server::start(&data, &[]).await.unwrap();
+    // After a restart, every answered level is under the mark.
+    emu.faults().clear_latency();
+    let server = Server::start(&data, &["--config", config.as_str()])
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
-    for sk in &keys {
-        let pkh = sk.public_key().hash();
+    for (pkh, pk) in &keys {
         let Some((&top, sig)) = answers[&pkh.to_string()].iter().next_back() else {
             continue;
         };
-        assert!(sk
-            .public_key()
-            .verify(&attestation(top, 1), sig, BlsScheme::default()));
+        assert!(pk.verify(&attestation(top, 1), sig, BlsScheme::default()));
         let post = |payload: Vec<u8>| {
             http.post(format!("http://{}/keys/{pkh}", server.addr))
                 .header("content-type", "application/json")
