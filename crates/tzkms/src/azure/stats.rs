@@ -83,6 +83,11 @@ pub struct KvStats {
 /// docs/azure.md; Managed HSM bills by the hour instead, so its operations cost 0 here.
 pub const PREMIUM_EC_PRICE_PER_10K: f64 = 0.15;
 
+/// An operation name as a label value: `list keys` -> `list_keys`.
+fn label(operation: &str) -> String {
+    operation.replace(' ', "_")
+}
+
 fn ago(t: Instant) -> String {
     format!("{:.1}s ago", t.elapsed().as_secs_f64())
 }
@@ -203,7 +208,7 @@ impl KvStats {
         for ((op, result), n) in &i.attempts {
             e.sample(
                 "tzkms_azure_requests_total",
-                &[("vault", vault), ("operation", op), ("result", result.name())],
+                &[("vault", vault), ("operation", &label(op)), ("result", result.name())],
                 n,
             );
         }
@@ -215,7 +220,7 @@ impl KvStats {
         for (op, h) in &i.latency {
             e.histogram(
                 "tzkms_azure_request_duration_seconds",
-                &[("vault", vault), ("operation", op)],
+                &[("vault", vault), ("operation", &label(op))],
                 h,
             );
         }
@@ -239,7 +244,7 @@ impl KvStats {
         for (op, n) in &i.billable {
             e.sample(
                 "tzkms_azure_billable_operations_total",
-                &[("vault", vault), ("operation", op)],
+                &[("vault", vault), ("operation", &label(op))],
                 n,
             );
         }
