@@ -208,7 +208,11 @@ impl KvStats {
         for ((op, result), n) in &i.attempts {
             e.sample(
                 "tzkms_azure_requests_total",
-                &[("vault", vault), ("operation", &label(op)), ("result", result.name())],
+                &[
+                    ("vault", vault),
+                    ("operation", &label(op)),
+                    ("result", result.name()),
+                ],
                 n,
             );
         }
