@@ -1,11 +1,16 @@
 //! Criterion micro-benchmarks of the formats on the request path: payload classification, base58check
 //! encoding and decoding, signing and verifying per curve (BLAKE2b included, as Tezos signs the digest),
-//! and, for P-256, the pure-Rust `p256` crate beside ring's assembly (which hashes with SHA-256 itself,
-//! so it cannot sign Tezos's BLAKE2b digests: a speed reference only). `cargo bench -p tezos --bench formats`
+//! and the ECDSA implementations side by side: the pure-Rust `p256`/`k256` crates, OpenSSL (libcrypto) on the
+//! same digest, and ring's P-256 assembly (which hashes with SHA-256 itself, so it cannot sign Tezos's
+//! BLAKE2b digests: a speed reference only). `cargo bench -p tezos --bench formats`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
+use openssl::ecdsa::EcdsaSig;
+use openssl::nid::Nid;
 use ring::rand::SystemRandom;
 use ring::signature::{
     EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -103,8 +108,56 @@ fn sign_and_verify(c: &mut Criterion) {
     }
 }
 
-fn p256_implementations(c: &mut Criterion) {
+/// The same ECDSA work in each implementation, on a precomputed BLAKE2b-256 digest (ring excepted: it hashes
+/// with SHA-256 itself, so it is a speed reference only). `verify_from_bytes` adds what a verification
+/// costs when it starts from Tezos's bytes: the compressed public key and the 64-byte `r‖s`.
+fn ecdsa_implementations(c: &mut Criterion) {
+    use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
     let message = attestation(Curve::P256);
+    let digest = tezos::blake2b_256(&message);
+
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let signature: p256::ecdsa::Signature = key.sign_prehash(&digest).expect("sign");
+    let compressed = key.verifying_key().to_encoded_point(true).as_bytes().to_vec();
+    let raw: [u8; 64] = signature.to_bytes().into();
+    let mut g = c.benchmark_group("p256_rustcrypto");
+    g.bench_function("sign", |b| {
+        b.iter(|| -> p256::ecdsa::Signature { key.sign_prehash(black_box(&digest)).expect("sign") })
+    });
+    g.bench_function("verify", |b| {
+        b.iter(|| key.verifying_key().verify_prehash(black_box(&digest), &signature))
+    });
+    g.bench_function("verify_from_bytes", |b| {
+        b.iter(|| {
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(black_box(&compressed)).expect("key");
+            let sig = p256::ecdsa::Signature::from_slice(&raw).expect("sig");
+            key.verify_prehash(&digest, &sig).is_ok()
+        })
+    });
+    g.finish();
+    openssl_group(c, "p256_openssl", Nid::X9_62_PRIME256V1, &digest);
+
+    let key = k256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let signature: k256::ecdsa::Signature = key.sign_prehash(&digest).expect("sign");
+    let compressed = key.verifying_key().to_encoded_point(true).as_bytes().to_vec();
+    let raw: [u8; 64] = signature.to_bytes().into();
+    let mut g = c.benchmark_group("secp256k1_rustcrypto");
+    g.bench_function("sign", |b| {
+        b.iter(|| -> k256::ecdsa::Signature { key.sign_prehash(black_box(&digest)).expect("sign") })
+    });
+    g.bench_function("verify", |b| {
+        b.iter(|| key.verifying_key().verify_prehash(black_box(&digest), &signature))
+    });
+    g.bench_function("verify_from_bytes", |b| {
+        b.iter(|| {
+            let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(black_box(&compressed)).expect("key");
+            let sig = k256::ecdsa::Signature::from_slice(&raw).expect("sig");
+            key.verify_prehash(&digest, &sig).is_ok()
+        })
+    });
+    g.finish();
+    openssl_group(c, "secp256k1_openssl", Nid::SECP256K1, &digest);
+
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("ring key");
     let pair =
@@ -119,11 +172,49 @@ fn p256_implementations(c: &mut Criterion) {
     g.finish();
 }
 
+/// OpenSSL's ECDSA on a digest (random nonce), and verification from parsed or from Tezos's bytes.
+fn openssl_group(c: &mut Criterion, name: &str, curve: Nid, digest: &[u8; 32]) {
+    let group = EcGroup::from_curve_name(curve).expect("group");
+    let key = EcKey::generate(&group).expect("key");
+    let signature = EcdsaSig::sign(digest, &key).expect("sign");
+    let mut ctx = BigNumContext::new().expect("ctx");
+    let compressed = key
+        .public_key()
+        .to_bytes(&group, PointConversionForm::COMPRESSED, &mut ctx)
+        .expect("point");
+    let uncompressed = key
+        .public_key()
+        .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+        .expect("point");
+    let mut raw = signature.r().to_vec_padded(32).expect("r");
+    raw.extend(signature.s().to_vec_padded(32).expect("s"));
+    let from_bytes = |point: &[u8], ctx: &mut BigNumContext| {
+        let point = EcPoint::from_bytes(&group, point, ctx).expect("point");
+        let key = EcKey::from_public_key(&group, &point).expect("key");
+        let sig = EcdsaSig::from_private_components(
+            BigNum::from_slice(&raw[..32]).expect("r"),
+            BigNum::from_slice(&raw[32..]).expect("s"),
+        )
+        .expect("sig");
+        sig.verify(digest, &key).expect("verify")
+    };
+    let mut g = c.benchmark_group(name);
+    g.bench_function("sign", |b| b.iter(|| EcdsaSig::sign(black_box(digest), &key)));
+    g.bench_function("verify", |b| b.iter(|| signature.verify(black_box(digest), &key)));
+    g.bench_function("verify_from_bytes", |b| {
+        b.iter(|| from_bytes(black_box(&compressed), &mut ctx))
+    });
+    g.bench_function("verify_from_uncompressed_bytes", |b| {
+        b.iter(|| from_bytes(black_box(&uncompressed), &mut ctx))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     classification,
     base58,
     sign_and_verify,
-    p256_implementations
+    ecdsa_implementations
 );
 criterion_main!(benches);
