@@ -529,9 +529,7 @@ impl App {
             .iter()
             .flat_map(|t| t.listen.iter().map(|a| (*a, tls.clone())));
         for (addr, tls) in config.listen.iter().map(|a| (*a, None)).chain(https) {
-            let socket = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })?;
+            let socket = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;
             listeners.push(Listener { socket, tls });
         }
         Ok(Self {
@@ -597,6 +595,23 @@ impl App {
         let _ = alive_rx.recv().await;
         Ok(())
     }
+}
+
+/// Pending connections the kernel holds for us (capped by `net.core.somaxconn`). A baker's burst opens one
+/// connection per delegate at the same instant (octez-client keeps none); with tokio's default of 128 the
+/// rest were dropped and retried by TCP a second later, which was most of a 500-delegate burst's p99.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds like `TcpListener::bind` (SO_REUSEADDR included) but with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts connections until told to stop; each connection is served on its own task.
