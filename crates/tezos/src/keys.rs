@@ -267,14 +267,17 @@ pub struct SecretKey {
 enum SecretInner {
     Ed25519(ed25519_dalek::SigningKey),
     Secp256k1(k256::ecdsa::SigningKey),
-    P256(p256::ecdsa::SigningKey),
+    /// The same scalar twice: OpenSSL signs (8x faster), `p256` gives the raw bytes and the
+    /// deterministic signatures of [`SecretKey::sign_deterministic`].
+    P256(p256::ecdsa::SigningKey, crate::p256_openssl::SigningKey),
     Bls(blst::min_pk::SecretKey),
 }
 
 impl Drop for SecretInner {
     fn drop(&mut self) {
         // ed25519-dalek, k256 and p256 zeroize their keys on drop; blst's secret key does too
-        // (it implements Zeroize on drop). Nothing else to clear here.
+        // (it implements Zeroize on drop); OpenSSL clears an EC key's scalar when it frees it.
+        // Nothing else to clear here.
     }
 }
 
@@ -316,7 +319,11 @@ impl SecretKey {
                 k256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?,
             ),
             Curve::P256 => {
-                SecretInner::P256(p256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?)
+                let key = p256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?;
+                let point = key.verifying_key().to_encoded_point(false);
+                let fast = crate::p256_openssl::SigningKey::new(&arr, point.as_bytes())
+                    .map_err(|e| KeyError::Signing(format!("OpenSSL could not load the P-256 key: {e}")))?;
+                SecretInner::P256(key, fast)
             }
             Curve::Bls => {
                 let mut be = Zeroizing::new(*arr);
@@ -337,7 +344,7 @@ impl SecretKey {
                 curve: Curve::Secp256k1,
                 bytes: k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
             },
-            SecretInner::P256(k) => PublicKey {
+            SecretInner::P256(k, _) => PublicKey {
                 curve: Curve::P256,
                 bytes: k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
             },
@@ -363,7 +370,7 @@ impl SecretKey {
         match &self.inner {
             SecretInner::Ed25519(k) => out.copy_from_slice(k.as_bytes()),
             SecretInner::Secp256k1(k) => out.copy_from_slice(&k.to_bytes()),
-            SecretInner::P256(k) => out.copy_from_slice(&k.to_bytes()),
+            SecretInner::P256(k, _) => out.copy_from_slice(&k.to_bytes()),
             SecretInner::Bls(k) => {
                 let mut be = k.to_bytes();
                 out.copy_from_slice(&be);
@@ -385,9 +392,27 @@ impl SecretKey {
         Zeroizing::new(base58::encode(prefix, self.to_raw().as_ref()))
     }
 
-    /// Signs `message` the way Tezos does (see [`PublicKey::verify`]). ECDSA signatures are
-    /// deterministic (RFC 6979) and low-S.
+    /// Signs `message` the way Tezos does (see [`PublicKey::verify`]). ECDSA signatures are low-S.
+    /// secp256k1 signatures are deterministic (RFC 6979, as Octez makes them); P-256 signatures are made
+    /// by OpenSSL with a fresh nonce each time (as Octez's are not deterministic either), so signing the
+    /// same message twice gives two different valid signatures. ed25519 and BLS are deterministic.
     pub fn sign(&self, message: &[u8], scheme: BlsScheme) -> Result<Signature, KeyError> {
+        self.sign_with(message, scheme, false)
+    }
+
+    /// Like [`SecretKey::sign`], but every signature is a function of the key and the message: P-256
+    /// uses RFC 6979 nonces through the pure-Rust `p256` crate, about 8x slower than [`SecretKey::sign`].
+    /// For reproducing published signatures (test vectors), not for the signing path.
+    pub fn sign_deterministic(&self, message: &[u8], scheme: BlsScheme) -> Result<Signature, KeyError> {
+        self.sign_with(message, scheme, true)
+    }
+
+    fn sign_with(
+        &self,
+        message: &[u8],
+        scheme: BlsScheme,
+        deterministic: bool,
+    ) -> Result<Signature, KeyError> {
         let signing = |e: String| KeyError::Signing(e);
         Ok(match &self.inner {
             SecretInner::Ed25519(k) => Signature::Ed25519(k.sign(&blake2b_256(message)).to_bytes()),
@@ -398,10 +423,14 @@ impl SecretKey {
                 let sig = sig.normalize_s().unwrap_or(sig);
                 Signature::Secp256k1(sig.to_bytes().into())
             }
-            SecretInner::P256(k) => {
-                let sig: p256::ecdsa::Signature = k
-                    .sign_prehash(&blake2b_256(message))
-                    .map_err(|e| signing(e.to_string()))?;
+            SecretInner::P256(k, fast) => {
+                let digest = blake2b_256(message);
+                let sig: p256::ecdsa::Signature = if deterministic {
+                    k.sign_prehash(&digest).map_err(|e| signing(e.to_string()))?
+                } else {
+                    let raw = fast.sign_digest(&digest).map_err(|e| signing(e.to_string()))?;
+                    p256::ecdsa::Signature::from_slice(&raw).map_err(|e| signing(e.to_string()))?
+                };
                 let sig = sig.normalize_s().unwrap_or(sig);
                 Signature::P256(sig.to_bytes().into())
             }
@@ -471,6 +500,26 @@ mod tests {
             let again: SecretKey = sk.to_b58().parse().unwrap();
             assert_eq!(again.public_key(), sk.public_key());
         }
+    }
+
+    #[test]
+    fn p256_signatures_are_low_s_and_deterministic_only_when_asked() {
+        let sk = SecretKey::generate(Curve::P256);
+        let scheme = BlsScheme::default();
+        let mut fresh = std::collections::HashSet::new();
+        for i in 0..32u8 {
+            let msg = [0x03, i];
+            let sig = sk.sign(&msg, scheme).unwrap();
+            let det = sk.sign_deterministic(&msg, scheme).unwrap();
+            for s in [sig, det] {
+                let parsed = p256::ecdsa::Signature::from_slice(s.as_bytes()).unwrap();
+                assert!(parsed.normalize_s().is_none(), "low S");
+                assert!(sk.public_key().verify(&msg, &s, scheme));
+            }
+            assert_eq!(det, sk.sign_deterministic(&msg, scheme).unwrap());
+            fresh.insert(sk.sign(&[0x03], scheme).unwrap().as_bytes().to_vec());
+        }
+        assert_eq!(fresh.len(), 32, "a fresh nonce for every signature");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod encrypted;
 pub mod hash;
 pub mod keys;
 pub mod operation;
+mod p256_openssl;
 pub mod payload;
 pub mod signature;
 

@@ -184,15 +184,7 @@ pub(crate) fn verify(pk: &PublicKey, message: &[u8], sig: &Signature, scheme: Bl
             // libsecp256k1, which Octez verifies with, rejects high-S signatures; so do we.
             s.normalize_s().is_none() && key.verify_prehash(&blake2b_256(message), &s).is_ok()
         }
-        Curve::P256 => {
-            let (Ok(key), Ok(s)) = (
-                p256::ecdsa::VerifyingKey::from_sec1_bytes(pk.as_bytes()),
-                p256::ecdsa::Signature::from_slice(sig.as_bytes()),
-            ) else {
-                return false;
-            };
-            key.verify_prehash(&blake2b_256(message), &s).is_ok()
-        }
+        Curve::P256 => crate::p256_openssl::verify(pk.as_bytes(), &blake2b_256(message), sig.as_bytes()),
         Curve::Bls => {
             let (Ok(key), Ok(s)) = (
                 blst::min_pk::PublicKey::from_bytes(pk.as_bytes()),
