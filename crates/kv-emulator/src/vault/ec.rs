@@ -1,7 +1,14 @@
 //! EC key material: P-256 and secp256k1 private keys, randomised ECDSA over a caller-supplied digest, raw r||s.
+//! P-256 signs through OpenSSL: the emulator runs beside tzkms in the load tool, and pure-Rust P-256 signing
+//! (8x slower) took CPU from the signer it measures.
 
 use k256::elliptic_curve::ff::PrimeField;
 use k256::elliptic_curve::scalar::IsHigh;
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint};
+use openssl::ecdsa::EcdsaSig;
+use openssl::nid::Nid;
+use openssl::pkey::Private;
 use p256::ecdsa::signature::hazmat::{PrehashVerifier, RandomizedPrehashSigner};
 use rand_core::{OsRng, RngCore};
 
@@ -52,11 +59,26 @@ pub enum SPolicy {
     ForceHigh,
 }
 
-/// A private key on one of the supported curves.
+/// A private key on one of the supported curves. A P-256 key is held twice: `p256` for the scalar and the
+/// public point, OpenSSL for signing.
 #[derive(Clone)]
 pub enum PrivateKey {
-    P256(p256::ecdsa::SigningKey),
+    P256(p256::ecdsa::SigningKey, EcKey<Private>),
     P256K(k256::ecdsa::SigningKey),
+}
+
+/// OpenSSL's copy of a P-256 key (it checks that the scalar and the point agree).
+fn openssl_p256(key: &p256::ecdsa::SigningKey) -> Result<EcKey<Private>, openssl::error::ErrorStack> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let mut ctx = BigNumContext::new()?;
+    let sec1 = key.verifying_key().to_encoded_point(false);
+    let point = EcPoint::from_bytes(&group, sec1.as_bytes(), &mut ctx)?;
+    let mut d = BigNum::from_slice(&key.to_bytes())?;
+    let ec = EcKey::from_private_components(&group, &d, &point);
+    d.clear();
+    let ec = ec?;
+    ec.check_key()?;
+    Ok(ec)
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -75,7 +97,11 @@ pub enum KeyMaterialError {
 impl PrivateKey {
     pub fn generate(curve: Curve) -> PrivateKey {
         match curve {
-            Curve::P256 => PrivateKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+            Curve::P256 => {
+                let key = p256::ecdsa::SigningKey::random(&mut OsRng);
+                let fast = openssl_p256(&key).expect("OpenSSL takes a valid P-256 key");
+                PrivateKey::P256(key, fast)
+            }
             Curve::P256K => PrivateKey::P256K(k256::ecdsa::SigningKey::random(&mut OsRng)),
         }
     }
@@ -89,9 +115,11 @@ impl PrivateKey {
         let mut padded = [0u8; 32];
         padded[32 - d.len()..].copy_from_slice(d);
         match curve {
-            Curve::P256 => p256::ecdsa::SigningKey::from_slice(&padded)
-                .map(PrivateKey::P256)
-                .map_err(|_| invalid),
+            Curve::P256 => {
+                let key = p256::ecdsa::SigningKey::from_slice(&padded).map_err(|_| invalid.clone())?;
+                let fast = openssl_p256(&key).map_err(|_| invalid)?;
+                Ok(PrivateKey::P256(key, fast))
+            }
             Curve::P256K => k256::ecdsa::SigningKey::from_slice(&padded)
                 .map(PrivateKey::P256K)
                 .map_err(|_| invalid),
@@ -100,7 +128,7 @@ impl PrivateKey {
 
     pub fn curve(&self) -> Curve {
         match self {
-            PrivateKey::P256(_) => Curve::P256,
+            PrivateKey::P256(..) => Curve::P256,
             PrivateKey::P256K(_) => Curve::P256K,
         }
     }
@@ -108,7 +136,7 @@ impl PrivateKey {
     /// The private scalar, big-endian, 32 bytes.
     pub fn scalar_bytes(&self) -> [u8; 32] {
         match self {
-            PrivateKey::P256(k) => k.to_bytes().into(),
+            PrivateKey::P256(k, _) => k.to_bytes().into(),
             PrivateKey::P256K(k) => k.to_bytes().into(),
         }
     }
@@ -116,7 +144,7 @@ impl PrivateKey {
     /// Affine public coordinates (x, y), 32 bytes each.
     pub fn public_xy(&self) -> ([u8; 32], [u8; 32]) {
         let point = match self {
-            PrivateKey::P256(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+            PrivateKey::P256(k, _) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
             PrivateKey::P256K(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
         };
         let mut x = [0u8; 32];
@@ -129,8 +157,9 @@ impl PrivateKey {
         (x, y)
     }
 
-    /// Randomised ECDSA over a 32-byte digest (RFC 6979 nonce hedged with fresh randomness, so two signatures of
-    /// the same digest differ), returned as raw `r || s`.
+    /// Randomised ECDSA over a 32-byte digest, returned as raw `r || s`: two signatures of the same digest
+    /// differ. The nonce is hedged: OpenSSL hashes the key, the digest and fresh randomness for P-256; RFC 6979
+    /// with added randomness (k256) for secp256k1.
     pub fn sign_digest(&self, digest: &[u8; 32], policy: SPolicy) -> Result<[u8; 64], SignError> {
         let want_high = match policy {
             SPolicy::Natural => OsRng.next_u32() & 1 == 1,
@@ -138,10 +167,16 @@ impl PrivateKey {
         };
         let mut out = [0u8; 64];
         match self {
-            PrivateKey::P256(k) => {
-                let sig: p256::ecdsa::Signature = k
-                    .sign_prehash_with_rng(&mut OsRng, digest)
-                    .map_err(|_| SignError)?;
+            PrivateKey::P256(_, fast) => {
+                let sig = EcdsaSig::sign(digest, fast).map_err(|_| SignError)?;
+                let (Ok(r), Ok(s)) = (sig.r().to_vec_padded(32), sig.s().to_vec_padded(32)) else {
+                    return Err(SignError);
+                };
+                let sig = p256::ecdsa::Signature::from_scalars(
+                    p256::FieldBytes::clone_from_slice(&r),
+                    p256::FieldBytes::clone_from_slice(&s),
+                )
+                .map_err(|_| SignError)?;
                 let (r, s) = sig.split_scalars();
                 let s_high: bool = s.is_high().into();
                 let s = if s_high == want_high { *s } else { -*s };
@@ -165,7 +200,7 @@ impl PrivateKey {
     /// ECDSA verification of raw `r || s` over a digest; either half of `s` is accepted, as Azure does.
     pub fn verify_digest(&self, digest: &[u8], signature: &[u8]) -> bool {
         match self {
-            PrivateKey::P256(k) => match p256::ecdsa::Signature::from_slice(signature) {
+            PrivateKey::P256(k, _) => match p256::ecdsa::Signature::from_slice(signature) {
                 Ok(sig) => {
                     let sig = sig.normalize_s().unwrap_or(sig);
                     k.verifying_key().verify_prehash(digest, &sig).is_ok()
