@@ -2,7 +2,9 @@
 //! their base58check and binary forms, key generation and signing.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ed25519_dalek::Signer as _;
 use k256::ecdsa::signature::hazmat::PrehashSigner;
@@ -166,16 +168,36 @@ impl fmt::Debug for PublicKeyHash {
 
 /// A public key, stored in its canonical Tezos byte form (ed25519 32 bytes, ECDSA compressed SEC1
 /// 33 bytes, BLS compressed G1 48 bytes) and validated on construction.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct PublicKey {
     curve: Curve,
     bytes: Vec<u8>,
+    /// A P-256 key as OpenSSL verifies with it, parsed once and shared by clones: decompressing the
+    /// point is a fifth of a verification.
+    p256: Option<Arc<crate::p256_openssl::VerifyingKey>>,
+}
+
+/// Equal when the curve and canonical bytes are (the parsed form follows from them).
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.curve == other.curve && self.bytes == other.bytes
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl Hash for PublicKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.curve.hash(state);
+        self.bytes.hash(state);
+    }
 }
 
 impl PublicKey {
     /// Parses and validates the canonical bytes of a public key.
     pub fn from_bytes(curve: Curve, bytes: &[u8]) -> Result<Self, KeyError> {
         let invalid = KeyError::InvalidPublicKey { curve };
+        let mut p256 = None;
         let bytes = match curve {
             Curve::Ed25519 => {
                 let arr: [u8; 32] = bytes.try_into().map_err(|_| invalid.clone())?;
@@ -187,7 +209,12 @@ impl PublicKey {
                 key.to_encoded_point(true).as_bytes().to_vec()
             }
             Curve::P256 => {
-                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| invalid)?;
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| invalid.clone())?;
+                // OpenSSL parses the uncompressed point without a square root.
+                let parsed =
+                    crate::p256_openssl::VerifyingKey::from_sec1(key.to_encoded_point(false).as_bytes())
+                        .map_err(|_| invalid)?;
+                p256 = Some(Arc::new(parsed));
                 key.to_encoded_point(true).as_bytes().to_vec()
             }
             Curve::Bls => {
@@ -195,7 +222,7 @@ impl PublicKey {
                 key.compress().to_vec()
             }
         };
-        Ok(Self { curve, bytes })
+        Ok(Self { curve, bytes, p256 })
     }
 
     /// An EC public key from its affine coordinates (as Azure Key Vault's JWK `x` and `y` give them).
@@ -225,6 +252,11 @@ impl PublicKey {
     /// BLS over the message itself under `scheme`. secp256k1 signatures must be low-S.
     pub fn verify(&self, message: &[u8], signature: &Signature, scheme: BlsScheme) -> bool {
         crate::signature::verify(self, message, signature, scheme)
+    }
+
+    /// OpenSSL's form of a P-256 key (`None` for the other curves).
+    pub(crate) fn p256_openssl(&self) -> Option<&crate::p256_openssl::VerifyingKey> {
+        self.p256.as_deref()
     }
 }
 
@@ -300,10 +332,14 @@ impl SecretKey {
                 // KeyGen (draft-irtf-cfrg-bls-signature) maps any 32-byte IKM to a valid scalar.
                 let sk = blst::min_pk::SecretKey::key_gen(seed.as_ref(), &[])
                     .expect("key_gen accepts 32 bytes of IKM");
-                return Self::from_inner(SecretInner::Bls(sk));
+                return Self::from_inner(SecretInner::Bls(sk)).expect("a BLS key has a public key");
             }
-            if let Ok(key) = Self::from_raw(curve, seed.as_ref()) {
-                return key;
+            match Self::from_raw(curve, seed.as_ref()) {
+                Ok(key) => return key,
+                // A scalar out of range (about 2^-32 for P-256): draw again.
+                Err(KeyError::InvalidSecretKey { .. }) => continue,
+                // OpenSSL failing on a valid key would fail on every draw.
+                Err(e) => panic!("generating a {curve} key: {e}"),
             }
         }
     }
@@ -331,29 +367,31 @@ impl SecretKey {
                 SecretInner::Bls(blst::min_pk::SecretKey::from_bytes(be.as_ref()).map_err(|_| invalid)?)
             }
         };
-        Ok(Self::from_inner(inner))
+        Self::from_inner(inner)
     }
 
-    fn from_inner(inner: SecretInner) -> Self {
+    fn from_inner(inner: SecretInner) -> Result<Self, KeyError> {
         let public = match &inner {
             SecretInner::Ed25519(k) => PublicKey {
                 curve: Curve::Ed25519,
                 bytes: k.verifying_key().to_bytes().to_vec(),
+                p256: None,
             },
             SecretInner::Secp256k1(k) => PublicKey {
                 curve: Curve::Secp256k1,
                 bytes: k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
+                p256: None,
             },
-            SecretInner::P256(k, _) => PublicKey {
-                curve: Curve::P256,
-                bytes: k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
-            },
+            SecretInner::P256(k, _) => {
+                PublicKey::from_bytes(Curve::P256, k.verifying_key().to_encoded_point(false).as_bytes())?
+            }
             SecretInner::Bls(k) => PublicKey {
                 curve: Curve::Bls,
                 bytes: k.sk_to_pk().compress().to_vec(),
+                p256: None,
             },
         };
-        Self { inner, public }
+        Ok(Self { inner, public })
     }
 
     pub fn curve(&self) -> Curve {
@@ -520,6 +558,29 @@ mod tests {
             fresh.insert(sk.sign(&[0x03], scheme).unwrap().as_bytes().to_vec());
         }
         assert_eq!(fresh.len(), 32, "a fresh nonce for every signature");
+    }
+
+    #[test]
+    fn a_p256_public_key_is_the_same_key_from_either_sec1_form() {
+        let sk = SecretKey::generate(Curve::P256);
+        let sig = sk.sign(b"\x03same", BlsScheme::default()).unwrap();
+        let p = p256::ecdsa::VerifyingKey::from_sec1_bytes(sk.public_key().as_bytes()).unwrap();
+        let compressed = PublicKey::from_bytes(Curve::P256, p.to_encoded_point(true).as_bytes()).unwrap();
+        let uncompressed = PublicKey::from_bytes(Curve::P256, p.to_encoded_point(false).as_bytes()).unwrap();
+        assert_eq!(compressed, uncompressed);
+        assert_eq!(&compressed, sk.public_key());
+        let set: std::collections::HashSet<PublicKey> = [compressed.clone(), uncompressed.clone()].into();
+        assert_eq!(set.len(), 1);
+        for pk in [
+            compressed.clone(),
+            uncompressed,
+            compressed.to_string().parse().unwrap(),
+        ] {
+            assert!(pk.verify(b"\x03same", &sig, BlsScheme::default()));
+            assert!(!pk.verify(b"\x03other", &sig, BlsScheme::default()));
+        }
+        let other = SecretKey::generate(Curve::P256);
+        assert!(!other.public_key().verify(b"\x03same", &sig, BlsScheme::default()));
     }
 
     #[test]

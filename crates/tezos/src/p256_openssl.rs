@@ -10,7 +10,7 @@ use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::ecdsa::EcdsaSig;
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
-use openssl::pkey::Private;
+use openssl::pkey::{Private, Public};
 
 fn group() -> Result<&'static EcGroup, ErrorStack> {
     static GROUP: OnceLock<EcGroup> = OnceLock::new();
@@ -21,24 +21,34 @@ fn group() -> Result<&'static EcGroup, ErrorStack> {
     Ok(GROUP.get_or_init(|| group))
 }
 
-/// Verifies the 64-byte `r‖s` over a 32-byte digest with a SEC1-encoded public key. Accepts what `p256`
-/// accepts: `r` and `s` in [1, n-1], either half of `s` (Octez does not require low S for P-256).
-pub(crate) fn verify(public_key: &[u8], digest: &[u8; 32], signature: &[u8]) -> bool {
-    // p256's own range checks, so the accepted set is exactly the one it defines (OpenSSL makes the same
-    // checks; this keeps the rule in one place we already trust).
-    let Ok(parsed) = p256::ecdsa::Signature::from_slice(signature) else {
-        return false;
-    };
-    let (r, s) = parsed.split_bytes();
-    let checked = || -> Result<bool, ErrorStack> {
+/// A P-256 public key in OpenSSL's form.
+pub(crate) struct VerifyingKey(EcKey<Public>);
+
+impl VerifyingKey {
+    /// From a SEC1 point (compressed or not), which OpenSSL checks is on the curve (P-256's cofactor is
+    /// 1, so that is the whole check).
+    pub(crate) fn from_sec1(point: &[u8]) -> Result<Self, ErrorStack> {
         let group = group()?;
         let mut ctx = BigNumContext::new()?;
-        let point = EcPoint::from_bytes(group, public_key, &mut ctx)?;
-        let key = EcKey::from_public_key(group, &point)?;
-        let sig = EcdsaSig::from_private_components(BigNum::from_slice(&r)?, BigNum::from_slice(&s)?)?;
-        sig.verify(digest, &key)
-    };
-    checked().unwrap_or(false)
+        let point = EcPoint::from_bytes(group, point, &mut ctx)?;
+        Ok(Self(EcKey::from_public_key(group, &point)?))
+    }
+
+    /// Verifies the 64-byte `r‖s` over a 32-byte digest. Accepts what `p256` accepts: `r` and `s` in
+    /// [1, n-1], either half of `s` (Octez does not require low S for P-256).
+    pub(crate) fn verify(&self, digest: &[u8; 32], signature: &[u8]) -> bool {
+        // p256's own range checks, so the accepted set is exactly the one it defines (OpenSSL makes the
+        // same checks; this keeps the rule in one place we already trust).
+        let Ok(parsed) = p256::ecdsa::Signature::from_slice(signature) else {
+            return false;
+        };
+        let (r, s) = parsed.split_bytes();
+        let checked = || -> Result<bool, ErrorStack> {
+            let sig = EcdsaSig::from_private_components(BigNum::from_slice(&r)?, BigNum::from_slice(&s)?)?;
+            sig.verify(digest, &self.0)
+        };
+        checked().unwrap_or(false)
+    }
 }
 
 /// A P-256 private key in OpenSSL's form, made from the same scalar as the `p256` key beside it. OpenSSL
@@ -80,6 +90,11 @@ mod tests {
     use p256::ecdsa::{Signature, SigningKey};
 
     use super::*;
+
+    /// Verification from the key's bytes, as a caller holding only the bytes would do it.
+    fn verify(public_key: &[u8], digest: &[u8; 32], signature: &[u8]) -> bool {
+        VerifyingKey::from_sec1(public_key).is_ok_and(|key| key.verify(digest, signature))
+    }
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_slice(&[seed; 32]).unwrap()

@@ -184,7 +184,9 @@ pub(crate) fn verify(pk: &PublicKey, message: &[u8], sig: &Signature, scheme: Bl
             // libsecp256k1, which Octez verifies with, rejects high-S signatures; so do we.
             s.normalize_s().is_none() && key.verify_prehash(&blake2b_256(message), &s).is_ok()
         }
-        Curve::P256 => crate::p256_openssl::verify(pk.as_bytes(), &blake2b_256(message), sig.as_bytes()),
+        Curve::P256 => pk
+            .p256_openssl()
+            .is_some_and(|key| key.verify(&blake2b_256(message), sig.as_bytes())),
         Curve::Bls => {
             let (Ok(key), Ok(s)) = (
                 blst::min_pk::PublicKey::from_bytes(pk.as_bytes()),
