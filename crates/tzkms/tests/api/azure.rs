@@ -9,7 +9,7 @@ use kv_emulator::{Curve as KvCurveEmu, Emulator, Operation};
 use tezos::{BlsScheme, PublicKey, PublicKeyHash, Signature};
 use tzkms::config::{AzureConfig, CredentialConfig, CredentialKind};
 
-use crate::helpers::{assert_octez_error, TestSigner};
+use crate::helpers::{assert_octez_error, attestation, TestSigner};
 
 pub async fn emulator() -> Emulator {
     Emulator::start(kv_emulator::Config {
@@ -69,17 +69,6 @@ async fn start(emu: &Emulator, tweak: impl FnOnce(&mut AzureConfig)) -> (TestSig
     (signer, dir)
 }
 
-fn attestation(level: u32) -> Vec<u8> {
-    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(21);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[0x22; 32]);
-    p
-}
-
 async fn sign_ok(signer: &TestSigner, pkh: &PublicKeyHash, pk: &PublicKey, payload: &[u8]) -> Signature {
     let (status, body) = signer.sign(pkh, "?version=3", payload).await;
     assert_eq!(status, 200, "{body}");
@@ -130,7 +119,7 @@ async fn vault_keys_sign_as_tz2_and_tz3_with_exactly_one_key_vault_call_each() {
     let n = 25;
     for level in 1..=n {
         for (pkh, pk) in [&tz3, &tz2] {
-            let sig = sign_ok(&signer, pkh, pk, &attestation(level)).await;
+            let sig = sign_ok(&signer, pkh, pk, &attestation(level, 0x22)).await;
             assert!(is_low_s(&sig));
             sign_ok(&signer, pkh, pk, b"\x03\x00\x01").await;
         }
@@ -144,7 +133,7 @@ async fn vault_keys_sign_as_tz2_and_tz3_with_exactly_one_key_vault_call_each() {
         emu.counters().snapshot()
     );
     // An identical consensus replay is answered from the watermark: no Key Vault call.
-    sign_ok(&signer, &tz3.0, &tz3.1, &attestation(n)).await;
+    sign_ok(&signer, &tz3.0, &tz3.1, &attestation(n, 0x22)).await;
     assert_eq!(emu.counters().get(Operation::Sign), signatures);
     signer.stop().await;
 }

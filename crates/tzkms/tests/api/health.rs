@@ -12,18 +12,7 @@ use tezos::{Curve, SecretKey};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::azure::{azure_config, emulator, pkh_of};
-use crate::helpers::TestSigner;
-
-fn attestation(level: u32) -> Vec<u8> {
-    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(21);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[0x22; 32]);
-    p
-}
+use crate::helpers::{attestation, TestSigner};
 
 fn check<'a>(body: &'a Value, name_prefix: &str) -> &'a Value {
     body["checks"]
@@ -49,7 +38,7 @@ async fn liveness_and_readiness_of_a_file_signer_follow_the_data_directory() {
     let (status, body) = signer.ops("/healthz").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("alive")));
 
-    assert_eq!(signer.sign(&pkh, "", &attestation(1)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(1, 0x22)).await.0, 200);
     let body = signer.wait_ready(200).await;
     assert_eq!(body["status"], "ready");
     assert_eq!(check(&body, "keys")["ok"], true);
@@ -68,7 +57,7 @@ async fn liveness_and_readiness_of_a_file_signer_follow_the_data_directory() {
         .unwrap()
         .to_owned();
     assert!(detail.contains("not writable"), "{detail}");
-    assert_eq!(signer.sign(&pkh, "", &attestation(2)).await.0, 500);
+    assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 500);
     let m = signer.metrics().await;
     assert_eq!(series(&m, "tzkms_ready "), 0);
     assert_eq!(series(&m, "tzkms_health_check_ok{check=\"watermark:file\"}"), 0);
@@ -85,7 +74,7 @@ async fn liveness_and_readiness_of_a_file_signer_follow_the_data_directory() {
         .unwrap()
         .to_owned();
     assert!(detail.contains("last store write failed"), "{detail}");
-    assert_eq!(signer.sign(&pkh, "", &attestation(2)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 200);
     let body = signer.wait_ready(200).await;
     assert!(!check(&body, "watermark:file")["detail"]
         .as_str()
@@ -107,7 +96,7 @@ async fn readiness_turns_red_when_the_vault_fails_and_green_when_it_recovers() {
         c.health.max_silence_ms = 60_000;
     })
     .await;
-    assert_eq!(signer.sign(&pkh, "", &attestation(1)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(1, 0x22)).await.0, 200);
     let body = signer.wait_ready(200).await;
     let host = emu
         .url()
@@ -156,7 +145,7 @@ async fn readiness_turns_red_when_the_vault_fails_and_green_when_it_recovers() {
     emu.faults().reset();
     let body = signer.wait_ready(200).await;
     assert_eq!(check(&body, &format!("azure:{host}"))["ok"], true);
-    assert_eq!(signer.sign(&pkh, "", &attestation(2)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 200);
     let m = signer.metrics().await;
     // Billable operations: successful calls only (sign, probes, the startup list and get).
     let billable = series(&m, "tzkms_azure_billable_operations_total{");
@@ -288,7 +277,7 @@ async fn readiness_follows_the_shared_watermark_table() {
     let sk = SecretKey::generate(Curve::P256);
     let pkh = sk.public_key().hash();
     let signer = TestSigner::start_with(&[sk], |c| c.watermark.table = Some(table)).await;
-    assert_eq!(signer.sign(&pkh, "", &attestation(1)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(1, 0x22)).await.0, 200);
     let body = signer.wait_ready(200).await;
     assert_eq!(check(&body, "watermark:file")["ok"], true);
     assert_eq!(check(&body, "watermark:table")["ok"], true);
@@ -298,11 +287,11 @@ async fn readiness_follows_the_shared_watermark_table() {
     assert_eq!(body["failed"], serde_json::json!(["watermark:table"]));
     let detail = check(&body, "watermark:table")["detail"].as_str().unwrap();
     assert!(detail.contains("consensus signatures are refused"), "{detail}");
-    assert_eq!(signer.sign(&pkh, "", &attestation(2)).await.0, 500);
+    assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 500);
 
     proxy.heal();
     signer.wait_ready(200).await;
-    assert_eq!(signer.sign(&pkh, "", &attestation(2)).await.0, 200);
+    assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 200);
     // The probe rows never show up as marks.
     let marks = tzkms::startup::table_store(&tzkms::config::Config::default(), &{
         let mut t = crate::table::table_config(&azurite, dir.path());

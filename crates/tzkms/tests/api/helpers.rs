@@ -280,6 +280,19 @@ impl TestSigner {
     }
 }
 
+/// A Tenderbake attestation (magic 0x13, tag 21) on mainnet at `level`, round 0; `variant` fills the
+/// block payload hash, so two variants at one level are two different attestations.
+pub fn attestation(level: u32, variant: u8) -> Vec<u8> {
+    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
+    p.extend_from_slice(&[0x11; 32]);
+    p.push(21);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&level.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&[variant; 32]);
+    p
+}
+
 /// Asserts an Octez error list with a message containing `needle`.
 pub fn assert_octez_error(body: &Value, needle: &str) {
     let list = body

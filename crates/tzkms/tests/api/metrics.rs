@@ -3,7 +3,7 @@
 
 use tezos::{Curve, SecretKey};
 
-use crate::helpers::TestSigner;
+use crate::helpers::{attestation, TestSigner};
 
 fn value(text: &str, series: &str) -> u64 {
     text.lines()
@@ -11,17 +11,6 @@ fn value(text: &str, series: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-fn attestation(level: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(21);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
 }
 
 #[tokio::test]

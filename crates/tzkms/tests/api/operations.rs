@@ -11,18 +11,8 @@ use serde_json::Value;
 use tezos::{BlsScheme, Curve, SecretKey, Signature};
 use tzkms::backend::file::write_key_file;
 
+use crate::helpers::attestation;
 use crate::process::{run, run_with, Server, BIN};
-
-fn attestation(level: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(21);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
-}
 
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
