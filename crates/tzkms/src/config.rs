@@ -527,7 +527,35 @@ impl Config {
     /// Parses a configuration. Errors say where (line, column, the line itself) and, for a misspelt key
     /// or value, which valid name is nearest.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
+        let config: Self = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Settings that parse but cannot work together.
+    fn validate(&self) -> Result<(), String> {
+        let h = &self.health;
+        if h.probe_interval_ms < 100 {
+            return Err(format!(
+                "health.probe_interval_ms = {}: at least 100 (each probe is a billable Key Vault read)",
+                h.probe_interval_ms
+            ));
+        }
+        if h.max_silence_ms < h.probe_interval_ms {
+            return Err(format!(
+                "health.max_silence_ms = {} is below health.probe_interval_ms = {}: an idle signer would \
+                 never be ready",
+                h.max_silence_ms, h.probe_interval_ms
+            ));
+        }
+        if let Some(price) = self.azure.as_ref().and_then(|a| a.price_per_10k_operations) {
+            if !(price.is_finite() && price >= 0.0) {
+                return Err(format!(
+                    "azure.price_per_10k_operations = {price}: a price is a number of USD, 0 or more"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -548,6 +576,11 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let source = text.lines().nth(line - 1).unwrap_or("").trim_end();
+    // The value is left out: a misplaced secret (`client_secret = "…"`) must not reach the log.
+    let source = match source.split_once('=') {
+        Some((key, _)) => format!("{} = …", key.trim_end()),
+        None => source.to_owned(),
+    };
     format!("line {line}, column {column}: {message}{hint}\n    {line} | {source}")
 }
 
@@ -599,7 +632,12 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("did you mean `max_body_bytes`?"), "{err}");
-        assert!(err.contains("4 | max_body_byte = 10"), "{err}");
+        assert!(err.contains("4 | max_body_byte = …"), "{err}");
+        // A secret written where it does not belong is not echoed back.
+        let err =
+            Config::parse("[azure]\nvault_url = \"https://v\"\nclient_secret = \"hunter2\"\n").unwrap_err();
+        assert!(err.contains("3 | client_secret = …"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
         let err = Config::parse(
             "[azure]\nvault_url = \"https://v\"\n[azure.credential]\nkind = \"managed_identiy\"\n",
         )
@@ -611,6 +649,17 @@ mod tests {
         assert!(err.contains("expected one of"), "{err}");
         assert_eq!(edit_distance("lisen", "listen"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_together_are_refused() {
+        let err = Config::parse("[health]\nprobe_interval_ms = 0\n").unwrap_err();
+        assert!(err.contains("at least 100"), "{err}");
+        let err = Config::parse("[health]\nprobe_interval_ms = 60000\nmax_silence_ms = 1000\n").unwrap_err();
+        assert!(err.contains("never be ready"), "{err}");
+        let err = Config::parse("[azure]\nvault_url = \"https://v\"\nprice_per_10k_operations = -1.0\n")
+            .unwrap_err();
+        assert!(err.contains("0 or more"), "{err}");
     }
 
     #[test]

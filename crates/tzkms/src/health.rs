@@ -47,6 +47,12 @@ impl Check {
 /// Every readiness check, now. Store probes write (durably) and are bounded by `probe_timeout_ms`.
 pub async fn readiness(signer: &Signer, config: &HealthConfig) -> Vec<Check> {
     let mut checks = Vec::new();
+    if signer.draining() {
+        checks.push(Check::fail(
+            "shutdown",
+            "shutting down: finishing the requests in flight, accepting no new connection",
+        ));
+    }
     let n = signer.keyring().len();
     checks.push(if n > 0 {
         Check::pass("keys", format!("{n} key(s) served"))

@@ -479,7 +479,12 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         }
         // Handlers are installed before the address is announced, so a SIGTERM sent as soon as the
         // address is known still shuts down gracefully.
-        let shutdown = shutdown_signal()?;
+        let signal = shutdown_signal()?;
+        let draining = signer.clone();
+        let shutdown = async move {
+            signal.await;
+            draining.start_draining();
+        };
         if let Some(tls) = app.tls() {
             reload_on_sighup(tls)?;
         }

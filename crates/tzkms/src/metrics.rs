@@ -196,6 +196,25 @@ impl Metrics {
             .observe(latency);
     }
 
+    /// Creates, at 0, the series alerts compute increases on, so the first event is an increase (a
+    /// series that appears with value 1 is no increase to Prometheus): for a key that may sign `kinds`
+    /// (consensus kind names), its signatures, errors and watermark refusals; its backend's calls.
+    pub fn init_key(&self, pkh: &tezos::PublicKeyHash, backend: &'static str, kinds: &[&'static str]) {
+        let key = pkh.to_string();
+        let mut requests = lock(&self.requests);
+        let mut signatures = lock(&self.signatures);
+        for kind in kinds {
+            for outcome in ["signed", "error", "refused_watermark"] {
+                requests.entry(("sign", kind, key.clone(), outcome)).or_default();
+            }
+            signatures.entry((key.clone(), kind)).or_default();
+        }
+        let mut calls = lock(&self.backend_calls);
+        for result in ["ok", "error"] {
+            calls.entry((backend, result)).or_default();
+        }
+    }
+
     /// Counts one call to a backend's `sign`.
     pub fn backend_call(&self, backend: &'static str, ok: bool, latency: Duration) {
         let result = if ok { "ok" } else { "error" };

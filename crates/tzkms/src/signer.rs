@@ -116,6 +116,8 @@ pub struct Signer {
     unprotected: BTreeSet<PublicKeyHash>,
     limits: Arc<Limits>,
     metrics: crate::metrics::Metrics,
+    /// Set when shutdown begins: readiness fails so load balancers stop sending new requests.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Signer {
@@ -136,11 +138,21 @@ impl Signer {
             unprotected,
             limits,
             metrics: Default::default(),
+            draining: Default::default(),
         })
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// Marks the signer as shutting down (readiness turns red; requests in flight still finish).
+    pub fn start_draining(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Counts a finished request in the metrics, labelled with its key if this signer serves it.
@@ -159,6 +171,24 @@ impl Signer {
             },
         };
         self.metrics.record(record, key, decision, status, latency);
+    }
+
+    /// Creates the zero-valued series of every served key (see [`crate::metrics::Metrics::init_key`]).
+    pub fn init_metrics(&self) {
+        use crate::policy::RequestKind;
+        for (pkh, key) in self.keyring.sorted() {
+            let allow = &self.policy.for_key(&pkh).allow;
+            let kinds: Vec<&'static str> = [
+                (RequestKind::Block, "block"),
+                (RequestKind::Preattestation, "preattestation"),
+                (RequestKind::Attestation, "attestation"),
+            ]
+            .into_iter()
+            .filter(|(k, _)| allow.contains(k))
+            .map(|(_, name)| name)
+            .collect();
+            self.metrics.init_key(&pkh, key.backend.kind(), &kinds);
+        }
     }
 
     /// Sets the watermark gauges from the store (at startup; signatures keep them current after).

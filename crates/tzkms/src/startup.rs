@@ -278,6 +278,7 @@ pub async fn build_signer_with(
         config.watermark.unprotected_keys.iter().copied().collect(),
         Arc::new(crate::limits::Limits::new(&config.limits)),
     );
+    signer.init_metrics();
     if let Err(e) = signer.load_watermark_gauges().await {
         tracing::warn!(error = %e, "watermark gauges start empty: the store could not be listed");
     }

@@ -216,7 +216,17 @@ impl KeyVaultClient {
         &self.stats
     }
 
-    /// One cheap read (the first key of the list) to learn whether the vault answers, for readiness.
+    /// Reads one key the signer serves (`GET /keys/{name}/{version}`) to learn whether the vault answers,
+    /// for readiness: what a key-scoped "Crypto User" role allows.
+    pub async fn probe_key(&self, name: &str, version: &str, budget: Duration) -> Result<(), KvError> {
+        let path = format!("/keys/{name}/{version}");
+        self.call("probe", Method::GET, &path, &[], None, budget)
+            .await
+            .map(|_| ())
+    }
+
+    /// One cheap read (the first key of the list) to learn whether the vault answers, for readiness when
+    /// no key is served yet.
     pub async fn probe(&self, budget: Duration) -> Result<(), KvError> {
         self.call(
             "probe",

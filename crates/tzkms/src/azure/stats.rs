@@ -106,9 +106,19 @@ impl KvStats {
         } else {
             PREMIUM_EC_PRICE_PER_10K
         };
+        // Sign's outcomes exist at 0 from the start, so an alert on their increase sees the first one.
+        let mut inner = Inner::default();
+        for result in [
+            AttemptResult::Ok,
+            AttemptResult::Throttled,
+            AttemptResult::ServerError,
+            AttemptResult::Timeout,
+        ] {
+            inner.attempts.insert(("sign", result), 0);
+        }
         Self {
             vault,
-            inner: Mutex::default(),
+            inner: Mutex::new(inner),
             price_per_10k: AtomicU64::new(price.to_bits()),
         }
     }

@@ -127,11 +127,20 @@ impl AzureBackend {
                 let stats = backend.client.stats();
                 let stale = stats.last_answer().is_none_or(|t| t.elapsed() >= interval);
                 if stale || stats.failing() {
-                    if let Err(e) = backend
-                        .client
-                        .probe(READ_BUDGET.min(interval.max(Duration::from_secs(1))))
-                        .await
-                    {
+                    // Read a key it serves: a role scoped to single keys may not list the vault.
+                    let served = backend
+                        .keys
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .values()
+                        .next()
+                        .map(|k| (k.name.clone(), k.version.clone()));
+                    let budget = READ_BUDGET.min(interval.max(Duration::from_secs(1)));
+                    let probed = match served {
+                        Some((name, version)) => backend.client.probe_key(&name, &version, budget).await,
+                        None => backend.client.probe(budget).await,
+                    };
+                    if let Err(e) = probed {
                         tracing::warn!(vault = stats.vault(), error = %e, "azure: the vault does not answer");
                     }
                 }
@@ -255,7 +264,8 @@ impl KeyBackend for AzureBackend {
             Some(left) => Check::fail(
                 format!("azure-token:{vault}"),
                 format!(
-                    "{source} token expires in {left}s (margin {margin}s) and could not be refreshed: see the                      log for the credential error"
+                    "{source} token expires in {left}s (margin {margin}s): refreshing it keeps failing, \
+                     see the log for the credential error"
                 ),
             ),
             None => Check::fail(format!("azure-token:{vault}"), format!("no {source} token yet")),

@@ -64,17 +64,17 @@ fn entity_of(key: &MarkKey, mark: &Mark, writer: &str) -> Map<String, Value> {
 
 fn mark_of(p: &Map<String, Value>) -> Result<Mark, String> {
     let int = |name: &str| -> Result<u32, String> {
-        let v = &p[name];
+        let v = p.get(name).unwrap_or(&Value::Null);
         v.as_u64()
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| format!("{name} is not a level/round: {v}"))
     };
-    let hash: [u8; 32] = hex::decode(p["Hash"].as_str().unwrap_or(""))
+    let hash: [u8; 32] = hex::decode(p.get("Hash").unwrap_or(&Value::Null).as_str().unwrap_or(""))
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or("Hash is not 32 bytes of hex")?;
-    let signature = match p["Signature"].as_str().unwrap_or("") {
+    let signature = match p.get("Signature").unwrap_or(&Value::Null).as_str().unwrap_or("") {
         "" => None,
         s => Some(s.parse::<Signature>().map_err(|e| format!("Signature: {e}"))?),
     };
@@ -89,17 +89,26 @@ fn mark_of(p: &Map<String, Value>) -> Result<Mark, String> {
 /// The key an entity is for.
 fn key_of(p: &Map<String, Value>) -> Result<MarkKey, String> {
     Ok(MarkKey {
-        chain: p["Chain"]
+        chain: p
+            .get("Chain")
+            .unwrap_or(&Value::Null)
             .as_str()
             .unwrap_or("")
             .parse()
             .map_err(|e| format!("Chain: {e}"))?,
-        pkh: p["PartitionKey"]
+        pkh: p
+            .get("PartitionKey")
+            .unwrap_or(&Value::Null)
             .as_str()
             .unwrap_or("")
             .parse()
             .map_err(|e| format!("PartitionKey: {e}"))?,
-        kind: p["Kind"].as_str().unwrap_or("").parse()?,
+        kind: p
+            .get("Kind")
+            .unwrap_or(&Value::Null)
+            .as_str()
+            .unwrap_or("")
+            .parse()?,
     })
 }
 
@@ -175,8 +184,9 @@ impl TableStore {
     pub async fn all(&self) -> Result<Marks, WatermarkError> {
         let mut marks = Marks::new();
         for e in self.client.scan(self.budget * 10).await.map_err(store_err)? {
-            if e.properties["PartitionKey"]
-                .as_str()
+            if e.properties
+                .get("PartitionKey")
+                .and_then(Value::as_str)
                 .is_some_and(|pk| pk == HEALTH_PARTITION)
             {
                 continue;
@@ -311,29 +321,33 @@ impl WatermarkStore for TableStore {
         Box::pin(async move { Ok(self.all().await?.into_iter().collect()) })
     }
 
-    /// Writes this instance's row of the `_health` partition.
+    /// Writes this host's row of the `_health` partition (one row per host, whatever the restarts).
     fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>> {
         Box::pin(async move {
+            let host = self
+                .writer
+                .rsplit_once(':')
+                .map_or(self.writer.as_str(), |(h, _)| h);
+            let host = if host.is_empty() { "unknown-host" } else { host };
             let mut p = Map::new();
             p.insert("PartitionKey".into(), HEALTH_PARTITION.into());
-            p.insert("RowKey".into(), self.writer.clone().into());
+            p.insert("RowKey".into(), host.into());
+            p.insert("Writer".into(), self.writer.clone().into());
             p.insert(
                 "ProbedAt".into(),
                 httpdate::fmt_http_date(std::time::SystemTime::now()).into(),
             );
             let name = "watermark:table";
             let table = format!("table {} at {}", self.client.table(), self.client.endpoint());
-            vec![match self
-                .client
-                .upsert(HEALTH_PARTITION, &self.writer, &p, self.budget)
-                .await
-            {
-                Ok(()) => crate::health::Check::pass(name, format!("{table} writable")),
-                Err(e) => crate::health::Check::fail(
-                    name,
-                    format!("{table}: {e}; consensus signatures are refused"),
-                ),
-            }]
+            vec![
+                match self.client.upsert(HEALTH_PARTITION, host, &p, self.budget).await {
+                    Ok(()) => crate::health::Check::pass(name, format!("{table} writable")),
+                    Err(e) => crate::health::Check::fail(
+                        name,
+                        format!("{table}: {e}; consensus signatures are refused"),
+                    ),
+                },
+            ]
         })
     }
 
@@ -452,5 +466,15 @@ mod tests {
             ..mark
         };
         assert_eq!(mark_of(&entity_of(&key, &unsigned, "t")).unwrap(), unsigned);
+    }
+
+    #[test]
+    fn foreign_rows_are_errors_not_panics() {
+        let mut p = Map::new();
+        p.insert("PartitionKey".into(), HEALTH_PARTITION.into());
+        p.insert("RowKey".into(), "host".into());
+        assert!(key_of(&p).is_err());
+        assert!(mark_of(&p).is_err());
+        assert!(mark_of(&Map::new()).is_err());
     }
 }

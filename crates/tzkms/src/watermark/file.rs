@@ -26,9 +26,10 @@ const MAX_BATCH: usize = 8192;
 
 type Slot = Arc<tokio::sync::Mutex<Option<Mark>>>;
 
+/// A mark to make durable, or (`None`) a readiness probe: a rewrite of the current marks through the same
+/// path, so the probe fails exactly when a mark's write would.
 struct WriteJob {
-    key: MarkKey,
-    mark: Mark,
+    mark: Option<(MarkKey, Mark)>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -37,8 +38,6 @@ pub struct FileStore {
     path: PathBuf,
     slots: Mutex<HashMap<MarkKey, Slot>>,
     writer: mpsc::UnboundedSender<WriteJob>,
-    /// The writer's last failure, cleared by its next success (for readiness).
-    last_error: Arc<Mutex<Option<String>>>,
     /// Durable rewrites and failed ones (for metrics).
     writes: Arc<WriteCounters>,
 }
@@ -53,7 +52,7 @@ struct WriteCounters {
 impl std::fmt::Debug for WriteJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteJob")
-            .field("key", &self.key)
+            .field("key", &self.mark.as_ref().map(|(k, _)| k))
             .finish_non_exhaustive()
     }
 }
@@ -197,21 +196,13 @@ impl FileStore {
             .map(|(k, m)| (*k, Arc::new(tokio::sync::Mutex::new(Some(m.clone())))))
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        let last_error = Arc::new(Mutex::new(None));
         let writes = Arc::new(WriteCounters::default());
-        tokio::spawn(writer(
-            data_dir.to_owned(),
-            marks,
-            rx,
-            last_error.clone(),
-            writes.clone(),
-        ));
+        tokio::spawn(writer(data_dir.to_owned(), marks, rx, writes.clone()));
         Ok((
             Self {
                 path,
                 slots: Mutex::new(slots),
                 writer: tx,
-                last_error,
                 writes,
             },
             opened,
@@ -229,7 +220,6 @@ async fn writer(
     data_dir: PathBuf,
     mut marks: Marks,
     mut jobs: mpsc::UnboundedReceiver<WriteJob>,
-    last_error: Arc<Mutex<Option<String>>>,
     writes: Arc<WriteCounters>,
 ) {
     use std::sync::atomic::Ordering;
@@ -244,9 +234,10 @@ async fn writer(
         }
         let previous: Vec<(MarkKey, Option<Mark>)> = batch
             .iter()
-            .map(|job| {
-                encoded.insert(job.key, &job.mark);
-                (job.key, marks.insert(job.key, job.mark.clone()))
+            .filter_map(|job| job.mark.as_ref())
+            .map(|(key, mark)| {
+                encoded.insert(*key, mark);
+                (*key, marks.insert(*key, mark.clone()))
             })
             .collect();
         let text = encoded.encode();
@@ -255,7 +246,6 @@ async fn writer(
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
-        *last_error.lock().unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().cloned();
         match &result {
             Ok(()) => writes.ok.fetch_add(1, Ordering::Relaxed),
             Err(_) => writes.failed.fetch_add(1, Ordering::Relaxed),
@@ -320,8 +310,7 @@ impl WatermarkStore for FileStore {
             let (done, confirmed) = oneshot::channel();
             self.writer
                 .send(WriteJob {
-                    key: ticket.key,
-                    mark: mark.clone(),
+                    mark: Some((ticket.key, mark.clone())),
                     done,
                 })
                 .map_err(|_| store_err(&self.path, "writer stopped"))?;
@@ -334,32 +323,27 @@ impl WatermarkStore for FileStore {
         })
     }
 
+    /// Rewrites the current marks durably through the writer, as a signature's mark would be written.
     fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>> {
         Box::pin(async move {
             use crate::health::Check;
-            let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
-            let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let probed = tokio::task::spawn_blocking(move || probe_write(&dir))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+            let (done, confirmed) = oneshot::channel();
+            let result = match self.writer.send(WriteJob { mark: None, done }) {
+                Err(_) => Err("the writer task stopped".to_owned()),
+                Ok(()) => confirmed
+                    .await
+                    .unwrap_or_else(|_| Err("the writer task stopped".to_owned())),
+            };
             let name = "watermark:file";
-            vec![match (probed, last) {
-                (Err(e), _) => Check::fail(
+            vec![match result {
+                Ok(()) => Check::pass(name, format!("{} written and fsync'd", self.path.display())),
+                Err(e) => Check::fail(
                     name,
                     format!(
-                        "{} is not writable: {e}; consensus signatures are refused",
+                        "{} cannot be written: {e}; consensus signatures are refused",
                         self.path.display()
                     ),
                 ),
-                (Ok(()), Some(e)) => Check::pass(
-                    name,
-                    format!(
-                        "{} is writable again (the last store write failed: {e})",
-                        self.path.display()
-                    ),
-                ),
-                (Ok(()), None) => Check::pass(name, format!("{} writable", self.path.display())),
             }]
         })
     }

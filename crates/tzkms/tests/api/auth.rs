@@ -110,6 +110,19 @@ async fn missing_authentication_is_401_and_bad_authentication_is_403() {
     // None of these reached the watermark: the vector request still signs.
     let (status, body) = signer.sign(&pkh, &v.query, &v.data).await;
     assert_eq!(status, 200, "{body}");
+
+    // The metrics count all five refusals as unauthenticated, under the key they asked for.
+    let m = signer.metrics().await;
+    let unauthenticated: u64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("tzkms_requests_total{route=\"sign\"")
+                && l.contains(&format!("key=\"{pkh}\""))
+                && l.contains("outcome=\"unauthenticated\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(unauthenticated, 5, "{m}");
     signer.stop().await;
 }
 

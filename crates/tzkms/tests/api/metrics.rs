@@ -91,7 +91,16 @@ async fn every_outcome_is_counted_with_its_labels() {
     );
     assert_eq!(value(&m, "tzkms_ready"), 1);
     assert_eq!(value(&m, "tzkms_health_check_ok{check=\"watermark:file\"}"), 1);
-    assert_eq!(value(&m, "tzkms_watermark_file_writes_total{result=\"ok\"}"), 1);
+    // One rewrite for the signature, one for this scrape's readiness probe.
+    assert_eq!(value(&m, "tzkms_watermark_file_writes_total{result=\"ok\"}"), 2);
+    // Series alerts compute increases on exist from the start, at 0.
+    assert_eq!(
+        value(
+            &m,
+            &format!("tzkms_requests_total{{route=\"sign\",kind=\"block\",key=\"{pkh}\",outcome=\"error\"}}")
+        ),
+        0
+    );
     assert!(m.contains("tzkms_build_info{version=\""), "{m}");
     // Every family has its HELP and TYPE once.
     for line in m.lines().filter(|l| l.starts_with("# TYPE ")) {

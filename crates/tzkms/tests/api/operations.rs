@@ -224,12 +224,25 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
     let config = crate::azure_cli::write_config(&emu, dir.path(), crate::azure_cli::CLIENT_SECRET);
     let config = config.to_str().unwrap().to_owned();
     let data = dir.path().join("data");
-    let args = ["--config", config.as_str(), "--log-format", "json"];
+    let args = [
+        "--config",
+        config.as_str(),
+        "--log-format",
+        "json",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
     let server = Server::start_env(&data, &args, &[("TZKMS_LOG", "info")])
         .await
         .unwrap();
     let addr = server.addr;
     let log_path = server.log_path.clone();
+    let ops = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://")?.strip_suffix("/metrics"))
+        .unwrap()
+        .to_owned();
 
     // One client per key, each signing attestations at rising levels as fast as it is answered, until
     // the server stops answering.
@@ -284,7 +297,23 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
         assert!(std::time::Instant::now() < deadline, "signatures never in flight");
         tokio::task::yield_now().await;
     }
-    let status = server.terminate().await;
+    server.send_sigterm().await;
+    // While it drains, readiness is red so a load balancer stops sending (the calls in flight at the vault
+    // take 150 ms, so the drain lasts that long).
+    // (The signal is handled asynchronously: poll until it is, within the drain.)
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let r = reqwest::get(format!("http://{ops}/readyz"))
+            .await
+            .expect("ops listener up during drain");
+        last = r.json().await.unwrap();
+        if last["failed"] == serde_json::json!(["shutdown"]) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(last["failed"], serde_json::json!(["shutdown"]), "{last}");
+    let status = server.wait().await;
     assert!(status.success(), "exit status {status:?}");
     let mut answers: BTreeMap<String, BTreeMap<u32, Signature>> = BTreeMap::new();
     for c in clients {

@@ -86,12 +86,21 @@ impl Server {
     }
 
     pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.send_sigterm().await;
+        self.child.wait().await.expect("wait")
+    }
+
+    /// Sends SIGTERM and returns at once (the server drains, then exits).
+    pub async fn send_sigterm(&self) {
         let pid = self.child.id().expect("running") as i32;
         Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
             .await
             .expect("kill");
+    }
+
+    pub async fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().await.expect("wait")
     }
 }
