@@ -81,6 +81,24 @@ pub struct TableClient {
     auth: TableAuth,
     /// Requests sent (attempts included), for metrics and tests.
     requests: std::sync::atomic::AtomicU64,
+    /// (operation, result) -> attempts, and retries by cause, for metrics.
+    results: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    retries: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+/// The `result` label of one Table attempt. 404, 409 and 412 are how the store learns that an entity
+/// is missing or changed: ordinary answers, not errors.
+fn result_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "ok",
+        404 => "not_found",
+        409 | 412 => "conflict",
+        401 => "unauthorized",
+        403 => "forbidden",
+        429 => "throttled",
+        500..=599 => "server_error",
+        _ => "client_error",
+    }
 }
 
 /// Escapes a key for an OData literal (`'` doubles) and for a URL path.
@@ -116,6 +134,8 @@ impl TableClient {
             table: table.to_owned(),
             auth,
             requests: Default::default(),
+            results: Default::default(),
+            retries: Default::default(),
         })
     }
 
@@ -126,6 +146,50 @@ impl TableClient {
     /// Requests sent so far (retries included).
     pub fn requests(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, operation: &'static str, result: &'static str) {
+        *self
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((operation, result))
+            .or_default() += 1;
+    }
+
+    /// The client's metric families: attempts by operation and result, retries by cause, and the
+    /// token's expiry when it authenticates with Entra ID.
+    pub fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        out.family(
+            "tzkms_table_requests_total",
+            "counter",
+            "Requests to the shared watermark table (retries included), by operation and result.",
+        );
+        for ((operation, result), n) in self.results.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.sample(
+                "tzkms_table_requests_total",
+                &[("operation", &operation.replace(' ', "_")), ("result", result)],
+                n,
+            );
+        }
+        out.family(
+            "tzkms_table_retries_total",
+            "counter",
+            "Table requests retried, by cause (server_error, timeout, connection).",
+        );
+        for (cause, n) in self.retries.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.sample("tzkms_table_retries_total", &[("cause", cause)], n);
+        }
+        if let TableAuth::Bearer(tokens) = &self.auth {
+            out.family(
+                "tzkms_table_token_expiry_seconds",
+                "gauge",
+                "Seconds until the table's Entra ID token expires (refreshed ahead of time).",
+            );
+            if let Some(left) = tokens.stats().seconds_left() {
+                out.sample("tzkms_table_token_expiry_seconds", &[], left);
+            }
+        }
     }
 
     fn entity_path(&self, pk: &str, rk: &str) -> String {
@@ -201,17 +265,27 @@ impl TableClient {
                     request.bearer_auth(token.token.as_str())
                 }
             };
-            match request.send().await {
-                Ok(r) if r.status().is_server_error() => last = format!("HTTP {}", r.status()),
-                Ok(r) => return Ok(r),
+            let cause = match request.send().await {
+                Ok(r) => {
+                    let result = result_label(r.status());
+                    self.count(operation, result);
+                    if !r.status().is_server_error() {
+                        return Ok(r);
+                    }
+                    last = format!("HTTP {}", r.status());
+                    result
+                }
                 Err(e) => {
+                    let result = if e.is_timeout() { "timeout" } else { "connection" };
+                    self.count(operation, result);
                     last = if e.is_timeout() {
                         "timed out".into()
                     } else {
                         format!("connection: {e}")
-                    }
+                    };
+                    result
                 }
-            }
+            };
             let wait = Duration::from_millis(20u64 << attempt.min(5));
             if Instant::now() + wait >= deadline {
                 return Err(TableError::Unreachable {
@@ -220,6 +294,12 @@ impl TableClient {
                     last,
                 });
             }
+            *self
+                .retries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(cause)
+                .or_default() += 1;
             tokio::time::sleep(wait).await;
         }
     }

@@ -360,12 +360,7 @@ impl WatermarkStore for TableStore {
     }
 
     fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
-        out.family(
-            "tzkms_table_requests_total",
-            "counter",
-            "Requests sent to the shared watermark table (retries included).",
-        );
-        out.sample("tzkms_table_requests_total", &[], self.client.requests());
+        self.client.write_metrics(out);
     }
 }
 

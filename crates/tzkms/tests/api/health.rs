@@ -290,6 +290,28 @@ async fn readiness_follows_the_shared_watermark_table() {
     let detail = check(&body, "watermark:table")["detail"].as_str().unwrap();
     assert!(detail.contains("consensus signatures are refused"), "{detail}");
     assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 500);
+    // The table client's calls by operation and result: probes that worked, then ones cut off and retried.
+    let m = signer.metrics().await;
+    assert!(
+        series(
+            &m,
+            "tzkms_table_requests_total{operation=\"upsert\",result=\"ok\"}"
+        ) >= 1,
+        "{m}"
+    );
+    let cut: u64 = ["connection", "timeout"]
+        .iter()
+        .map(|r| {
+            m.lines()
+                .filter(|l| {
+                    l.starts_with("tzkms_table_requests_total{") && l.contains(&format!("result=\"{r}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(cut >= 1, "{m}");
+    assert!(series(&m, "tzkms_table_retries_total{") >= 1, "{m}");
 
     proxy.heal();
     signer.wait_ready(200).await;
