@@ -105,13 +105,7 @@ impl LocalSigner {
                 std::fs::write(&secret, emu.client_secret())?;
                 std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
                 config.azure = Some(AzureConfig {
-                    vault_url: emu.url().into(),
-                    api_version: "2025-07-01".into(),
-                    keys: vec![],
-                    refresh_interval_s: 300,
-                    sign_budget_ms: 1500,
                     ca_file: emu.ca_pem_path().map(Into::into),
-                    price_per_10k_operations: None,
                     credential: CredentialConfig {
                         kind: CredentialKind::ClientSecret,
                         tenant_id: Some(emu.tenant_id().into()),
@@ -120,6 +114,7 @@ impl LocalSigner {
                         authority_host: Some(emu.authority_host().into()),
                         ..Default::default()
                     },
+                    ..AzureConfig::new(emu.url())
                 });
                 emulator = Some((emu, rt));
             }

@@ -98,13 +98,7 @@ fn main() {
         let mut config = Config {
             data_dir: Some(dir.path().join("data")),
             azure: Some(AzureConfig {
-                vault_url: emu.url().into(),
-                api_version: "2025-07-01".into(),
-                keys: vec![],
-                refresh_interval_s: 300,
-                sign_budget_ms: 1500,
                 ca_file: emu.ca_pem_path().map(Into::into),
-                price_per_10k_operations: None,
                 credential: CredentialConfig {
                     kind: CredentialKind::ClientSecret,
                     tenant_id: Some(emu.tenant_id().into()),
@@ -113,6 +107,7 @@ fn main() {
                     authority_host: Some(emu.authority_host().into()),
                     ..Default::default()
                 },
+                ..AzureConfig::new(emu.url())
             }),
             ..Default::default()
         };

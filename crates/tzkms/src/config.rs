@@ -119,6 +119,23 @@ pub struct AzureConfig {
     pub credential: CredentialConfig,
 }
 
+impl AzureConfig {
+    /// The vault at `vault_url` with every other setting at its default, as an `[azure]` section with
+    /// only `vault_url` would give.
+    pub fn new(vault_url: impl Into<String>) -> Self {
+        Self {
+            vault_url: vault_url.into(),
+            api_version: default_api_version(),
+            keys: Vec::new(),
+            refresh_interval_s: default_refresh(),
+            sign_budget_ms: default_sign_budget(),
+            ca_file: None,
+            price_per_10k_operations: None,
+            credential: CredentialConfig::default(),
+        }
+    }
+}
+
 pub fn default_api_version() -> String {
     "2025-07-01".into()
 }

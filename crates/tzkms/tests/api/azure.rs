@@ -27,13 +27,7 @@ pub fn azure_config(emu: &Emulator, dir: &Path) -> AzureConfig {
     std::fs::write(&secret, emu.client_secret()).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     AzureConfig {
-        vault_url: emu.url().to_owned(),
-        api_version: tzkms::config::default_api_version(),
-        keys: vec![],
-        refresh_interval_s: 300,
-        sign_budget_ms: 1500,
         ca_file: emu.ca_pem_path().map(Path::to_owned),
-        price_per_10k_operations: None,
         credential: CredentialConfig {
             kind: CredentialKind::ClientSecret,
             tenant_id: Some(emu.tenant_id().to_owned()),
@@ -42,6 +36,7 @@ pub fn azure_config(emu: &Emulator, dir: &Path) -> AzureConfig {
             authority_host: Some(emu.authority_host().to_owned()),
             ..Default::default()
         },
+        ..AzureConfig::new(emu.url())
     }
 }
 
