@@ -8,7 +8,7 @@ use tezos::{blake2b_256, BlsScheme, Curve, SecretKey};
 use tzkms::auth::authenticated_bytes;
 use tzkms::config::KeyPolicyConfig;
 
-use crate::helpers::{vectors, TestSigner};
+use crate::helpers::{vector_payload, TestSigner};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -90,17 +90,6 @@ impl Captured {
     }
 }
 
-fn payload(id: &str) -> Vec<u8> {
-    let v = vectors("payloads.json");
-    let p = v["payloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id)
-        .unwrap();
-    hex::decode(p["hex"].as_str().unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn each_request_leaves_one_audit_line_with_its_facts_and_no_secret() {
     let captured = Captured::default();
@@ -133,7 +122,7 @@ async fn each_request_leaves_one_audit_line_with_its_facts_and_no_secret() {
         format!("?authentication={sig}&version=3")
     };
 
-    let attestation = payload("tezt-attestation");
+    let attestation = vector_payload("tezt-attestation");
     let (status, _) = signer
         .sign(&baker, &authenticate(baker, &attestation), &attestation)
         .await;
@@ -142,7 +131,7 @@ async fn each_request_leaves_one_audit_line_with_its_facts_and_no_secret() {
         .sign(&baker, &authenticate(baker, &attestation), &attestation)
         .await;
     assert_eq!(status, 200);
-    let operation = payload("sig-req-operation");
+    let operation = vector_payload("sig-req-operation");
     let (status, _) = signer
         .sign(&operator, &authenticate(operator, &operation), &operation)
         .await;
@@ -213,7 +202,7 @@ async fn signed_generic_operations_list_their_operation_kinds() {
     })
     .await;
     let pkh = keys[0].public_key().hash();
-    let (status, _) = signer.sign(&pkh, "", &payload("sig-req-operation")).await;
+    let (status, _) = signer.sign(&pkh, "", &vector_payload("sig-req-operation")).await;
     assert_eq!(status, 200);
     signer.stop().await;
     let lines = captured.audit_lines();

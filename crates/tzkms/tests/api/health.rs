@@ -23,6 +23,10 @@ fn check<'a>(body: &'a Value, name_prefix: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {name_prefix} in {body}"))
 }
 
+fn detail_of(body: &Value, name_prefix: &str) -> String {
+    check(body, name_prefix)["detail"].as_str().unwrap().to_owned()
+}
+
 fn series(text: &str, prefix: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
@@ -52,10 +56,7 @@ async fn liveness_and_readiness_of_a_file_signer_follow_the_data_directory() {
     let body = signer.wait_ready(503).await;
     assert_eq!(body["status"], "not ready");
     assert_eq!(body["failed"], serde_json::json!(["watermark:file"]));
-    let detail = check(&body, "watermark:file")["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let detail = detail_of(&body, "watermark:file");
     assert!(detail.contains("cannot be written"), "{detail}");
     assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 500);
     let m = signer.metrics().await;
@@ -76,10 +77,7 @@ async fn liveness_and_readiness_of_a_file_signer_follow_the_data_directory() {
     // Back in place: green again, and the refused level can be signed now.
     std::fs::rename(&moved, &dir).unwrap();
     let body = signer.wait_ready(200).await;
-    let detail = check(&body, "watermark:file")["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let detail = detail_of(&body, "watermark:file");
     assert!(detail.contains("written and fsync'd"), "{detail}");
     assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 200);
     signer.stop().await;
@@ -203,7 +201,7 @@ async fn a_token_close_to_expiry_fails_readiness() {
         .collect();
     assert_eq!(failed.len(), 1, "{body}");
     assert!(failed[0].starts_with("azure-token:"), "{body}");
-    let detail = check(&body, "azure-token:")["detail"].as_str().unwrap();
+    let detail = detail_of(&body, "azure-token:");
     assert!(detail.contains("margin 7200s"), "{detail}");
     signer.stop().await;
 }
@@ -287,7 +285,7 @@ async fn readiness_follows_the_shared_watermark_table() {
     proxy.partition();
     let body = signer.wait_ready(503).await;
     assert_eq!(body["failed"], serde_json::json!(["watermark:table"]));
-    let detail = check(&body, "watermark:table")["detail"].as_str().unwrap();
+    let detail = detail_of(&body, "watermark:table");
     assert!(detail.contains("consensus signatures are refused"), "{detail}");
     assert_eq!(signer.sign(&pkh, "", &attestation(2, 0x22)).await.0, 500);
     // The table client's calls by operation and result: probes that worked, then ones cut off and retried.
@@ -334,9 +332,6 @@ async fn readiness_follows_the_shared_watermark_table() {
 /// The table name the signer's readiness names ("table <name> at <endpoint> writable").
 async fn body_table(signer: &TestSigner) -> String {
     let body = signer.wait_ready(200).await;
-    let detail = check(&body, "watermark:table")["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let detail = detail_of(&body, "watermark:table");
     detail.split(' ').nth(1).unwrap().to_owned()
 }

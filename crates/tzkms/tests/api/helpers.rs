@@ -280,6 +280,18 @@ impl TestSigner {
     }
 }
 
+/// The bytes of the payload vector `id` in `../shared/vectors/payloads.json`.
+pub fn vector_payload(id: &str) -> Vec<u8> {
+    let v = vectors("payloads.json");
+    let p = v["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("no payload vector {id}"));
+    hex::decode(p["hex"].as_str().unwrap()).unwrap()
+}
+
 /// A Tenderbake attestation (magic 0x13, tag 21) on mainnet at `level`, round 0; `variant` fills the
 /// block payload hash, so two variants at one level are two different attestations.
 pub fn attestation(level: u32, variant: u8) -> Vec<u8> {

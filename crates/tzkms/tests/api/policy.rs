@@ -3,18 +3,7 @@
 use tezos::{Curve, PublicKeyHash, SecretKey};
 use tzkms::config::KeyPolicyConfig;
 
-use crate::helpers::{assert_octez_error, vectors, TestSigner};
-
-fn payload(id: &str) -> Vec<u8> {
-    let v = vectors("payloads.json");
-    let p = v["payloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id)
-        .unwrap();
-    hex::decode(p["hex"].as_str().unwrap()).unwrap()
-}
+use crate::helpers::{assert_octez_error, vector_payload, vectors, TestSigner};
 
 fn transaction(source: &PublicKeyHash, to: &PublicKeyHash) -> Vec<u8> {
     let mut p = vec![0x03];
@@ -31,7 +20,7 @@ fn transaction(source: &PublicKeyHash, to: &PublicKeyHash) -> Vec<u8> {
 async fn a_key_without_policy_signs_consensus_only() {
     let signer = TestSigner::start().await;
     for (_, pkh, _) in &signer.keys {
-        let (status, body) = signer.sign(pkh, "", &payload("sig-req-operation")).await;
+        let (status, body) = signer.sign(pkh, "", &vector_payload("sig-req-operation")).await;
         assert_eq!(status, 403, "{body}");
         assert_octez_error(
             &body,
@@ -80,7 +69,9 @@ async fn per_key_policies_allow_kinds_and_destinations() {
         ),
     );
     // The operator key's section replaces the default: no consensus payloads.
-    let (status, body) = signer.sign(&operator, "", &payload("tezt-attestation")).await;
+    let (status, body) = signer
+        .sign(&operator, "", &vector_payload("tezt-attestation"))
+        .await;
     assert_eq!(status, 403, "{body}");
     assert_octez_error(
         &body,
@@ -89,7 +80,7 @@ async fn per_key_policies_allow_kinds_and_destinations() {
     // The other key keeps the default.
     let (status, body) = signer.sign(&baker, "", &transaction(&baker, &payouts)).await;
     assert_eq!(status, 403, "{body}");
-    let (status, _) = signer.sign(&baker, "", &payload("tezt-attestation")).await;
+    let (status, _) = signer.sign(&baker, "", &vector_payload("tezt-attestation")).await;
     assert_eq!(status, 200);
     signer.stop().await;
 }
@@ -127,9 +118,9 @@ async fn chains_restrict_consensus_payloads() {
     })
     .await;
     let pkh = keys[0].public_key().hash();
-    let (status, _) = signer.sign(&pkh, "", &payload("sig-req-block")).await;
+    let (status, _) = signer.sign(&pkh, "", &vector_payload("sig-req-block")).await;
     assert_eq!(status, 200);
-    let (status, body) = signer.sign(&pkh, "", &payload("tezt-attestation")).await;
+    let (status, body) = signer.sign(&pkh, "", &vector_payload("tezt-attestation")).await;
     assert_eq!(status, 403, "{body}");
     assert_octez_error(
         &body,

@@ -2,18 +2,7 @@
 
 use tezos::{BlsScheme, Curve, PublicKey, Signature};
 
-use crate::helpers::{assert_octez_error, vectors, TestSigner};
-
-fn payload_hex(id: &str) -> Vec<u8> {
-    let v = vectors("payloads.json");
-    let p = v["payloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id)
-        .unwrap();
-    hex::decode(p["hex"].as_str().unwrap()).unwrap()
-}
+use crate::helpers::{assert_octez_error, vector_payload, vectors, TestSigner};
 
 #[tokio::test]
 async fn public_keys_are_served_for_every_curve() {
@@ -39,9 +28,9 @@ async fn authorized_keys_is_an_empty_object_without_authentication() {
 async fn every_curve_signs_and_the_signature_verifies() {
     let signer = TestSigner::start_allowing(&["block", "preattestation", "attestation", "transaction"]).await;
     let payloads = [
-        payload_hex("sig-req-operation"),
-        payload_hex("tezt-attestation"),
-        payload_hex("sig-req-block"),
+        vector_payload("sig-req-operation"),
+        vector_payload("tezt-attestation"),
+        vector_payload("sig-req-block"),
     ];
     for (curve, pkh, pk) in &signer.keys {
         for payload in &payloads {
@@ -60,7 +49,7 @@ async fn bls_version_selects_the_scheme() {
     let signer = TestSigner::start_allowing(&["transaction"]).await;
     let (_, pkh, pk) = signer.key(Curve::Bls).clone();
     // A generic operation: consensus payloads are watermarked, and one payload is signed once.
-    let payload = payload_hex("sig-req-operation");
+    let payload = vector_payload("sig-req-operation");
     for (query, scheme) in [
         ("?version=1", BlsScheme::Augmented),
         ("?version=0", BlsScheme::Augmented),
@@ -134,7 +123,7 @@ async fn deterministic_vectors_are_reproduced_over_http() {
 async fn octez_client_sequence_authorized_keys_then_sign_with_version() {
     let signer = TestSigner::start().await;
     let (_, pkh, pk) = signer.key(Curve::P256).clone();
-    let payload = payload_hex("tezt-preattestation");
+    let payload = vector_payload("tezt-preattestation");
     for _ in 0..3 {
         let (status, body) = signer.get("/authorized_keys").await;
         assert_eq!((status, body), (200, serde_json::json!({})));
@@ -153,9 +142,9 @@ async fn bad_requests_get_octez_errors_and_the_server_keeps_serving() {
     let signer = TestSigner::start().await;
     let (_, pkh, _) = signer.key(Curve::Ed25519).clone();
     let p = pkh.to_string();
-    let truncated = hex::encode(&payload_hex("tezt-preattestation")[..50]);
+    let truncated = hex::encode(&vector_payload("tezt-preattestation")[..50]);
     // A consensus payload: the default policy signs it, and identical bytes are answered again.
-    let probe = payload_hex("tezt-attestation");
+    let probe = vector_payload("tezt-attestation");
     let cases: Vec<(&str, String, String, u16, &str)> = vec![
         (
             "malformed JSON",
@@ -196,7 +185,10 @@ async fn bad_requests_get_octez_errors_and_the_server_keeps_serving() {
         (
             "aggregate",
             p.clone(),
-            format!("\"{}\"", hex::encode(payload_hex("tezt-attestations-aggregate"))),
+            format!(
+                "\"{}\"",
+                hex::encode(vector_payload("tezt-attestations-aggregate"))
+            ),
             400,
             "tag 31",
         ),
@@ -261,7 +253,7 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
         .await;
     assert_eq!(status, 413);
     assert_octez_error(&json, "larger than");
-    let (ok, _) = signer.sign(&pkh, "", &payload_hex("tezt-attestation")).await;
+    let (ok, _) = signer.sign(&pkh, "", &vector_payload("tezt-attestation")).await;
     assert_eq!(ok, 200);
     signer.stop().await;
 }
@@ -311,10 +303,10 @@ async fn allowed_magic_bytes_restrict_what_is_signed() {
     })
     .await;
     let (_, pkh, pk) = signer.key(Curve::P256).clone();
-    let (status, json) = signer.sign(&pkh, "", &payload_hex("sig-req-operation")).await;
+    let (status, json) = signer.sign(&pkh, "", &vector_payload("sig-req-operation")).await;
     assert_eq!(status, 403);
     assert_octez_error(&json, "magic byte 0x03 (generic operation) not allowed");
-    let payload = payload_hex("tezt-attestation");
+    let payload = vector_payload("tezt-attestation");
     let (status, json) = signer.sign(&pkh, "", &payload).await;
     assert_eq!(status, 200);
     let sig: Signature = json["signature"].as_str().unwrap().parse().unwrap();
