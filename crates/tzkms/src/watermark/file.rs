@@ -134,14 +134,13 @@ fn write_durably(data_dir: &Path, text: &str) -> std::io::Result<()> {
     std::fs::File::open(data_dir)?.sync_all()
 }
 
-/// Writes, fsyncs and removes a small file in `data_dir`: what the store's rewrite needs, minus the store.
+/// Writes, fsyncs and removes a small file in `data_dir`, for `config check`, which must not touch the
+/// store a running server owns. (A running server's readiness probes through its writer instead.)
 pub fn probe_write(data_dir: &Path) -> std::io::Result<()> {
-    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = data_dir.join(format!(".readiness-probe-{}-{n}", std::process::id()));
+    let path = data_dir.join(format!(".config-check-probe-{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&path)?;
-        file.write_all(b"tzkms readiness probe\n")?;
+        file.write_all(b"tzkms config check probe\n")?;
         file.sync_all()
     })();
     let _ = std::fs::remove_file(&path);
