@@ -70,6 +70,15 @@ struct Inner {
     last_failure: Option<(Instant, String)>,
 }
 
+impl Inner {
+    /// The last failure, if nothing answered after it.
+    fn unanswered_failure(&self) -> Option<&(Instant, String)> {
+        self.last_failure
+            .as_ref()
+            .filter(|(failed, _)| self.last_answer.is_none_or(|a| *failed > a))
+    }
+}
+
 #[derive(Debug)]
 pub struct KvStats {
     /// The vault's host, the `vault` label.
@@ -170,35 +179,30 @@ impl KvStats {
 
     /// Whether a failure came after the last answer.
     pub fn failing(&self) -> bool {
-        let i = self.lock();
-        match (&i.last_failure, i.last_answer) {
-            (Some((failed, _)), Some(answered)) => *failed > answered,
-            (Some(_), None) => true,
-            _ => false,
-        }
+        self.lock().unanswered_failure().is_some()
     }
 
     /// Readiness: the vault answered within `max_silence` and nothing failed since.
     pub fn check(&self, max_silence: Duration) -> Result<String, String> {
         let i = self.lock();
-        match (&i.last_failure, i.last_answer) {
-            (Some((failed, why)), answered) if answered.is_none_or(|a| *failed > a) => Err(format!(
+        if let Some((failed, why)) = i.unanswered_failure() {
+            return Err(format!(
                 "the last call failed {}: {why}{}",
                 ago(*failed),
-                answered.map_or_else(
+                i.last_answer.map_or_else(
                     || "; it never answered".into(),
                     |a| format!("; last answer {}", ago(a))
                 )
-            )),
-            (_, Some(answered)) if answered.elapsed() <= max_silence => {
-                Ok(format!("answered {}", ago(answered)))
-            }
-            (_, Some(answered)) => Err(format!(
+            ));
+        }
+        match i.last_answer {
+            Some(answered) if answered.elapsed() <= max_silence => Ok(format!("answered {}", ago(answered))),
+            Some(answered) => Err(format!(
                 "no answer for {} (more than {}s)",
                 ago(answered),
                 max_silence.as_secs()
             )),
-            (_, None) => Err("the vault has not answered yet".into()),
+            None => Err("the vault has not answered yet".into()),
         }
     }
 
