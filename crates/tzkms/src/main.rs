@@ -343,17 +343,7 @@ fn config_check(mut config: Config) -> anyhow::Result<()> {
         // Loading the keyring reaches every backend: a vault is asked for its token audience, a token
         // and its key list, exactly as `serve` would.
         let (keyring, report) = startup::load_keyring(&config).await?;
-        for backend in keyring.backends() {
-            let n = keyring
-                .sorted()
-                .iter()
-                .filter(|(_, k)| {
-                    std::ptr::addr_eq(
-                        std::sync::Arc::as_ptr(&k.backend),
-                        std::sync::Arc::as_ptr(backend),
-                    )
-                })
-                .count();
+        for (backend, n) in keyring.keys_per_backend() {
             println!("backend: {} ({n} key(s))", backend.describe());
         }
         let auth = tzkms::auth::Authenticator::from_config(&config.auth)?;

@@ -381,11 +381,8 @@ impl Metrics {
         }
         e.family("tzkms_keys", "gauge", "Keys served, by backend.");
         let mut by_backend: BTreeMap<&'static str, usize> = BTreeMap::new();
-        for backend in signer.keyring().backends() {
-            by_backend.entry(backend.kind()).or_default();
-        }
-        for (_, key) in signer.keyring().sorted() {
-            *by_backend.entry(key.backend.kind()).or_default() += 1;
+        for (backend, n) in signer.keyring().keys_per_backend() {
+            *by_backend.entry(backend.kind()).or_default() += n;
         }
         for (backend, n) in by_backend {
             e.sample("tzkms_keys", &[("backend", backend)], n);

@@ -135,6 +135,18 @@ impl Keyring {
         self.len() == 0
     }
 
+    /// Each backend with the number of keys it serves (a key held twice counts for the first holder).
+    pub fn keys_per_backend(&self) -> Vec<(Arc<dyn KeyBackend>, usize)> {
+        let served = self.sorted();
+        self.backends
+            .iter()
+            .map(|b| {
+                let n = served.iter().filter(|(_, k)| Arc::ptr_eq(&k.backend, b)).count();
+                (b.clone(), n)
+            })
+            .collect()
+    }
+
     /// Keys sorted by address, for stable listings.
     pub fn sorted(&self) -> Vec<(PublicKeyHash, ServedKey)> {
         let mut all: HashMap<PublicKeyHash, ServedKey> = HashMap::new();
