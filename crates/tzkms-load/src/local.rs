@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kv_emulator::{Emulator, Operation};
 use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
-use tzkms::backend::file::write_key_file;
 use tzkms::config::{AzureConfig, Config, CredentialConfig, CredentialKind};
 use tzkms::server::App;
 
@@ -77,7 +76,7 @@ impl LocalSigner {
                 for _ in 0..options.keys {
                     let key = SecretKey::generate(options.curve);
                     let pkh = key.public_key().hash();
-                    write_key_file(&data_dir.path().join("data"), &pkh.to_string(), &key.to_b58())?;
+                    tzkms::startup::write_new_key(&data_dir.path().join("data"), &pkh.to_string(), &key)?;
                     pkhs.push(pkh);
                 }
             }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tezos::{BlsScheme, Curve, SecretKey};
-use tzkms::backend::file::write_key_file;
 use tzkms::config::Config;
 use tzkms::server::App;
 
@@ -28,7 +27,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("dir");
         let secrets: Vec<SecretKey> = Curve::ALL.into_iter().map(SecretKey::generate).collect();
         for sk in &secrets {
-            write_key_file(dir.path(), &sk.public_key().hash().to_string(), &sk.to_b58()).expect("key");
+            tzkms::startup::write_new_key(dir.path(), &sk.public_key().hash().to_string(), sk).expect("key");
         }
         let mut config = Config {
             data_dir: Some(dir.path().to_owned()),

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 use tezos::{Curve, SecretKey};
-use tzkms::backend::file::write_key_file;
 use tzkms::config::{Config, TableConfig};
 
 use tzkms::server::App;
@@ -37,20 +36,20 @@ async fn run(table: Option<TableConfig>, n: u32) -> (Vec<Duration>, Option<u64>)
     let dir = tempfile::tempdir().expect("dir");
     let sk = SecretKey::generate(Curve::P256);
     let pkh = sk.public_key().hash();
-    write_key_file(dir.path(), &pkh.to_string(), &sk.to_b58()).expect("key");
+    tzkms::startup::write_new_key(dir.path(), &pkh.to_string(), &sk).expect("key");
     let mut config = Config {
         data_dir: Some(dir.path().to_owned()),
         ..Config::default()
     };
     config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
     let (file, _) = FileStore::open(dir.path()).expect("file store");
-    let local: Arc<dyn WatermarkStore> = Arc::new(file);
+    let local = Arc::new(file);
     let mut shared_handle = None;
     let store: Arc<dyn WatermarkStore> = match &table {
         Some(t) => {
             let shared = Arc::new(tzkms::startup::table_store(&config, t).await.expect("table"));
             shared_handle = Some(shared.clone());
-            Arc::new(BothStores { local, shared })
+            Arc::new(BothStores::new(local, shared).await.expect("stores").0)
         }
         None => local,
     };

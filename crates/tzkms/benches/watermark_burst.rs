@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tezos::{Curve, PublicKeyHash, SecretKey};
-use tzkms::backend::file::write_key_file;
 use tzkms::config::Config;
 use tzkms::server::App;
 
@@ -29,7 +28,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run(keys: &[PublicKeyHash], secrets: &[SecretKey], protected: bool, levels: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     for sk in secrets {
-        write_key_file(dir.path(), &sk.public_key().hash().to_string(), &sk.to_b58()).expect("key file");
+        tzkms::startup::write_new_key(dir.path(), &sk.public_key().hash().to_string(), sk).expect("key file");
     }
     let mut config = Config {
         data_dir: Some(dir.path().to_owned()),

@@ -535,10 +535,20 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        // A relative data_dir means "beside this file", whatever directory tzkms is started from: an
+        // operator's command and the service must find the same store.
+        if let Some(dir) = config.data_dir.as_mut().filter(|d| d.is_relative()) {
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            *dir = base.join(&*dir);
+        }
+        Ok(config)
     }
 
     /// Parses a configuration. Errors say where (line, column, the line itself) and, for a misspelt key

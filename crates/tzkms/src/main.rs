@@ -171,6 +171,14 @@ enum WatermarkCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Vouch for a key that has no marks here: only levels above LEVEL are signed until it has marks of
+    /// its own. For a key moved here without its marks (set LEVEL to the current head level), or, with
+    /// --level 0, a key that never signed. Never lowers a floor; works while tzkms runs.
+    Floor {
+        pkh: String,
+        #[arg(long)]
+        level: u32,
+    },
     /// Import marks; only raises, never lowers.
     Import {
         #[arg(long, value_enum, default_value = "local")]
@@ -398,7 +406,12 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let data_dir = config.data_dir();
-        startup::ensure_data_dir(&data_dir)?;
+        if config.data_dir.is_none() {
+            // The default ./tzkms-data is made on first start; a configured directory must exist, so a
+            // mistyped path never becomes a fresh signer with a new key while the real one gets 404.
+            startup::ensure_data_dir(&data_dir)?;
+        }
+        startup::existing_data_dir(&data_dir)?;
         let _lock = startup::DataDirLock::acquire(&data_dir)?;
         if running_as_root() {
             tracing::warn!(
@@ -573,6 +586,8 @@ fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
         } => {
             let key = SecretKey::generate(*curve);
             store_key(&config, &data_dir, &key, *encrypt, alias.as_deref())?;
+            // A key made here signed nothing anywhere else: its history starts now.
+            watermark::floor::raise(&data_dir, &key.public_key().hash(), None, "tzkms keys generate")?;
         }
         KeysCommand::Import { alias } => {
             let mut line = Zeroizing::new(String::new());
@@ -596,9 +611,11 @@ fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                 // Kept encrypted on disk, exactly as given.
                 let path = write_key_file(&data_dir, &name, text)?;
                 report_key(&key, &path);
+                history_note(&key.public_key().hash());
             } else {
                 let key: SecretKey = text.parse().context("parsing the secret key")?;
                 store_key(&config, &data_dir, &key, false, alias.as_deref())?;
+                history_note(&key.public_key().hash());
             }
         }
         KeysCommand::Show { pkh } => {
@@ -650,6 +667,15 @@ fn report_key(key: &SecretKey, path: &std::path::Path) {
     println!("public key: {}", key.public_key());
     println!("key file:   {}", path.display());
     println!("{}", import_line(&pkh, None));
+}
+
+/// What an imported key needs before it signs consensus here.
+fn history_note(pkh: &PublicKeyHash) {
+    eprintln!(
+        "note: {pkh} may have signed elsewhere before; it signs consensus here once its marks are imported \
+         (`tzkms watermark import --from octez|signatory|tzkms <path>`) or a floor is set \
+         (`tzkms watermark floor {pkh} --level <current head level>`); see docs/watermark.md"
+    );
 }
 
 fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
@@ -729,6 +755,20 @@ fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
                 .collect();
             change_marks(&config, *store, incoming)?;
         }
+        WatermarkCommand::Floor { pkh, level } => {
+            let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;
+            let data_dir = config.data_dir();
+            startup::existing_data_dir(&data_dir)?;
+            match watermark::floor::raise(&data_dir, &pkh, Some(tezos::Level(*level)), "tzkms watermark floor")? {
+                watermark::floor::Raised::Set => println!(
+                    "floor of {pkh} set to level {level}: consensus is signed only above it until the key has marks here"
+                ),
+                watermark::floor::Raised::Kept(existing) => println!(
+                    "floor of {pkh} kept at {}: it is already at or above level {level}",
+                    existing.map_or_else(|| "none".to_owned(), |l| format!("level {l}"))
+                ),
+            }
+        }
         WatermarkCommand::Import { store, from, path } => {
             let incoming = match from {
                 ImportFormat::Tzkms => {
@@ -757,7 +797,21 @@ async fn shared_store(config: &Config) -> anyhow::Result<watermark::azure_table:
 
 fn read_marks(config: &Config, store: StoreChoice) -> anyhow::Result<interchange::Marks> {
     match store {
-        StoreChoice::Local => Ok(watermark::file::read(&config.data_dir())?),
+        StoreChoice::Local => {
+            let data_dir = config.data_dir();
+            startup::existing_data_dir(&data_dir)?;
+            if !data_dir.join(watermark::file::STORE_FILE).exists()
+                && !data_dir.join(watermark::file::MARKER_FILE).exists()
+            {
+                bail!(
+                    "{} has no watermark store: no signer has run with this data directory. Is it the one the \
+                     signer uses? It comes from {}",
+                    data_dir.display(),
+                    startup::DATA_DIR_SOURCES
+                );
+            }
+            Ok(watermark::file::read(&data_dir)?)
+        }
         StoreChoice::Table => block_on(async { Ok(shared_store(config).await?.all().await?) }),
     }
 }

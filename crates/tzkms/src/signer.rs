@@ -18,7 +18,7 @@ use crate::backend::{Keyring, ServedKey};
 use crate::limits::{Limited, Limits};
 use crate::policy::{Caller, Policy, PolicyError};
 use crate::server::tls::ClientCertificate;
-use crate::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
+use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
 
 /// One signing request, as parsed from HTTP.
 #[derive(Debug)]
@@ -67,7 +67,8 @@ impl SignError {
             SignError::Policy(PolicyError::Malformed(_)) => 400,
             SignError::Policy(PolicyError::Refused { .. }) => 403,
             SignError::UnknownKey(_) => 404,
-            SignError::Watermark(WatermarkError::Refused { .. }) | SignError::ReplayVersionMismatch => 409,
+            SignError::Watermark(e) if e.is_refusal() => 409,
+            SignError::ReplayVersionMismatch => 409,
             SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => 500,
             SignError::Limited(_) => 429,
         }
@@ -87,9 +88,8 @@ impl SignError {
             SignError::Auth(AuthError::NotBound { .. }) => Some("auth.may_sign".into()),
             SignError::Auth(_) => Some("auth.required".into()),
             SignError::Policy(e) => Some(e.rule().to_owned()),
-            SignError::Watermark(WatermarkError::Refused { .. }) | SignError::ReplayVersionMismatch => {
-                Some("watermark".into())
-            }
+            SignError::Watermark(e) if e.is_refusal() => Some("watermark".into()),
+            SignError::ReplayVersionMismatch => Some("watermark".into()),
             SignError::Limited(_) => Some("limits".into()),
             _ => None,
         }
@@ -279,6 +279,19 @@ impl Signer {
                 consensus,
             });
         };
+        match self.watermarks.history(&mark_key).await? {
+            History::Unknown => return Err(WatermarkError::UnknownHistory { pkh }.into()),
+            History::Floor(Some(floor)) if mark_request.level <= floor => {
+                return Err(WatermarkError::BelowFloor {
+                    pkh,
+                    kind: mark_key.kind,
+                    level: mark_request.level,
+                    floor,
+                }
+                .into())
+            }
+            History::Known | History::Floor(_) => {}
+        }
         let signed = match self.watermarks.begin(mark_key, mark_request).await? {
             Begin::Replay(signature) => {
                 // The stored signature answers identical bytes, but only under the same BLS scheme.
@@ -296,7 +309,14 @@ impl Signer {
                 })
             }
             Begin::Sign(ticket) => {
-                let signature = self.sign_and_verify(&key, pkh, request, true).await?;
+                let signature = match self.sign_and_verify(&key, pkh, request, true).await {
+                    Ok(signature) => signature,
+                    Err(e) => {
+                        // Nothing was released: the position is free again.
+                        self.watermarks.abort(ticket).await;
+                        return Err(e);
+                    }
+                };
                 self.watermarks.finish(ticket, signature).await?;
                 Ok(Signed {
                     signature,

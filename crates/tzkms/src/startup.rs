@@ -91,18 +91,53 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     file::create_private_dir(dir).with_context(|| format!("creating data directory {}", dir.display()))
 }
 
+/// Writes the key file of a key made here, with an open floor: it signed nothing anywhere else, so it may
+/// sign consensus at once (see [`crate::watermark::floor`]).
+pub fn write_new_key(data_dir: &Path, name: &str, key: &SecretKey) -> anyhow::Result<std::path::PathBuf> {
+    let path = file::write_key_file(data_dir, name, &key.to_b58())?;
+    crate::watermark::floor::raise(data_dir, &key.public_key().hash(), None, "generated here")?;
+    Ok(path)
+}
+
+/// Where the data directory comes from, in the order tzkms looks (for messages about a wrong one).
+pub const DATA_DIR_SOURCES: &str = "--data-dir, else TZKMS_DATA_DIR, else data_dir in the --config file \
+     (relative to the file), else ./tzkms-data";
+
+/// Fails unless `dir` exists: commands that read or serve what is there never create it, so a mistyped
+/// path is an error instead of an empty directory that looks like a fresh start.
+pub fn existing_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "data directory {} does not exist. Is it the one the signer uses? It comes from {DATA_DIR_SOURCES}. \
+         Fix the path, or create it for a new signer (`install -d -m 700 {}`, or `tzkms keys generate`)",
+        dir.display(),
+        dir.display()
+    )
+}
+
 /// Loads every configured key backend and the watermark store into a signer. Must run inside a tokio
 /// runtime (the store's writer task).
 pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
     let data_dir = config.data_dir();
-    ensure_data_dir(&data_dir)?;
+    existing_data_dir(&data_dir)?;
     let (store, opened) = FileStore::open(&data_dir)?;
-    let local: Arc<dyn WatermarkStore> = Arc::new(store);
+    let local = Arc::new(store);
     let store: Arc<dyn WatermarkStore> = match &config.watermark.table {
-        Some(table) => Arc::new(BothStores {
-            local,
-            shared: Arc::new(table_store(config, table).await?),
-        }),
+        Some(table) => {
+            let shared = Arc::new(table_store(config, table).await?);
+            let (both, raised) = BothStores::new(local, shared)
+                .await
+                .context("raising the shared watermark table to this instance's local marks")?;
+            if raised > 0 {
+                tracing::info!(
+                    raised,
+                    "shared watermark table raised to this instance's local marks"
+                );
+            }
+            Arc::new(both)
+        }
         None => local,
     };
     let (signer, mut report) = build_signer_with(config, store).await?;
@@ -224,7 +259,7 @@ pub async fn azure_client(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultCli
 /// Loads every configured key backend (generating a first key file if configured and no key exists).
 pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)> {
     let data_dir = config.data_dir();
-    ensure_data_dir(&data_dir)?;
+    existing_data_dir(&data_dir)?;
     let password = key_password(config)?;
     let mut report = StartupReport::default();
     let mut keyring = Keyring::default();
@@ -243,7 +278,7 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
     if files.is_empty() && !any_key && config.keys.generate_if_empty {
         let key = SecretKey::generate(Curve::P256);
         let pkh = key.public_key().hash();
-        file::write_key_file(&data_dir, &pkh.to_string(), &key.to_b58())?;
+        write_new_key(&data_dir, &pkh.to_string(), &key)?;
         report.generated = Some(pkh);
         (files, _) = FileBackend::load(
             &data_dir,

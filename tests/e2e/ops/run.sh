@@ -31,6 +31,7 @@ PID=""
 cleanup() { [ -z "$PID" ] || kill -KILL "$PID" 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 
+install -d -m 700 "$TMP/data"
 "$TZKMS_BIN" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$TMP/data" \
   > "$TMP/stdout" 2> "$TMP/stderr" &
 PID=$!

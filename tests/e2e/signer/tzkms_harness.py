@@ -82,8 +82,11 @@ def run_tzkms(args: list[str], *, input: str = "", env: dict | None = None,
 
 
 def import_key(data_dir: Path, sk: str, *, password: str | None = None,
-               alias: str | None = None) -> str:
-    """`tzkms keys import`; returns the pkh printed on stdout's first line."""
+               alias: str | None = None, never_signed: bool = True) -> str:
+    """`tzkms keys import`; returns the pkh printed on stdout's first line.
+
+    An imported key signs consensus only once something vouches for its past: with `never_signed`
+    (these test keys signed nothing before), `tzkms watermark floor <pkh> --level 0` does."""
     args = ["keys", "import", "--data-dir", str(data_dir)]
     if alias:
         args += ["--alias", alias]
@@ -94,7 +97,12 @@ def import_key(data_dir: Path, sk: str, *, password: str | None = None,
                              f"stdout: {r.stdout}\nstderr: {r.stderr}")
     lines = r.stdout.splitlines()
     assert lines, f"tzkms keys import printed nothing on stdout (stderr: {r.stderr})"
-    return lines[0].strip()
+    pkh = lines[0].strip()
+    if never_signed:
+        floor = ["watermark", "floor", pkh, "--level", "0", "--data-dir", str(data_dir)]
+        f = run_tzkms(floor)
+        assert f.returncode == 0, f"tzkms {' '.join(floor)}: {f.stderr}"
+    return pkh
 
 
 LISTENING = re.compile(r"^listening on (http://127\.0\.0\.1:(\d+))\s*$")

@@ -11,7 +11,6 @@ use axum::{Json, Router};
 use clap::Parser;
 use serde_json::json;
 use tezos::{BlsScheme, Curve, PublicKeyHash, SecretKey, Signature};
-use tzkms::backend::file::write_key_file;
 use tzkms::config::Config;
 use tzkms::server::App;
 use tzkms_load::client::authentication_bytes;
@@ -25,7 +24,7 @@ async fn tzkms_with_every_curve() -> (SocketAddr, Vec<PublicKeyHash>, tempfile::
     for curve in Curve::ALL {
         let key = SecretKey::generate(curve);
         let pkh = key.public_key().hash();
-        write_key_file(dir.path(), &pkh.to_string(), &key.to_b58()).expect("key file");
+        tzkms::startup::write_new_key(dir.path(), &pkh.to_string(), &key).expect("key file");
         pkhs.push(pkh);
     }
     let mut config = Config {

@@ -470,6 +470,63 @@ impl TableClient {
         }
     }
 
+    /// Deletes the entity if its ETag is still `etag`; `Conflict` if it changed or is gone.
+    pub async fn delete(
+        &self,
+        pk: &str,
+        rk: &str,
+        etag: &str,
+        budget: Duration,
+    ) -> Result<WriteOutcome, TableError> {
+        let headers = [("If-Match", etag.to_owned())];
+        let r = self
+            .send(
+                Request {
+                    operation: "conditional delete",
+                    method: Method::DELETE,
+                    path: &self.entity_path(pk, rk),
+                    query: &[],
+                    headers: &headers,
+                    body: None,
+                },
+                budget,
+            )
+            .await?;
+        match r.status() {
+            StatusCode::PRECONDITION_FAILED | StatusCode::NOT_FOUND => Ok(WriteOutcome::Conflict),
+            s if s.is_success() => Ok(WriteOutcome::Written(String::new())),
+            _ => Err(Self::fail("conditional delete", r).await),
+        }
+    }
+
+    /// Whether partition `pk` holds at least one entity (one query, at most one row returned).
+    pub async fn partition_has_rows(&self, pk: &str, budget: Duration) -> Result<bool, TableError> {
+        let path = format!("/{}()", self.table);
+        let query = [
+            ("$filter", format!("PartitionKey eq '{}'", key_literal(pk))),
+            ("$top", "1".to_owned()),
+            ("$select", "RowKey".to_owned()),
+        ];
+        let r = self
+            .send(
+                Request {
+                    operation: "query",
+                    method: Method::GET,
+                    path: &path,
+                    query: &query,
+                    headers: &[],
+                    body: None,
+                },
+                budget,
+            )
+            .await?;
+        if !r.status().is_success() {
+            return Err(Self::fail("query", r).await);
+        }
+        let page: Value = r.json().await.map_err(|e| TableError::Invalid(e.to_string()))?;
+        Ok(page["value"].as_array().is_some_and(|rows| !rows.is_empty()))
+    }
+
     /// Every entity of the table (following continuation headers).
     pub async fn scan(&self, budget: Duration) -> Result<Vec<Entity>, TableError> {
         let mut out = Vec::new();

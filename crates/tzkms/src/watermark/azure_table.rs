@@ -12,8 +12,11 @@ use serde_json::{Map, Value};
 use tezos::{Level, Round, Signature};
 use tokio::sync::OwnedMutexGuard;
 
+use super::file::FileStore;
 use super::interchange::Marks;
-use super::{decide, Begin, Decision, Mark, MarkKey, MarkRequest, Ticket, WatermarkError, WatermarkStore};
+use super::{
+    decide, Begin, Decision, History, Mark, MarkKey, MarkRequest, Ticket, WatermarkError, WatermarkStore,
+};
 use crate::azure::table::{Entity, TableClient, TableError, WriteOutcome};
 use crate::backend::BoxFuture;
 
@@ -36,6 +39,82 @@ pub struct TableStore {
     /// Written into each entity, for operators reading the table.
     writer: String,
     slots: Mutex<HashMap<MarkKey, Slot>>,
+    /// Keys whose partition holds marks (only ever grows: marks are never deleted by tzkms).
+    known_keys: Mutex<std::collections::HashSet<tezos::PublicKeyHash>>,
+}
+
+/// A position reserved in the table and not yet recorded. Unless it is recorded ([`TableStore::finish`])
+/// or given back ([`WatermarkStore::abort`]), dropping it gives it back in the background: the entity is
+/// restored to what it was, conditionally on the reservation's ETag, so a position nothing was signed at
+/// is never left blocked, and a position another instance moved since is never touched.
+struct Reservation {
+    guard: Option<OwnedMutexGuard<Option<Known>>>,
+    undo: Undo,
+}
+
+/// What it takes to give a reservation back.
+#[derive(Clone)]
+struct Undo {
+    client: Arc<TableClient>,
+    budget: Duration,
+    writer: String,
+    key: MarkKey,
+    /// The entity before the reservation; `None`: there was none.
+    previous: Option<Mark>,
+    /// The reservation's ETag.
+    etag: String,
+}
+
+impl Undo {
+    /// Restores the entity if it still holds this reservation; `Ok(false)` if it changed meanwhile.
+    async fn run(&self) -> Result<bool, WatermarkError> {
+        let (pk, rk) = (self.key.pkh.to_string(), row_key(&self.key));
+        let outcome = match &self.previous {
+            None => self.client.delete(&pk, &rk, &self.etag, self.budget).await,
+            Some(mark) => {
+                let entity = entity_of(&self.key, mark, &self.writer);
+                self.client
+                    .replace(&pk, &rk, &self.etag, &entity, self.budget)
+                    .await
+            }
+        }
+        .map_err(store_err)?;
+        Ok(matches!(outcome, WriteOutcome::Written(_)))
+    }
+
+    async fn run_logged(&self) {
+        match self.run().await {
+            Ok(true) => {
+                tracing::info!(key = %self.key, "shared watermark: reservation given back, nothing was signed")
+            }
+            Ok(false) => {
+                tracing::info!(key = %self.key, "shared watermark: reservation not given back: another instance moved the mark since")
+            }
+            Err(e) => tracing::warn!(
+                key = %self.key,
+                error = %e,
+                "shared watermark: could not give back a reservation although nothing was signed; the position \
+                 stays blocked (the baker moves on to the next round)"
+            ),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        let undo = self.undo.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // The slot stays locked until the undo is done, so this instance decides nothing meanwhile.
+        runtime.spawn(async move {
+            undo.run_logged().await;
+            *guard = None;
+        });
+    }
 }
 
 /// Readiness probes write one row per instance here; no key address starts with `_`.
@@ -123,6 +202,7 @@ impl TableStore {
             budget,
             writer,
             slots: Mutex::new(HashMap::new()),
+            known_keys: Mutex::new(Default::default()),
         }
     }
 
@@ -197,21 +277,46 @@ impl TableStore {
         Ok(marks)
     }
 
-    /// Raises `key` to `mark` if it is higher than what the table holds (conditional, retried on races).
+    /// Raises `key` to `mark` (its hash and signature included) if it is higher than what the table
+    /// holds: conditional writes, retried on races. Decided on this instance's cached entity when that is
+    /// already at or above `mark`, with no request.
     pub async fn raise(&self, key: &MarkKey, mark: &Mark) -> Result<bool, WatermarkError> {
-        for _ in 0..MAX_RACES {
-            let known = self.read(key).await?;
-            if known
+        let mut guard = self.slot(key).lock_owned().await;
+        let at_or_above = |known: &Known| {
+            known
                 .mark
                 .as_ref()
                 .is_some_and(|m| (m.level, m.round) >= (mark.level, mark.round))
-            {
+        };
+        if guard.as_ref().is_some_and(at_or_above) {
+            return Ok(false);
+        }
+        for _ in 0..MAX_RACES {
+            let known = self.read(key).await?;
+            if at_or_above(&known) {
+                *guard = Some(known);
                 return Ok(false);
             }
-            if self.write(key, &known, mark).await?.is_some() {
-                return Ok(true);
+            match self.write(key, &known, mark).await {
+                Ok(Some(etag)) => {
+                    *guard = Some(Known {
+                        mark: Some(mark.clone()),
+                        etag: Some(etag),
+                    });
+                    self.known_keys
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.pkh);
+                    return Ok(true);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    *guard = None;
+                    return Err(e);
+                }
             }
         }
+        *guard = None;
         Err(WatermarkError::Store(format!(
             "{key}: lost {MAX_RACES} races in a row"
         )))
@@ -259,12 +364,23 @@ impl WatermarkStore for TableStore {
                             Ok(Some(etag)) => {
                                 *guard = Some(Known {
                                     mark: Some(reserved),
-                                    etag: Some(etag),
+                                    etag: Some(etag.clone()),
                                 });
+                                let undo = Undo {
+                                    client: self.client.clone(),
+                                    budget: self.budget,
+                                    writer: self.writer.clone(),
+                                    key,
+                                    previous: known.mark,
+                                    etag,
+                                };
                                 return Ok(Begin::Sign(Ticket {
                                     key,
                                     request,
-                                    state: Box::new(guard),
+                                    state: Box::new(Reservation {
+                                        guard: Some(guard),
+                                        undo,
+                                    }),
                                 }));
                             }
                             // Another instance moved the mark: read it and decide again.
@@ -288,8 +404,12 @@ impl WatermarkStore for TableStore {
     /// other instances are refused (they find no stored signature).
     fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>> {
         Box::pin(async move {
-            let Ok(mut guard) = ticket.state.downcast::<OwnedMutexGuard<Option<Known>>>() else {
+            let Ok(mut reservation) = ticket.state.downcast::<Reservation>() else {
                 return Err(WatermarkError::Store("ticket from another store".into()));
+            };
+            // From here on the reservation is never given back: the signature may be released.
+            let Some(mut guard) = reservation.guard.take() else {
+                return Ok(());
             };
             let Some(known) = guard.clone() else {
                 return Ok(());
@@ -302,18 +422,61 @@ impl WatermarkStore for TableStore {
             };
             match self.write(&ticket.key, &known, &mark).await {
                 Ok(Some(etag)) => {
-                    **guard = Some(Known {
+                    *guard = Some(Known {
                         mark: Some(mark),
                         etag: Some(etag),
-                    })
+                    });
+                    self.known_keys
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(ticket.key.pkh);
                 }
-                Ok(None) => **guard = None,
+                Ok(None) => *guard = None,
                 Err(e) => {
                     tracing::warn!(key = %ticket.key, error = %e, "shared watermark: signature not recorded");
-                    **guard = None;
+                    *guard = None;
                 }
             }
             Ok(())
+        })
+    }
+
+    fn abort(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Ok(mut reservation) = ticket.state.downcast::<Reservation>() else {
+                return;
+            };
+            if let Some(mut guard) = reservation.guard.take() {
+                reservation.undo.run_logged().await;
+                *guard = None;
+            }
+        })
+    }
+
+    /// Known if the key's partition holds any mark (checked once per key, then remembered).
+    fn history<'a>(&'a self, key: &'a MarkKey) -> BoxFuture<'a, Result<History, WatermarkError>> {
+        Box::pin(async move {
+            if self
+                .known_keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key.pkh)
+            {
+                return Ok(History::Known);
+            }
+            let held = self
+                .client
+                .partition_has_rows(&key.pkh.to_string(), self.budget)
+                .await
+                .map_err(store_err)?;
+            if !held {
+                return Ok(History::Unknown);
+            }
+            self.known_keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.pkh);
+            Ok(History::Known)
         })
     }
 
@@ -364,11 +527,53 @@ impl WatermarkStore for TableStore {
     }
 }
 
-/// A local store and a shared store that must both agree before anything is signed.
+/// A local store and a shared store that must both agree before anything is signed. The table is kept at
+/// or above every local mark: [`BothStores::new`] raises it from the local store, and a request the local
+/// store refuses raises that key's entity first (an instance that signed on its file store alone must
+/// never let another sign below it).
 #[derive(Debug)]
 pub struct BothStores {
-    pub local: Arc<dyn WatermarkStore>,
-    pub shared: Arc<dyn WatermarkStore>,
+    local: Arc<FileStore>,
+    shared: Arc<TableStore>,
+}
+
+impl BothStores {
+    /// Joins the stores after raising the table to every local mark (hash and signature included, so an
+    /// identical replay on any instance gets this instance's signature back). Returns how many entities
+    /// were raised.
+    pub async fn new(
+        local: Arc<FileStore>,
+        shared: Arc<TableStore>,
+    ) -> Result<(Self, usize), WatermarkError> {
+        let table = shared.all().await?;
+        let mut raised = 0;
+        for (key, mark) in local.snapshot().await? {
+            let behind = table
+                .get(&key)
+                .is_none_or(|t| (t.level, t.round) < (mark.level, mark.round));
+            if behind && shared.raise(&key, &mark).await? {
+                tracing::info!(%key, level = %mark.level, round = %mark.round, "shared watermark raised from the local store");
+                raised += 1;
+            }
+        }
+        Ok((Self { local, shared }, raised))
+    }
+
+    pub fn local(&self) -> &Arc<FileStore> {
+        &self.local
+    }
+
+    pub fn shared(&self) -> &Arc<TableStore> {
+        &self.shared
+    }
+
+    /// Raises the table to the local mark of `key`, if it is behind.
+    async fn raise_from_local(&self, key: &MarkKey) -> Result<(), WatermarkError> {
+        if let Some(mark) = self.local.mark(key).await {
+            self.shared.raise(key, &mark).await?;
+        }
+        Ok(())
+    }
 }
 
 impl WatermarkStore for BothStores {
@@ -378,21 +583,34 @@ impl WatermarkStore for BothStores {
         request: MarkRequest,
     ) -> BoxFuture<'a, Result<Begin, WatermarkError>> {
         Box::pin(async move {
-            let local = match self.local.begin(key, request).await? {
+            let local = match self.local.begin(key, request).await {
                 // This instance signed these exact bytes: its own signature answers.
-                Begin::Replay(signature) => return Ok(Begin::Replay(signature)),
-                Begin::Sign(ticket) => ticket,
+                Ok(Begin::Replay(signature)) => return Ok(Begin::Replay(signature)),
+                Ok(Begin::Sign(ticket)) => ticket,
+                Err(refused @ WatermarkError::Refused { .. }) => {
+                    // The local mark is at or above the request: make sure the table is too, so that no
+                    // other instance signs below what this one signed.
+                    if let Err(e) = self.raise_from_local(&key).await {
+                        tracing::warn!(%key, error = %e, "shared watermark: could not raise it to the local mark");
+                    }
+                    return Err(refused);
+                }
+                Err(e) => return Err(e),
             };
-            match self.shared.begin(key, request).await? {
-                Begin::Sign(shared) => Ok(Begin::Sign(Ticket {
+            match self.shared.begin(key, request).await {
+                Ok(Begin::Sign(shared)) => Ok(Begin::Sign(Ticket {
                     key,
                     request,
                     state: Box::new((local, shared)),
                 })),
                 // Another instance signed these exact bytes: answer with its signature, and remember it.
-                Begin::Replay(signature) => {
+                Ok(Begin::Replay(signature)) => {
                     self.local.finish(local, signature).await?;
                     Ok(Begin::Replay(signature))
+                }
+                Err(e) => {
+                    self.local.abort(local).await;
+                    Err(e)
                 }
             }
         })
@@ -404,8 +622,32 @@ impl WatermarkStore for BothStores {
                 return Err(WatermarkError::Store("ticket from another store".into()));
             };
             let (local, shared) = *both;
-            self.local.finish(local, signature).await?;
+            if let Err(e) = self.local.finish(local, signature).await {
+                // Nothing is released: the table's reservation is given back too.
+                self.shared.abort(shared).await;
+                return Err(e);
+            }
             self.shared.finish(shared, signature).await
+        })
+    }
+
+    fn abort(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Ok(both) = ticket.state.downcast::<(Ticket, Ticket)>() {
+                let (local, shared) = *both;
+                self.local.abort(local).await;
+                self.shared.abort(shared).await;
+            }
+        })
+    }
+
+    /// The local store vouches first (marks, floors); a key it knows nothing of may be known to the table.
+    fn history<'a>(&'a self, key: &'a MarkKey) -> BoxFuture<'a, Result<History, WatermarkError>> {
+        Box::pin(async move {
+            match self.local.history(key).await? {
+                History::Unknown => self.shared.history(key).await,
+                known => Ok(known),
+            }
         })
     }
 

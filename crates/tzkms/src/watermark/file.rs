@@ -4,7 +4,7 @@
 //! arrive meanwhile queue up and go into the next one, so a burst of hundreds of keys costs a handful of
 //! fsyncs rather than one each in sequence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,10 @@ use tezos::Signature;
 use tokio::sync::{mpsc, oneshot, OwnedMutexGuard};
 
 use super::interchange::{self, Marks};
-use super::{decide, Begin, Decision, Mark, MarkKey, MarkRequest, Ticket, WatermarkError, WatermarkStore};
+use super::{
+    decide, floor, Begin, Decision, History, Mark, MarkKey, MarkRequest, Ticket, WatermarkError,
+    WatermarkStore,
+};
 use crate::backend::BoxFuture;
 
 pub const STORE_FILE: &str = "watermarks.json";
@@ -36,10 +39,27 @@ struct WriteJob {
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
+    data_dir: PathBuf,
     slots: Mutex<HashMap<MarkKey, Slot>>,
+    /// Which positions and keys have a durable mark (for [`WatermarkStore::history`], without taking a
+    /// slot's lock).
+    marked: Mutex<Marked>,
     writer: mpsc::UnboundedSender<WriteJob>,
     /// Durable rewrites and failed ones (for metrics).
     writes: Arc<WriteCounters>,
+}
+
+#[derive(Debug, Default)]
+struct Marked {
+    keys: HashSet<MarkKey>,
+    pkhs: HashSet<tezos::PublicKeyHash>,
+}
+
+impl Marked {
+    fn insert(&mut self, key: MarkKey) {
+        self.pkhs.insert(key.pkh);
+        self.keys.insert(key);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -194,18 +214,34 @@ impl FileStore {
             .iter()
             .map(|(k, m)| (*k, Arc::new(tokio::sync::Mutex::new(Some(m.clone())))))
             .collect();
+        let mut marked = Marked::default();
+        marks.keys().for_each(|k| marked.insert(*k));
         let (tx, rx) = mpsc::unbounded_channel();
         let writes = Arc::new(WriteCounters::default());
         tokio::spawn(writer(data_dir.to_owned(), marks, rx, writes.clone()));
         Ok((
             Self {
                 path,
+                data_dir: data_dir.to_owned(),
                 slots: Mutex::new(slots),
+                marked: Mutex::new(marked),
                 writer: tx,
                 writes,
             },
             opened,
         ))
+    }
+
+    /// The mark of `key`, if it has one (waits for a signature in flight at that position).
+    pub async fn mark(&self, key: &MarkKey) -> Option<Mark> {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()?;
+        let mark = slot.lock().await.clone();
+        mark
     }
 
     fn slot(&self, key: &MarkKey) -> Slot {
@@ -318,7 +354,30 @@ impl WatermarkStore for FileStore {
                 .map_err(|_| store_err(&self.path, "writer stopped"))?
                 .map_err(|e| store_err(&self.path, format!("cannot write: {e}; nothing was signed")))?;
             **guard = Some(mark);
+            self.marked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ticket.key);
             Ok(())
+        })
+    }
+
+    /// A position with a mark is decided by it; an empty one by the key's floor (read from disk each
+    /// time, so a floor set while serving counts), else by the key's marks at other positions.
+    fn history<'a>(&'a self, key: &'a MarkKey) -> BoxFuture<'a, Result<History, WatermarkError>> {
+        Box::pin(async move {
+            let key_known = {
+                let marked = self.marked.lock().unwrap_or_else(|p| p.into_inner());
+                if marked.keys.contains(key) {
+                    return Ok(History::Known);
+                }
+                marked.pkhs.contains(&key.pkh)
+            };
+            Ok(match floor::read(&self.data_dir, &key.pkh)? {
+                Some(level) => History::Floor(level),
+                None if key_known => History::Known,
+                None => History::Unknown,
+            })
         })
     }
 

@@ -8,6 +8,7 @@
 
 pub mod azure_table;
 pub mod file;
+pub mod floor;
 pub mod interchange;
 
 use std::any::Any;
@@ -111,9 +112,50 @@ pub enum WatermarkError {
         requested: (Level, Round),
         refusal: Refusal,
     },
+    /// The store cannot vouch for what the key signed before this data directory knew it (keys copied
+    /// from elsewhere, imported, or met for the first time in a vault): nothing is signed until its old
+    /// marks are imported or a floor is set.
+    #[error(
+        "watermark: {pkh} has no signing history in this signer's watermark store, so tzkms cannot know what \
+         it signed elsewhere and refuses to sign consensus with it. Import its marks from the signer that \
+         used it before (`tzkms watermark import --from octez|signatory|tzkms <path>`), or set a floor above \
+         anything it may have signed: `tzkms watermark floor {pkh} --level <current head level>` \
+         (`--level 0` only for a key that never signed). See docs/watermark.md#keys-without-history"
+    )]
+    UnknownHistory { pkh: PublicKeyHash },
+    /// A floor set for the key (`tzkms watermark floor`) is at or above the request.
+    #[error(
+        "watermark: {kind} at level {level} for {pkh} is not above the floor set for this key (level {floor}); \
+         only levels above it are signed"
+    )]
+    BelowFloor {
+        pkh: PublicKeyHash,
+        kind: ConsensusKind,
+        level: Level,
+        floor: Level,
+    },
     /// The store could not be read or made durable: nothing is signed.
     #[error("watermark store: {0}")]
     Store(String),
+}
+
+impl WatermarkError {
+    /// A refusal by the protection itself (409), as opposed to a store that failed (500).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, WatermarkError::Store(_))
+    }
+}
+
+/// What a store knows of a key's past, for keys it may sign consensus with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// The store holds marks for the key (here, or in the shared table): its rules decide.
+    Known,
+    /// No marks yet, but the key was generated or created here (`None`), or a floor was set for it: only
+    /// levels above the floor are signed.
+    Floor(Option<Level>),
+    /// Nothing vouches for the key: consensus is refused.
+    Unknown,
 }
 
 fn why(refusal: &Refusal) -> String {
@@ -170,6 +212,15 @@ pub trait WatermarkStore: Send + Sync + fmt::Debug {
         request: MarkRequest,
     ) -> BoxFuture<'a, Result<Begin, WatermarkError>>;
     fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>>;
+    /// Gives a reservation back when no signature was released (the backend failed, the signature did not
+    /// verify): the position is free again. A store that reserves durably undoes its write here,
+    /// conditionally; dropping the ticket instead does the same in the background.
+    fn abort(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+        drop(ticket);
+        Box::pin(async {})
+    }
+    /// What the store can vouch for about `key`'s past (see [`History`]).
+    fn history<'a>(&'a self, key: &'a MarkKey) -> BoxFuture<'a, Result<History, WatermarkError>>;
     /// Every mark, for `watermark show` and export.
     fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>>;
     /// Readiness: whether the store takes a durable write now (one check per underlying store).

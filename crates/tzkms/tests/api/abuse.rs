@@ -285,7 +285,7 @@ async fn thousands_of_idle_connections_keep_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let sk = SecretKey::generate(Curve::P256);
-    tzkms::backend::file::write_key_file(&data, "k", &sk.to_b58()).unwrap();
+    tzkms::startup::write_new_key(&data, "k", &sk).unwrap();
     let config = dir.path().join("tzkms.toml");
     std::fs::write(
         &config,

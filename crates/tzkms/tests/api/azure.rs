@@ -386,6 +386,7 @@ async fn a_wrong_secret_fails_startup_with_the_entra_error() {
     let mut azure = azure_config(&emu, dir.path());
     std::fs::write(azure.credential.client_secret_file.as_ref().unwrap(), "wrong").unwrap();
     azure.keys = vec![];
+    std::fs::create_dir(dir.path().join("data")).unwrap();
     let mut config = tzkms::config::Config {
         data_dir: Some(dir.path().join("data")),
         azure: Some(azure),

@@ -57,6 +57,7 @@ async fn every_key_format_imports_and_then_signs() {
     let config = write_config(&emu, dir.path(), CLIENT_SECRET);
     let config = config.to_str().unwrap();
     let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
 
     let p2sk = SecretKey::generate(Curve::P256);
     let spsk = SecretKey::generate(Curve::Secp256k1);
@@ -142,6 +143,7 @@ async fn backup_then_restore_brings_a_purged_key_back() {
     let config = write_config(&emu, dir.path(), CLIENT_SECRET);
     let config = config.to_str().unwrap();
     let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
     let (ok, out, err) = run_with(
         &[
             "--config",
@@ -230,6 +232,7 @@ async fn app_service_identity_and_azure_cli_credentials_serve_keys() {
     // App Service / Container Apps: the platform sets IDENTITY_ENDPOINT and IDENTITY_HEADER.
     let config = write_config(&emu, dir.path(), "kind = \"managed_identity\"");
     let before = emu.counters().get(Operation::AppServiceToken);
+    std::fs::create_dir(dir.path().join("data")).unwrap();
     let server = Server::start_env(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],
@@ -274,6 +277,7 @@ print(json.dumps({{"accessToken": t["access_token"], "expires_on": int(time.time
     std::fs::set_permissions(&az, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = write_config(&emu, dir.path(), "kind = \"azure_cli\"");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    std::fs::create_dir(dir.path().join("data2")).unwrap();
     let server = Server::start_env(
         &dir.path().join("data2"),
         &["--config", config.to_str().unwrap()],
@@ -307,6 +311,7 @@ async fn openssl_generated_pems_import_plain_and_passphrase_encrypted() {
     let config = write_config(&emu, dir.path(), CLIENT_SECRET);
     let config = config.to_str().unwrap();
     let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
     for (name, curve, cipher) in [
         ("ossl-p256-aes256", "prime256v1", "-aes256"),
         ("ossl-k1-aes128", "secp256k1", "-aes128"),

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use tezos::{Curve, SecretKey};
-use tzkms::backend::file::write_key_file;
 
 use crate::process::{run, Server};
 
@@ -206,7 +205,7 @@ async fn a_running_server_holds_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let sk = SecretKey::generate(Curve::P256);
-    write_key_file(&data, "k", &sk.to_b58()).unwrap();
+    tzkms::startup::write_new_key(&data, "k", &sk).unwrap();
     let server = Server::start(&data, &[]).await.unwrap();
     // A second server refuses.
     let second = Server::start(&data, &[])
@@ -257,7 +256,7 @@ async fn damaged_or_lost_stores_stop_the_server_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let sk = SecretKey::generate(Curve::P256);
-    write_key_file(&data, "k", &sk.to_b58()).unwrap();
+    tzkms::startup::write_new_key(&data, "k", &sk).unwrap();
     let server = Server::start(&data, &[]).await.unwrap();
     let status = server.terminate().await;
     assert!(status.success(), "{status:?}");

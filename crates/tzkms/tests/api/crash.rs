@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tezos::{BlsScheme, Curve, PublicKey, SecretKey, Signature};
-use tzkms::backend::file::write_key_file;
 
 use crate::process::Server;
 
@@ -78,7 +77,7 @@ async fn sigkill_during_bursts_never_yields_a_double_signature() {
         .map(|sk| (sk.public_key().hash().to_string(), sk.public_key().clone()))
         .collect();
     for sk in &secrets {
-        write_key_file(dir.path(), &sk.public_key().hash().to_string(), &sk.to_b58()).unwrap();
+        tzkms::startup::write_new_key(dir.path(), &sk.public_key().hash().to_string(), sk).unwrap();
     }
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let client = reqwest::Client::builder()

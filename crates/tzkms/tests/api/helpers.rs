@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
 use tokio::sync::oneshot;
-use tzkms::backend::file::write_key_file;
 use tzkms::backend::file::FileBackend;
 use tzkms::backend::{BackendError, BoxFuture, KeyBackend, KeyInfo, Keyring};
 use tzkms::config::Config;
@@ -101,7 +100,7 @@ impl TestSigner {
             if keys.iter().any(|(_, known, _)| *known == pkh) {
                 continue;
             }
-            write_key_file(data_dir.path(), &pkh.to_string(), &sk.to_b58()).unwrap();
+            tzkms::startup::write_new_key(data_dir.path(), &pkh.to_string(), sk).unwrap();
             keys.push((sk.curve(), pkh, sk.public_key().clone()));
         }
         let mut config = Config {
@@ -112,6 +111,11 @@ impl TestSigner {
         config.keys.generate_if_empty = false;
         tweak(&mut config);
         let (signer, _) = tzkms::startup::build_signer(&config).await.unwrap();
+        // Every key here, vault keys included, was made for the test: vouched for as `keys generate` and
+        // `azure keys create` do. Keys without history have tests of their own (operator.rs).
+        for (pkh, _) in signer.keyring().sorted() {
+            tzkms::watermark::floor::raise(data_dir.path(), &pkh, None, "made for the test").unwrap();
+        }
         Self::serve(signer, &config, keys, data_dir).await
     }
 
@@ -120,7 +124,7 @@ impl TestSigner {
         let data_dir = tempfile::tempdir().unwrap();
         let mut keys = Vec::new();
         for sk in secrets {
-            write_key_file(data_dir.path(), &sk.public_key().hash().to_string(), &sk.to_b58()).unwrap();
+            tzkms::startup::write_new_key(data_dir.path(), &sk.public_key().hash().to_string(), sk).unwrap();
             keys.push((sk.curve(), sk.public_key().hash(), sk.public_key().clone()));
         }
         let mut config = Config {

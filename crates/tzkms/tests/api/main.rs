@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod metrics;
 mod operations;
+mod operator;
 mod policy;
 mod process;
 mod routes;

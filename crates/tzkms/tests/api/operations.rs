@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tezos::{BlsScheme, Curve, SecretKey, Signature};
-use tzkms::backend::file::write_key_file;
 
 use crate::helpers::attestation;
 use crate::process::{run, run_with, Server, BIN};
@@ -40,6 +39,7 @@ async fn version_names_the_build() {
 async fn check(dir: &Path, text: &str) -> (bool, String, String) {
     let path = dir.join("tzkms.toml");
     std::fs::write(&path, text).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
     run(
         &["config", "check", "--config", path.to_str().unwrap()],
         &dir.join("data"),
@@ -62,7 +62,7 @@ async fn config_check_reports_what_it_would_serve_and_names_every_error() {
     let sk = SecretKey::generate(Curve::P256);
     let pkh = sk.public_key().hash();
     std::fs::create_dir_all(&data).unwrap();
-    write_key_file(&data, &pkh.to_string(), &sk.to_b58()).unwrap();
+    tzkms::startup::write_new_key(&data, &pkh.to_string(), &sk).unwrap();
 
     // A good file: backends, the store, the listeners and each key's effective policy.
     let (ok, out, err) = check(
@@ -149,6 +149,7 @@ async fn config_check_reports_what_it_would_serve_and_names_every_error() {
 async fn environment_overrides_the_listeners_and_the_log_shows_a_startup_summary() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
     let server = Server::start_env(
         &data,
         &[],
@@ -224,6 +225,11 @@ async fn sigterm_during_a_burst_loses_no_watermark_and_drops_no_accepted_request
     let config = crate::azure_cli::write_config(&emu, dir.path(), crate::azure_cli::CLIENT_SECRET);
     let config = config.to_str().unwrap().to_owned();
     let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The vault keys were created for this test: vouched for, as `azure keys create` does.
+    for (pkh, _) in &keys {
+        tzkms::watermark::floor::raise(&data, pkh, None, "created for the test").unwrap();
+    }
     let args = [
         "--config",
         config.as_str(),
@@ -474,6 +480,7 @@ async fn it_runs_as_an_unprivileged_user_without_the_root_warning() {
     if !running_as_root() {
         // Already unprivileged: the ordinary process tests cover this, and the warning must be absent.
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
         let server = Server::start(&dir.path().join("data"), &[]).await.unwrap();
         let log_path = server.log_path.clone();
         assert!(server.terminate().await.success());

@@ -228,8 +228,7 @@ async fn three_processes_sharing_a_table_sign_each_position_once() {
     for i in 0..3 {
         let d = dir.path().join(format!("instance-{i}"));
         for k in &keys {
-            tzkms::backend::file::write_key_file(&d, &k.public_key().hash().to_string(), &k.to_b58())
-                .unwrap();
+            tzkms::startup::write_new_key(&d, &k.public_key().hash().to_string(), k).unwrap();
         }
         data_dirs.push(d);
     }

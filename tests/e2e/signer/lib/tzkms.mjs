@@ -71,8 +71,12 @@ export function runTzkms(args, { input = '', env = {}, timeoutMs = COMMAND_TIMEO
   });
 }
 
-/** `tzkms keys import`: returns the pkh printed on stdout's first line. */
-export async function importKey(dataDir, sk, { password, alias } = {}) {
+/**
+ * `tzkms keys import`: returns the pkh printed on stdout's first line. An imported key signs consensus
+ * only once something vouches for its past: with `neverSigned` (the default: these test keys signed
+ * nothing before), `tzkms watermark floor <pkh> --level 0` does.
+ */
+export async function importKey(dataDir, sk, { password, alias, neverSigned = true } = {}) {
   const args = ['keys', 'import', '--data-dir', dataDir];
   if (alias) args.push('--alias', alias);
   const env = password === undefined ? {} : { TZKMS_KEY_PASSWORD: password };
@@ -80,7 +84,12 @@ export async function importKey(dataDir, sk, { password, alias } = {}) {
   if (r.code !== 0) {
     throw new Error(`tzkms keys import failed (exit ${r.code}): ${r.stderr}${r.stdout}`);
   }
-  return r.stdout.split('\n')[0].trim();
+  const pkh = r.stdout.split('\n')[0].trim();
+  if (neverSigned) {
+    const f = await runTzkms(['watermark', 'floor', pkh, '--level', '0', '--data-dir', dataDir]);
+    if (f.code !== 0) throw new Error(`tzkms watermark floor failed (exit ${f.code}): ${f.stderr}`);
+  }
+  return pkh;
 }
 
 const live = new Set();
