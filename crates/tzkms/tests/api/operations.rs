@@ -416,10 +416,24 @@ async fn the_systemd_unit_is_hardened_and_verifies() {
         "CapabilityBoundingSet=",
         "UMask=0077",
         "KillSignal=SIGTERM",
-        "Environment=TZKMS_DATA_DIR=/var/lib/tzkms",
     ] {
         assert!(directives.contains(wanted), "deploy/tzkms.service lacks {wanted}");
     }
+    // The data directory comes from the config file the unit passes, so that an operator's command with
+    // the same --config reads the same store; an Environment= line only the unit sees would not.
+    assert!(
+        !directives.iter().any(|d| d.contains("TZKMS_DATA_DIR")),
+        "deploy/tzkms.service sets the data directory where operators' commands do not see it"
+    );
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tzkms.toml"))
+            .unwrap();
+    assert!(
+        example
+            .lines()
+            .any(|l| l.starts_with("data_dir = \"/var/lib/tzkms\"")),
+        "examples/tzkms.toml (installed as /etc/tzkms/tzkms.toml) must name the unit's state directory"
+    );
     assert!(
         directives
             .iter()

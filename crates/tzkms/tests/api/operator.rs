@@ -368,3 +368,129 @@ async fn a_relative_data_dir_in_a_config_file_is_relative_to_the_file() {
     assert_eq!(keys.len(), 1);
     assert!(!elsewhere.join("state").exists());
 }
+
+/// The `tzkms …` lines of the first shell block after `marker` in `docs/<doc>`, as written there.
+fn documented_commands(doc: &str, marker: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(doc);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} not in {doc}"));
+    let block = text[from..]
+        .split("```sh")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let lines: Vec<String> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tzkms "))
+        .map(str::to_owned)
+        .collect();
+    assert!(!lines.is_empty(), "no tzkms command after {marker:?} in {doc}");
+    lines
+}
+
+/// Runs documented command lines with bash in `dir`, with this build's `tzkms` first on PATH.
+async fn run_documented(lines: &[String], dir: &Path) {
+    let bin_dir = Path::new(crate::process::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for line in lines {
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", line])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env_remove("TZKMS_DATA_DIR")
+            .env_remove("TZKMS_CONFIG")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{line}` failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The migration steps of docs/high-availability.md and docs/watermark.md, run as written: after them, the
+/// next instance refuses what the old one signed and replays its stored signatures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_migrations_run_as_written() {
+    let azurite = Azurite::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path();
+    let key = SecretKey::generate(Curve::P256);
+    let pk = key.public_key().clone();
+
+    // A single instance on its file store, configured by tzkms.toml beside its data directory.
+    std::fs::write(
+        scratch.join("tzkms.toml"),
+        "data_dir = \"data\"\n[keys]\ngenerate_if_empty = false\n",
+    )
+    .unwrap();
+    std::fs::create_dir(scratch.join("data")).unwrap();
+    tzkms::startup::write_new_key(&scratch.join("data"), &pk.hash().to_string(), &key).unwrap();
+    let a = Server::start(&scratch.join("data"), &[]).await.unwrap();
+    signed(&a, &pk, &block(500, 0, 1)).await;
+    let a_501 = signed(&a, &pk, &block(501, 0, 1)).await;
+    assert!(a.terminate().await.success());
+    // Step 2 of the guide: the table section goes into the instance's configuration.
+    let table = table_config(&azurite, scratch);
+    let mut text = std::fs::read_to_string(scratch.join("tzkms.toml")).unwrap();
+    text.push_str(&table_toml(&table));
+    std::fs::write(scratch.join("tzkms.toml"), &text).unwrap();
+    run_documented(
+        &documented_commands("high-availability.md", "## Migrating a single instance"),
+        scratch,
+    )
+    .await;
+    // A second instance with a copy of the key and the table, the first one still stopped.
+    let b_dir = scratch.join("b");
+    copy_key(&b_dir, &key);
+    let b = Server::start(
+        &b_dir,
+        &["--config", scratch.join("tzkms.toml").to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    refused(&b, &pk, &block(500, 0, 2), "is not above the high watermark").await;
+    refused(&b, &pk, &block(501, 0, 2), "already signed with different data").await;
+    assert_eq!(signed(&b, &pk, &block(501, 0, 1)).await, a_501);
+    assert!(b.terminate().await.success());
+
+    // docs/watermark.md: moving a key between instances with old.toml and new.toml.
+    let old = scratch.join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(scratch.join("old.toml"), "data_dir = \"old\"\n").unwrap();
+    std::fs::write(scratch.join("new.toml"), "data_dir = \"new\"\n").unwrap();
+    tzkms::startup::write_new_key(&old, &pk.hash().to_string(), &key).unwrap();
+    let server = Server::start(&old, &[]).await.unwrap();
+    let old_60 = signed(&server, &pk, &attestation(60, 1)).await;
+    assert!(server.terminate().await.success());
+    run_documented(
+        &documented_commands("watermark.md", "Moving a key between tzkms instances"),
+        scratch,
+    )
+    .await;
+    copy_key(&scratch.join("new"), &key);
+    let server = Server::start(&scratch.join("new"), &[]).await.unwrap();
+    refused(
+        &server,
+        &pk,
+        &attestation(60, 2),
+        "already signed with different data",
+    )
+    .await;
+    assert_eq!(signed(&server, &pk, &attestation(60, 1)).await, old_60);
+    signed(&server, &pk, &attestation(61, 1)).await;
+    assert!(server.terminate().await.success());
+    azurite.stop().await;
+}
