@@ -501,19 +501,30 @@ impl TableClient {
 
     /// Whether partition `pk` holds at least one entity (one query, at most one row returned).
     pub async fn partition_has_rows(&self, pk: &str, budget: Duration) -> Result<bool, TableError> {
-        let path = format!("/{}()", self.table);
         let query = [
             ("$filter", format!("PartitionKey eq '{}'", key_literal(pk))),
             ("$top", "1".to_owned()),
             ("$select", "RowKey".to_owned()),
         ];
+        let r = self.query(&query, budget).await?;
+        let page: Value = r.json().await.map_err(|e| TableError::Invalid(e.to_string()))?;
+        Ok(page["value"].as_array().is_some_and(|rows| !rows.is_empty()))
+    }
+
+    /// One page of a query over the table's entities; an error unless it succeeded.
+    async fn query(
+        &self,
+        query: &[(&str, String)],
+        budget: Duration,
+    ) -> Result<reqwest::Response, TableError> {
+        let path = format!("/{}()", self.table);
         let r = self
             .send(
                 Request {
                     operation: "query",
                     method: Method::GET,
                     path: &path,
-                    query: &query,
+                    query,
                     headers: &[],
                     body: None,
                 },
@@ -523,8 +534,7 @@ impl TableClient {
         if !r.status().is_success() {
             return Err(Self::fail("query", r).await);
         }
-        let page: Value = r.json().await.map_err(|e| TableError::Invalid(e.to_string()))?;
-        Ok(page["value"].as_array().is_some_and(|rows| !rows.is_empty()))
+        Ok(r)
     }
 
     /// Every entity of the table (following continuation headers).
@@ -537,23 +547,7 @@ impl TableClient {
                 query.push(("NextPartitionKey", pk.clone()));
                 query.push(("NextRowKey", rk.clone()));
             }
-            let path = format!("/{}()", self.table);
-            let r = self
-                .send(
-                    Request {
-                        operation: "query",
-                        method: Method::GET,
-                        path: &path,
-                        query: &query,
-                        headers: &[],
-                        body: None,
-                    },
-                    budget,
-                )
-                .await?;
-            if !r.status().is_success() {
-                return Err(Self::fail("query", r).await);
-            }
+            let r = self.query(&query, budget).await?;
             let header = |name: &str| {
                 r.headers()
                     .get(name)
