@@ -680,7 +680,7 @@ fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Result<()> {
                         k.pkh.to_string(),
                         k.kind.name(),
                         m.level,
-                        m.round,
+                        watermark::round_text(m.round),
                         if m.signature.is_some() { "stored" } else { "none" }
                     );
                 }
