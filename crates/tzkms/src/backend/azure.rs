@@ -504,4 +504,26 @@ mod tests {
         assert_eq!(fixed.as_bytes(), sig.as_bytes());
         assert!(sk.public_key().verify(b"\x03x", &fixed, BlsScheme::default()));
     }
+
+    /// Normalisation is not the only guard: the vault's raw high-S answer, released as is, fails the check
+    /// the signer makes before release (`PublicKey::verify`, as strict as the chain).
+    #[test]
+    fn a_vault_signature_that_skipped_normalisation_fails_the_release_check() {
+        let sk = tezos::SecretKey::generate(tezos::Curve::Secp256k1);
+        for i in 0..16u8 {
+            let msg = [0x03, i];
+            let low =
+                k256::ecdsa::Signature::from_slice(sk.sign(&msg, BlsScheme::default()).unwrap().as_bytes())
+                    .unwrap();
+            let (r, s) = low.split_scalars();
+            let raw: [u8; 64] = k256::ecdsa::Signature::from_scalars(r, -*s)
+                .unwrap()
+                .to_bytes()
+                .into();
+            let skipped = Signature::Secp256k1(raw);
+            assert!(!sk.public_key().verify(&msg, &skipped, BlsScheme::default()));
+            let normalised = normalise(KvCurve::P256K, &raw).unwrap();
+            assert!(sk.public_key().verify(&msg, &normalised, BlsScheme::default()));
+        }
+    }
 }
