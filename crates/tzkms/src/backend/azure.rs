@@ -239,12 +239,21 @@ impl AzureBackend {
         let versions = match self.client.list_versions(name, READ_BUDGET).await {
             Ok(versions) => versions,
             Err(e) if e.status() == Some(403) => {
-                // A role that may read the key but not list its versions: the latest version only.
+                // A role that may read the key but not list its versions: the latest version, and the
+                // versions served so far while a read says they are still usable.
                 tracing::warn!(
                     key = %name, error = %e,
-                    "azure: cannot list the key's versions; serving its latest version only (grant \
-                     keys/read on the key to serve every enabled version)"
+                    "azure: cannot list the key's versions; serving its latest version and the versions \
+                     served so far only (grant keys/read on the key to find every enabled version)"
                 );
+                let known: Vec<String> = previous
+                    .values()
+                    .filter(|k| k.name.eq_ignore_ascii_case(name))
+                    .map(|k| k.version.clone())
+                    .collect();
+                for version in known {
+                    self.read_version(name, &version, keys).await?;
+                }
                 return self.read_version(name, "", keys).await;
             }
             Err(e) => return Err(e),

@@ -490,3 +490,56 @@ async fn a_wrong_secret_fails_startup_with_the_entra_error() {
         "{text}"
     );
 }
+
+/// The addresses an Azure backend serves, sorted.
+fn served(backend: &tzkms::backend::azure::AzureBackend) -> Vec<PublicKeyHash> {
+    use tzkms::backend::KeyBackend as _;
+    let mut all: Vec<PublicKeyHash> = backend.keys().iter().map(|k| k.public_key.hash()).collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn a_rotated_key_serves_every_enabled_version_until_the_old_one_is_disabled() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = emu.create_key("baker", KvCurveEmu::P256).unwrap();
+    let old = pkh_of(&v1).0;
+    let client = tzkms::startup::azure_client(&azure_config(&emu, dir.path()))
+        .await
+        .unwrap();
+    let backend = tzkms::backend::azure::AzureBackend::start(client.clone(), vec![], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(served(&backend), vec![old]);
+
+    let new = pkh_of(&emu.create_key("baker", KvCurveEmu::P256).unwrap()).0;
+    assert_eq!(backend.reload().await.unwrap(), 2);
+    let mut both = vec![old, new];
+    both.sort();
+    assert_eq!(
+        served(&backend),
+        both,
+        "the old address stays served after a rotation"
+    );
+
+    // A vault that cannot be asked (an error the client does not retry) leaves the served set alone.
+    emu.faults().fail_next(Operation::ListKeyVersions, 1, 400);
+    backend.reload().await.unwrap();
+    assert_eq!(served(&backend), both);
+
+    // A role that may not list versions: the latest version and the versions served so far.
+    emu.faults()
+        .deny_key_operation("baker", Operation::ListKeyVersions);
+    backend.reload().await.unwrap();
+    assert_eq!(served(&backend), both);
+    emu.faults().allow_key("baker");
+
+    // The operator disables the old version once the new consensus key is active: it stops being served.
+    client
+        .set_enabled("baker", &v1.version, false, Duration::from_secs(5))
+        .await
+        .unwrap();
+    backend.reload().await.unwrap();
+    assert_eq!(served(&backend), vec![new]);
+}
