@@ -976,7 +976,7 @@ fn warn_new_version(existing: &[VersionRow], bundle: &tzkms::azure::keyvault::Ke
     eprintln!(
         "WARNING: {name} now has a new version {version} with a NEW ADDRESS {new}.\n\
          The chain still expects {old} for this baker. tzkms serves every enabled version, so both addresses \
-         are served after its next key refresh.\n\
+         are served after its next key refresh (unless [azure] keys pins a version: then add the new one).\n\
          Next: register {new} as the consensus key (octez-client set consensus key for <baker> to <{new}>), \
          and keep the old version enabled until the change is active; only then disable it \
          (az keyvault key set-attributes --name {name} --version <old> --enabled false).",
