@@ -2,7 +2,8 @@
 //! encoding and decoding, signing and verifying per curve (BLAKE2b included, as Tezos signs the digest),
 //! and the ECDSA implementations side by side: the pure-Rust `p256`/`k256` crates, OpenSSL (libcrypto) on the
 //! same digest, and ring's P-256 assembly (which hashes with SHA-256 itself, so it cannot sign Tezos's
-//! BLAKE2b digests: a speed reference only). `cargo bench -p tezos --bench formats`
+//! BLAKE2b digests: a speed reference only), and a P-256 file key's signature made the old way (OpenSSL, random
+//! nonce), tzkms's way (RFC 6979, k·G by OpenSSL) and p256's way. `cargo bench -p tezos --bench formats`
 
 use std::hint::black_box;
 
@@ -210,11 +211,57 @@ fn openssl_group(c: &mut Criterion, name: &str, curve: Nid, digest: &[u8; 32]) {
     g.finish();
 }
 
+/// One P-256 file-key signature three ways, same key, same message, BLAKE2b-256 and low S included in each:
+/// OpenSSL with a random nonce (tzkms until RFC 6979 came back), tzkms now (RFC 6979 nonce and scalar
+/// arithmetic in Rust, k·G by OpenSSL), and the pure-Rust `p256` RFC 6979 signer.
+fn p256_file_key_signing(c: &mut Criterion) {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    let message = attestation(Curve::P256);
+    let key = SecretKey::generate(Curve::P256);
+    let raw = key.to_raw();
+    let rust = p256::ecdsa::SigningKey::from_slice(raw.as_ref()).expect("p256 key");
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
+    let mut ctx = BigNumContext::new().expect("ctx");
+    let point = EcPoint::from_bytes(
+        &group,
+        rust.verifying_key().to_encoded_point(false).as_bytes(),
+        &mut ctx,
+    )
+    .expect("point");
+    let openssl_key =
+        EcKey::from_private_components(&group, &BigNum::from_slice(raw.as_ref()).expect("d"), &point)
+            .expect("OpenSSL key");
+    let mut g = c.benchmark_group("p256_file_key_sign");
+    g.bench_function("openssl_random_nonce", |b| {
+        b.iter(|| {
+            let sig = EcdsaSig::sign(&tezos::blake2b_256(black_box(&message)), &openssl_key).expect("sign");
+            let mut out = [0u8; 64];
+            out[..32].copy_from_slice(&sig.r().to_vec_padded(32).expect("r"));
+            out[32..].copy_from_slice(&sig.s().to_vec_padded(32).expect("s"));
+            let sig = p256::ecdsa::Signature::from_slice(&out).expect("sig");
+            sig.normalize_s().unwrap_or(sig)
+        })
+    });
+    g.bench_function("rfc6979_openssl_kg", |b| {
+        b.iter(|| key.sign(black_box(&message), BlsScheme::default()))
+    });
+    g.bench_function("rfc6979_p256_pure_rust", |b| {
+        b.iter(|| {
+            let sig: p256::ecdsa::Signature = rust
+                .sign_prehash(&tezos::blake2b_256(black_box(&message)))
+                .expect("sign");
+            sig.normalize_s().unwrap_or(sig)
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     classification,
     base58,
     sign_and_verify,
-    ecdsa_implementations
+    ecdsa_implementations,
+    p256_file_key_signing
 );
 criterion_main!(benches);

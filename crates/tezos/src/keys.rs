@@ -299,17 +299,16 @@ pub struct SecretKey {
 enum SecretInner {
     Ed25519(ed25519_dalek::SigningKey),
     Secp256k1(k256::ecdsa::SigningKey),
-    /// The same scalar twice: OpenSSL signs (8x faster), `p256` gives the raw bytes and the
-    /// deterministic signatures of [`SecretKey::sign_deterministic`].
-    P256(p256::ecdsa::SigningKey, crate::p256_openssl::SigningKey),
+    /// Signed by [`crate::p256_openssl::sign_digest_rfc6979`]: p256's RFC 6979 signatures, with OpenSSL
+    /// computing k·G.
+    P256(p256::ecdsa::SigningKey),
     Bls(blst::min_pk::SecretKey),
 }
 
 impl Drop for SecretInner {
     fn drop(&mut self) {
         // ed25519-dalek, k256 and p256 zeroize their keys on drop; blst's secret key does too
-        // (it implements Zeroize on drop); OpenSSL clears an EC key's scalar when it frees it.
-        // Nothing else to clear here.
+        // (it implements Zeroize on drop). Nothing else to clear here.
     }
 }
 
@@ -355,11 +354,7 @@ impl SecretKey {
                 k256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?,
             ),
             Curve::P256 => {
-                let key = p256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?;
-                let point = key.verifying_key().to_encoded_point(false);
-                let fast = crate::p256_openssl::SigningKey::new(&arr, point.as_bytes())
-                    .map_err(|e| KeyError::Signing(format!("OpenSSL could not load the P-256 key: {e}")))?;
-                SecretInner::P256(key, fast)
+                SecretInner::P256(p256::ecdsa::SigningKey::from_slice(arr.as_ref()).map_err(|_| invalid)?)
             }
             Curve::Bls => {
                 let mut be = Zeroizing::new(*arr);
@@ -382,7 +377,7 @@ impl SecretKey {
                 bytes: k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
                 p256: None,
             },
-            SecretInner::P256(k, _) => {
+            SecretInner::P256(k) => {
                 PublicKey::from_bytes(Curve::P256, k.verifying_key().to_encoded_point(false).as_bytes())?
             }
             SecretInner::Bls(k) => PublicKey {
@@ -408,7 +403,7 @@ impl SecretKey {
         match &self.inner {
             SecretInner::Ed25519(k) => out.copy_from_slice(k.as_bytes()),
             SecretInner::Secp256k1(k) => out.copy_from_slice(&k.to_bytes()),
-            SecretInner::P256(k, _) => out.copy_from_slice(&k.to_bytes()),
+            SecretInner::P256(k) => out.copy_from_slice(&k.to_bytes()),
             SecretInner::Bls(k) => {
                 let mut be = k.to_bytes();
                 out.copy_from_slice(&be);
@@ -430,27 +425,12 @@ impl SecretKey {
         Zeroizing::new(base58::encode(prefix, self.to_raw().as_ref()))
     }
 
-    /// Signs `message` the way Tezos does (see [`PublicKey::verify`]). ECDSA signatures are low-S.
-    /// secp256k1 signatures are deterministic (RFC 6979, as Octez makes them); P-256 signatures are made
-    /// by OpenSSL with a fresh nonce each time (as Octez's are not deterministic either), so signing the
-    /// same message twice gives two different valid signatures. ed25519 and BLS are deterministic.
+    /// Signs `message` the way Tezos does (see [`PublicKey::verify`]). Every signature is a function of
+    /// the key and the message: ed25519 and BLS by their definition, secp256k1 and P-256 with RFC 6979
+    /// nonces (P-256's are exactly the `p256` crate's, computed faster: see
+    /// [`crate::p256_openssl::sign_digest_rfc6979`]). ECDSA signatures are low-S. Signing the same bytes
+    /// twice therefore releases one signature, not two, even where a stored signature was lost.
     pub fn sign(&self, message: &[u8], scheme: BlsScheme) -> Result<Signature, KeyError> {
-        self.sign_with(message, scheme, false)
-    }
-
-    /// Like [`SecretKey::sign`], but every signature is a function of the key and the message: P-256
-    /// uses RFC 6979 nonces through the pure-Rust `p256` crate, about 8x slower than [`SecretKey::sign`].
-    /// For reproducing published signatures (test vectors), not for the signing path.
-    pub fn sign_deterministic(&self, message: &[u8], scheme: BlsScheme) -> Result<Signature, KeyError> {
-        self.sign_with(message, scheme, true)
-    }
-
-    fn sign_with(
-        &self,
-        message: &[u8],
-        scheme: BlsScheme,
-        deterministic: bool,
-    ) -> Result<Signature, KeyError> {
         let signing = |e: String| KeyError::Signing(e);
         Ok(match &self.inner {
             SecretInner::Ed25519(k) => Signature::Ed25519(k.sign(&blake2b_256(message)).to_bytes()),
@@ -461,14 +441,9 @@ impl SecretKey {
                 let sig = sig.normalize_s().unwrap_or(sig);
                 Signature::Secp256k1(sig.to_bytes().into())
             }
-            SecretInner::P256(k, fast) => {
-                let digest = blake2b_256(message);
-                let sig: p256::ecdsa::Signature = if deterministic {
-                    k.sign_prehash(&digest).map_err(|e| signing(e.to_string()))?
-                } else {
-                    let raw = fast.sign_digest(&digest).map_err(|e| signing(e.to_string()))?;
-                    p256::ecdsa::Signature::from_slice(&raw).map_err(|e| signing(e.to_string()))?
-                };
+            SecretInner::P256(k) => {
+                let sig = crate::p256_openssl::sign_digest_rfc6979(k, &blake2b_256(message))
+                    .map_err(|e| signing(e.to_string()))?;
                 let sig = sig.normalize_s().unwrap_or(sig);
                 Signature::P256(sig.to_bytes().into())
             }
@@ -541,23 +516,48 @@ mod tests {
     }
 
     #[test]
-    fn p256_signatures_are_low_s_and_deterministic_only_when_asked() {
-        let sk = SecretKey::generate(Curve::P256);
+    fn ecdsa_signatures_are_low_s_and_the_same_for_the_same_message() {
         let scheme = BlsScheme::default();
-        let mut fresh = std::collections::HashSet::new();
-        for i in 0..32u8 {
-            let msg = [0x03, i];
-            let sig = sk.sign(&msg, scheme).unwrap();
-            let det = sk.sign_deterministic(&msg, scheme).unwrap();
-            for s in [sig, det] {
-                let parsed = p256::ecdsa::Signature::from_slice(s.as_bytes()).unwrap();
-                assert!(parsed.normalize_s().is_none(), "low S");
-                assert!(sk.public_key().verify(&msg, &s, scheme));
+        for curve in [Curve::P256, Curve::Secp256k1] {
+            let sk = SecretKey::generate(curve);
+            let mut distinct = std::collections::HashSet::new();
+            for i in 0..32u8 {
+                let msg = [0x03, i];
+                let sig = sk.sign(&msg, scheme).unwrap();
+                assert!(sk.public_key().verify(&msg, &sig, scheme), "{curve}");
+                let low = match curve {
+                    Curve::P256 => p256::ecdsa::Signature::from_slice(sig.as_bytes())
+                        .unwrap()
+                        .normalize_s()
+                        .is_none(),
+                    _ => k256::ecdsa::Signature::from_slice(sig.as_bytes())
+                        .unwrap()
+                        .normalize_s()
+                        .is_none(),
+                };
+                assert!(low, "{curve}: low S");
+                assert_eq!(sk.sign(&msg, scheme).unwrap(), sig, "{curve}: signing again");
+                distinct.insert(sig.as_bytes().to_vec());
             }
-            assert_eq!(det, sk.sign_deterministic(&msg, scheme).unwrap());
-            fresh.insert(sk.sign(&[0x03], scheme).unwrap().as_bytes().to_vec());
+            assert_eq!(distinct.len(), 32, "{curve}: one signature per message");
         }
-        assert_eq!(fresh.len(), 32, "a fresh nonce for every signature");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// P-256 file keys sign as p256's RFC 6979 signer does, then bring S low.
+        #[test]
+        fn p256_signatures_are_p256s_rfc6979_signatures_brought_to_low_s(
+            scalar in proptest::array::uniform32(1u8..),
+            message in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            let ours = SecretKey::from_raw(Curve::P256, &scalar).unwrap();
+            let theirs = p256::ecdsa::SigningKey::from_slice(&scalar).unwrap();
+            let expected: p256::ecdsa::Signature = theirs.sign_prehash(&blake2b_256(&message)).unwrap();
+            let expected = expected.normalize_s().unwrap_or(expected);
+            let sig = ours.sign(&message, BlsScheme::default()).unwrap();
+            proptest::prop_assert_eq!(sig, Signature::P256(expected.to_bytes().into()));
+        }
     }
 
     #[test]

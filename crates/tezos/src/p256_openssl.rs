@@ -1,7 +1,8 @@
-//! P-256 ECDSA through the system's OpenSSL (libcrypto), whose assembly signs in about 13 µs and verifies
-//! in about 40 µs where the pure-Rust `p256` crate takes about 105 µs and 155 µs; the signer signs and then
-//! verifies every P-256 signature it returns (benches/formats.rs, docs/performance.md). OpenSSL 3.0 has no
-//! deterministic ECDSA, so its signatures take a fresh nonce each time: see [`SigningKey::sign_digest`].
+//! P-256 ECDSA with the system's OpenSSL (libcrypto) doing the point arithmetic: its assembly verifies in
+//! about 40 µs where the pure-Rust `p256` crate takes about 155 µs, and computes the k·G of a signature for
+//! a fraction of p256's 105 µs; the signer signs and then verifies every P-256 signature it returns
+//! (benches/formats.rs, docs/performance.md). OpenSSL 3.0 has no deterministic ECDSA, so signatures take
+//! their RFC 6979 nonce and scalar arithmetic from the RustCrypto crates: see [`sign_digest_rfc6979`].
 
 use std::sync::OnceLock;
 
@@ -10,7 +11,7 @@ use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::ecdsa::EcdsaSig;
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
-use openssl::pkey::{Private, Public};
+use openssl::pkey::Public;
 
 fn group() -> Result<&'static EcGroup, ErrorStack> {
     static GROUP: OnceLock<EcGroup> = OnceLock::new();
@@ -51,37 +52,68 @@ impl VerifyingKey {
     }
 }
 
-/// A P-256 private key in OpenSSL's form, made from the same scalar as the `p256` key beside it. OpenSSL
-/// clears the scalar when the key is freed.
-pub(crate) struct SigningKey(EcKey<Private>);
+/// RFC 6979 ECDSA over a 32-byte digest: the signature the pure-Rust `p256` crate's `sign_prehash` makes
+/// (same nonce, same `r‖s`, `s` not yet brought to low S), with its one costly step, k·G, done by OpenSSL.
+///
+/// - k: `rfc6979::generate_k` with HMAC-SHA-256 over the secret scalar and the digest, exactly as `ecdsa`
+///   0.16 calls it for p256 (the digest is passed as is, not reduced mod n).
+/// - k·G: OpenSSL's P-256 assembly (`ecp_nistz256`), constant time for the generator, on a secure-heap
+///   BIGNUM flagged constant-time and cleared after use. OpenSSL 3.0 reads k's bytes with `BN_bin2bn`,
+///   whose loop skips leading zero bytes: the same residual leak as OpenSSL 3.0's own nonce path (which
+///   also reduces its nonce with a variable-time `BN_mod`), and nothing else varies with k.
+/// - s = k⁻¹(z + r·d) mod n: p256's `Scalar`, whose inversion is a fixed exponentiation (constant time).
+pub(crate) fn sign_digest_rfc6979(
+    key: &p256::ecdsa::SigningKey,
+    digest: &[u8; 32],
+) -> Result<p256::ecdsa::Signature, SignError> {
+    use p256::elliptic_curve::ff::PrimeField;
+    use p256::elliptic_curve::ops::Reduce;
+    use p256::elliptic_curve::{Curve, FieldBytesEncoding};
+    use p256::{FieldBytes, NistP256, Scalar, U256};
+    use zeroize::Zeroizing;
 
-impl SigningKey {
-    /// From the big-endian scalar and the SEC1 public point already derived from it; OpenSSL checks
-    /// that the two agree.
-    pub(crate) fn new(scalar: &[u8; 32], public_sec1: &[u8]) -> Result<Self, ErrorStack> {
+    let d: &Scalar = key.as_nonzero_scalar().as_ref();
+    let z = FieldBytes::from(*digest);
+    let order: FieldBytes = FieldBytesEncoding::<NistP256>::encode_field_bytes(&NistP256::ORDER);
+    let k_bytes = Zeroizing::new(rfc6979::generate_k::<sha2::Sha256, _>(
+        &Zeroizing::new(d.to_repr()),
+        &order,
+        &z,
+        &[],
+    ));
+    // generate_k returns 0 < k < n, so the conversion always succeeds.
+    let k = Option::<Scalar>::from(Scalar::from_repr(*k_bytes)).ok_or(SignError::Nonce)?;
+
+    let x = {
         let group = group()?;
-        let mut ctx = BigNumContext::new()?;
-        let point = EcPoint::from_bytes(group, public_sec1, &mut ctx)?;
-        let mut d = BigNum::from_slice(scalar)?;
-        let key = EcKey::from_private_components(group, &d, &point);
-        // EC_KEY keeps its own copy; this one is only freed, not cleared, on drop.
-        d.clear();
-        let key = key?;
-        key.check_key()?;
-        Ok(Self(key))
-    }
+        let mut ctx = BigNumContext::new_secure()?;
+        let mut k_bn = BigNum::new_secure()?;
+        k_bn.set_const_time();
+        k_bn.copy_from_slice(k_bytes.as_slice())?;
+        k_bn.set_const_time();
+        let mut point = EcPoint::new(group)?;
+        let multiplied = point.mul_generator2(group, &k_bn, &mut ctx);
+        k_bn.clear();
+        multiplied?;
+        let (mut x, mut y) = (BigNum::new()?, BigNum::new()?);
+        point.affine_coordinates(group, &mut x, &mut y, &mut ctx)?;
+        FieldBytes::clone_from_slice(&x.to_vec_padded(32)?)
+    };
+    let r = <Scalar as Reduce<U256>>::reduce_bytes(&x);
+    let z = <Scalar as Reduce<U256>>::reduce_bytes(&z);
+    let k_inv = Option::<Scalar>::from(k.invert()).ok_or(SignError::Nonce)?;
+    let s = k_inv * (z + r * d);
+    // from_scalars refuses r = 0 or s = 0 (probability about 2^-256 each), as p256 does.
+    p256::ecdsa::Signature::from_scalars(r, s).map_err(|_| SignError::Nonce)
+}
 
-    /// ECDSA over a 32-byte digest, `r‖s` as OpenSSL makes it (either half of `s`). The nonce is
-    /// OpenSSL 3.0's: a hash of the private key, the digest and fresh random bytes, so signing the same
-    /// digest twice gives two different valid signatures, and a weak random source alone does not expose
-    /// the key.
-    pub(crate) fn sign_digest(&self, digest: &[u8; 32]) -> Result<[u8; 64], ErrorStack> {
-        let sig = EcdsaSig::sign(digest, &self.0)?;
-        let mut out = [0u8; 64];
-        out[..32].copy_from_slice(&sig.r().to_vec_padded(32)?);
-        out[32..].copy_from_slice(&sig.s().to_vec_padded(32)?);
-        Ok(out)
-    }
+/// Why [`sign_digest_rfc6979`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SignError {
+    #[error("OpenSSL: {0}")]
+    OpenSsl(#[from] ErrorStack),
+    #[error("the RFC 6979 nonce gave r = 0 or s = 0")]
+    Nonce,
 }
 
 #[cfg(test)]
@@ -195,24 +227,75 @@ mod tests {
         }
     }
 
-    #[test]
-    fn openssl_signatures_verify_with_p256_and_differ_each_time() {
-        for seed in 1..=8u8 {
-            let k = key(seed);
-            let ours = super::SigningKey::new(&[seed; 32], &compressed(&k)).unwrap();
-            let digest = [seed; 32];
-            let a = ours.sign_digest(&digest).unwrap();
-            let b = ours.sign_digest(&digest).unwrap();
-            assert_ne!(a, b, "a fresh nonce each time");
-            assert!(agree(&k, &digest, &a));
-            assert!(agree(&k, &digest, &b));
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn rfc6979_signatures_are_exactly_p256s_on_random_keys_and_digests(
+            scalar in proptest::array::uniform32(1u8..),
+            digest in proptest::array::uniform32(proptest::num::u8::ANY),
+        ) {
+            let k = SigningKey::from_slice(&scalar).unwrap();
+            let theirs: Signature = k.sign_prehash(&digest).unwrap();
+            let ours = sign_digest_rfc6979(&k, &digest).unwrap();
+            proptest::prop_assert_eq!(ours, theirs);
+            proptest::prop_assert_eq!(sign_digest_rfc6979(&k, &digest).unwrap(), ours);
         }
     }
 
     #[test]
-    fn an_openssl_key_must_match_its_public_point() {
-        assert!(super::SigningKey::new(&[1; 32], &compressed(&key(2))).is_err());
-        assert!(super::SigningKey::new(&[1; 32], &[5; 33]).is_err());
+    fn rfc6979_signatures_match_p256_at_the_edges_of_the_digest_and_the_scalar() {
+        let n_minus_1 =
+            hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632550").unwrap();
+        let scalars = [
+            vec![0u8; 31].into_iter().chain([1]).collect::<Vec<u8>>(),
+            n_minus_1.clone(),
+        ];
+        // Digests at and above the group order are reduced in s but passed whole to the nonce, as p256 does.
+        let digests = [[0u8; 32], [0xff; 32], n_minus_1.clone().try_into().unwrap(), {
+            let mut n: [u8; 32] = n_minus_1.clone().try_into().unwrap();
+            n[31] = 0x51;
+            n
+        }];
+        for scalar in &scalars {
+            let k = SigningKey::from_slice(scalar).unwrap();
+            for digest in &digests {
+                let theirs: Signature = k.sign_prehash(digest).unwrap();
+                assert_eq!(
+                    sign_digest_rfc6979(&k, digest).unwrap(),
+                    theirs,
+                    "{}",
+                    hex::encode(digest)
+                );
+            }
+        }
+    }
+
+    /// RFC 6979 appendix A.2.5 (P-256, SHA-256): the published r and s, before any low-S step.
+    #[test]
+    fn rfc6979_appendix_a25_vectors_reproduce() {
+        use sha2::Digest as _;
+        let x = hex::decode("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721").unwrap();
+        let k = SigningKey::from_slice(&x).unwrap();
+        for (message, expected) in [
+            (
+                "sample",
+                "efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716\
+                 f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8",
+            ),
+            (
+                "test",
+                "f1abb023518351cd71d881567b1ea663ed3efcf6c5132b354f28d3b0b7d38367\
+                 019f4113742a2b14bd25926b49c649155f267e60d3814b4c0cc84250e46f0083",
+            ),
+        ] {
+            let digest: [u8; 32] = sha2::Sha256::digest(message.as_bytes()).into();
+            let sig = sign_digest_rfc6979(&k, &digest).unwrap();
+            assert_eq!(
+                hex::encode(sig.to_bytes()),
+                expected.replace(' ', ""),
+                "{message}"
+            );
+        }
     }
 
     #[test]

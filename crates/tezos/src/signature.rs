@@ -214,3 +214,38 @@ pub fn verify_bls_proof_of_possession(signer: &PublicKey, proven: &PublicKey, pr
     };
     s.verify(true, proven.as_bytes(), BLS_DST_POP_PROOF, &[], &key, true) == blst::BLST_ERROR::BLST_SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use k256::ecdsa::signature::hazmat::PrehashSigner;
+
+    use super::*;
+    use crate::keys::{Curve, SecretKey};
+
+    /// libsecp256k1, which Octez verifies with, refuses high S: a valid ECDSA signature with the other half of
+    /// S is refused, its low-S twin accepted.
+    #[test]
+    fn a_high_s_secp256k1_signature_is_refused_and_its_low_s_twin_accepted() {
+        for i in 0..32u8 {
+            let sk = SecretKey::generate(Curve::Secp256k1);
+            let msg = [0x03, i, 0x42];
+            let k = k256::ecdsa::SigningKey::from_slice(sk.to_raw().as_ref()).unwrap();
+            let sig: k256::ecdsa::Signature = k.sign_prehash(&blake2b_256(&msg)).unwrap();
+            let low = sig.normalize_s().unwrap_or(sig);
+            let (r, s) = low.split_scalars();
+            let high = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+            assert!(high.normalize_s().is_some(), "high S");
+            // (r, n - s) is as valid an ECDSA signature as (r, s): only the low-S rule tells them apart.
+            let scheme = BlsScheme::default();
+            let low = Signature::Secp256k1(low.to_bytes().into());
+            let high_bytes: [u8; 64] = high.to_bytes().into();
+            assert!(sk.public_key().verify(&msg, &low, scheme));
+            assert!(!sk
+                .public_key()
+                .verify(&msg, &Signature::Secp256k1(high_bytes), scheme));
+            assert!(!sk
+                .public_key()
+                .verify(&msg, &Signature::Generic(high_bytes), scheme));
+        }
+    }
+}

@@ -201,6 +201,7 @@ fn scheme_of(v: &Value) -> BlsScheme {
 fn signature_vectors_verify_and_deterministic_ones_reproduce() {
     let sigs = load("signatures.json");
     let mut reproduced = 0;
+    let mut p256_reproduced = 0;
     for v in arr(&sigs["signatures"]) {
         let id = s(&v["id"]);
         let msg = hex::decode(s(&v["message_hex"])).unwrap();
@@ -248,28 +249,23 @@ fn signature_vectors_verify_and_deterministic_ones_reproduce() {
             pk.verify(&msg, &ours, scheme),
             "{id}: our signature does not verify"
         );
-        let deterministic = sk.sign_deterministic(&msg, scheme).unwrap();
-        assert!(
-            pk.verify(&msg, &deterministic, scheme),
-            "{id}: our deterministic signature does not verify"
-        );
-        // sign_deterministic is RFC 6979 + low-S, so it reproduces every vector made that way, P-256
-        // included; sign is the same except for P-256, whose nonce is fresh each time.
+        // sign is RFC 6979 + low-S on both ECDSA curves, so it reproduces every vector made that way,
+        // P-256 included.
         let must_reproduce =
             v["deterministic"].as_bool().unwrap() || v["rfc6979_low_s"].as_bool() == Some(true);
         if must_reproduce {
-            assert_eq!(
-                deterministic.to_string(),
-                s(&v["signature"]),
-                "{id}: not reproduced"
-            );
-            if pk.curve() != Curve::P256 {
-                assert_eq!(ours, deterministic, "{id}: sign is not deterministic");
+            assert_eq!(ours.to_string(), s(&v["signature"]), "{id}: not reproduced");
+            if pk.curve() == Curve::P256 {
+                p256_reproduced += 1;
             }
             reproduced += 1;
         }
     }
     assert!(reproduced >= 14, "only {reproduced} signatures reproduced");
+    assert!(
+        p256_reproduced >= 5,
+        "only {p256_reproduced} P-256 signatures reproduced"
+    );
 }
 
 #[test]

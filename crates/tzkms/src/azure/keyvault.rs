@@ -108,6 +108,8 @@ pub struct KeyBundle {
     pub x: Vec<u8>,
     pub y: Vec<u8>,
     pub enabled: bool,
+    /// Seconds since the Unix epoch.
+    pub created: Option<u64>,
     pub not_before: Option<u64>,
     pub expires: Option<u64>,
 }
@@ -115,21 +117,26 @@ pub struct KeyBundle {
 impl KeyBundle {
     /// Whether Key Vault would sign with it now.
     pub fn usable_now(&self) -> Result<(), &'static str> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if !self.enabled {
-            return Err("disabled");
-        }
-        if self.expires.is_some_and(|exp| exp <= now) {
-            return Err("expired");
-        }
-        if self.not_before.is_some_and(|nbf| nbf > now) {
-            return Err("not yet valid");
-        }
-        Ok(())
+        usable_now(self.enabled, self.not_before, self.expires)
     }
+}
+
+/// Whether Key Vault would sign with a version of these attributes now.
+fn usable_now(enabled: bool, not_before: Option<u64>, expires: Option<u64>) -> Result<(), &'static str> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if !enabled {
+        return Err("disabled");
+    }
+    if expires.is_some_and(|exp| exp <= now) {
+        return Err("expired");
+    }
+    if not_before.is_some_and(|nbf| nbf > now) {
+        return Err("not yet valid");
+    }
+    Ok(())
 }
 
 /// A key listed by `list keys`: its name and enabled flag.
@@ -137,6 +144,24 @@ impl KeyBundle {
 pub struct KeyItem {
     pub name: String,
     pub enabled: bool,
+}
+
+/// A version listed by `list versions`: its version id and attributes (no public key: that needs a get).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersionItem {
+    pub version: String,
+    pub enabled: bool,
+    /// Seconds since the Unix epoch.
+    pub created: Option<u64>,
+    pub not_before: Option<u64>,
+    pub expires: Option<u64>,
+}
+
+impl KeyVersionItem {
+    /// Whether Key Vault would sign with this version now.
+    pub fn usable_now(&self) -> Result<(), &'static str> {
+        usable_now(self.enabled, self.not_before, self.expires)
+    }
 }
 
 #[derive(Debug)]
@@ -500,8 +525,8 @@ impl KeyVaultClient {
         }
     }
 
-    /// The versions of one key (following `nextLink`).
-    pub async fn list_versions(&self, name: &str, budget: Duration) -> Result<Vec<String>, KvError> {
+    /// The versions of one key (following `nextLink`), in the vault's order.
+    pub async fn list_versions(&self, name: &str, budget: Duration) -> Result<Vec<KeyVersionItem>, KvError> {
         let mut versions = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -524,9 +549,20 @@ impl KeyVaultClient {
                 }
             };
             for item in page["value"].as_array().into_iter().flatten() {
-                if let Some((_, v)) = item["kid"].as_str().and_then(parse_kid) {
-                    versions.push(v);
+                let Some((_, version)) = item["kid"].as_str().and_then(parse_kid) else {
+                    continue;
+                };
+                if version.is_empty() {
+                    continue;
                 }
+                let attributes = &item["attributes"];
+                versions.push(KeyVersionItem {
+                    version,
+                    enabled: attributes["enabled"].as_bool().unwrap_or(true),
+                    created: attributes["created"].as_u64(),
+                    not_before: attributes["nbf"].as_u64(),
+                    expires: attributes["exp"].as_u64(),
+                });
             }
             match page["nextLink"].as_str().filter(|l| !l.is_empty()) {
                 Some(link) => next = Some(link.to_owned()),
@@ -687,6 +723,7 @@ fn bundle(operation: &'static str, answer: &Value) -> Result<KeyBundle, KvError>
         x: coord("x")?,
         y: coord("y")?,
         enabled: attributes["enabled"].as_bool().unwrap_or(true),
+        created: attributes["created"].as_u64(),
         not_before: attributes["nbf"].as_u64(),
         expires: attributes["exp"].as_u64(),
     })

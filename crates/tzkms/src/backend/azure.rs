@@ -1,5 +1,5 @@
 //! Keys in Azure Key Vault (Premium, HSM-protected) or Managed HSM: P-256 keys serve as tz3, P-256K
-//! (secp256k1) keys as tz2. The vault signs the BLAKE2b-256 digest; the raw `r‖s` it returns is brought to
+//! (secp256k1) keys as tz2, every enabled version of a key under its own address. The vault signs the BLAKE2b-256 digest; the raw `r‖s` it returns is brought to
 //! low S (Octez rejects high-S secp256k1 signatures) and verified locally by the signer before release.
 
 use std::collections::HashMap;
@@ -30,7 +30,7 @@ struct VaultKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySelection {
     pub name: String,
-    /// A pinned version, else the latest.
+    /// A pinned version, else every enabled version.
     pub version: Option<String>,
 }
 
@@ -148,8 +148,11 @@ impl AzureBackend {
         });
     }
 
-    /// Reads the selected keys (or all keys) from the vault and replaces the served set. A key that cannot
-    /// be used is skipped with one log line; it never aborts the reload.
+    /// Reads the selected keys (or all keys) from the vault and replaces the served set: every enabled
+    /// version of each key (a pinned selection: that version only), so a rotation adds an address and never
+    /// silently swaps one. A version that cannot be used is skipped with one log line; a key the vault could
+    /// not be asked about keeps the versions served so far; neither aborts the reload. Addresses that stop
+    /// being served, and new versions of a served key, are logged as warnings.
     pub async fn reload(&self) -> Result<usize, KvError> {
         let wanted: Vec<KeySelection> = if self.selection.is_empty() {
             self.client
@@ -164,31 +167,114 @@ impl AzureBackend {
         } else {
             self.selection.clone()
         };
+        let previous = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut keys = HashMap::new();
+        let mut dropped: HashMap<(String, String), String> = HashMap::new();
         for sel in wanted {
-            let version = sel.version.as_deref().unwrap_or("");
-            match self.client.get_key(&sel.name, version, READ_BUDGET).await {
-                Ok(bundle) => match key_from_bundle(&bundle) {
-                    Ok((curve, public_key)) => {
-                        keys.insert(
-                            public_key.hash(),
-                            VaultKey {
-                                name: bundle.name.clone(),
-                                // Pin the version read now: "latest" may move under a rotation.
-                                version: bundle.version.clone(),
-                                curve,
-                                public_key,
-                            },
-                        );
-                    }
-                    Err(why) => tracing::info!(key = %sel.name, "azure: key not served: {why}"),
-                },
-                Err(e) => tracing::warn!(key = %sel.name, error = %e, "azure: key not served"),
+            let read = match &sel.version {
+                Some(version) => self.read_version(&sel.name, version, &mut keys).await,
+                None => {
+                    self.read_enabled_versions(&sel.name, &previous, &mut keys, &mut dropped)
+                        .await
+                }
+            };
+            if let Err(e) = read {
+                let kept: Vec<_> = previous
+                    .iter()
+                    .filter(|(_, k)| k.name.eq_ignore_ascii_case(&sel.name))
+                    .map(|(pkh, k)| (*pkh, k.clone()))
+                    .collect();
+                // 404: the key (or the pinned version) is gone; report_changes names what stops being served.
+                if kept.is_empty() || e.status() == Some(404) {
+                    tracing::warn!(key = %sel.name, error = %e, "azure: key not served");
+                } else {
+                    tracing::warn!(
+                        key = %sel.name, error = %e,
+                        "azure: reading the key failed; serving the versions known so far"
+                    );
+                    keys.extend(kept);
+                }
             }
         }
+        report_changes(&previous, &keys, &dropped);
         let n = keys.len();
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         Ok(n)
+    }
+
+    /// One pinned version. Unusable (disabled, expired, not EC): skipped with a log line.
+    async fn read_version(
+        &self,
+        name: &str,
+        version: &str,
+        keys: &mut HashMap<PublicKeyHash, VaultKey>,
+    ) -> Result<(), KvError> {
+        let bundle = self.client.get_key(name, version, READ_BUDGET).await?;
+        match key_from_bundle(&bundle) {
+            Ok((curve, public_key)) => {
+                keys.insert(
+                    public_key.hash(),
+                    VaultKey {
+                        name: bundle.name.clone(),
+                        version: bundle.version.clone(),
+                        curve,
+                        public_key,
+                    },
+                );
+            }
+            Err(why) => tracing::info!(key = %name, version, "azure: key not served: {why}"),
+        }
+        Ok(())
+    }
+
+    /// Every enabled version of `name`. A version's public key never changes, so only versions not served
+    /// yet are read (one list per key and refresh, plus one read per new version).
+    async fn read_enabled_versions(
+        &self,
+        name: &str,
+        previous: &HashMap<PublicKeyHash, VaultKey>,
+        keys: &mut HashMap<PublicKeyHash, VaultKey>,
+        dropped: &mut HashMap<(String, String), String>,
+    ) -> Result<(), KvError> {
+        let versions = match self.client.list_versions(name, READ_BUDGET).await {
+            Ok(versions) => versions,
+            Err(e) if e.status() == Some(403) => {
+                // A role that may read the key but not list its versions: the latest version, and the
+                // versions served so far while a read says they are still usable.
+                tracing::warn!(
+                    key = %name, error = %e,
+                    "azure: cannot list the key's versions; serving its latest version and the versions \
+                     served so far only (grant keys/read on the key to find every enabled version)"
+                );
+                let known: Vec<String> = previous
+                    .values()
+                    .filter(|k| k.name.eq_ignore_ascii_case(name))
+                    .map(|k| k.version.clone())
+                    .collect();
+                for version in known {
+                    self.read_version(name, &version, keys).await?;
+                }
+                return self.read_version(name, "", keys).await;
+            }
+            Err(e) => return Err(e),
+        };
+        for item in versions {
+            if let Err(why) = item.usable_now() {
+                dropped.insert((name.to_ascii_lowercase(), item.version.clone()), why.to_owned());
+                tracing::debug!(key = %name, version = %item.version, "azure: version not served: {why}");
+                continue;
+            }
+            let known = previous
+                .iter()
+                .find(|(_, k)| k.name.eq_ignore_ascii_case(name) && k.version == item.version);
+            match known {
+                Some((pkh, key)) => {
+                    keys.insert(*pkh, key.clone());
+                }
+                None => self.read_version(name, &item.version, keys).await?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -327,6 +413,56 @@ impl KeyBackend for AzureBackend {
     }
 }
 
+/// Warns about every address that stops being served and every new version of a key already served: a
+/// baker whose consensus key is the old address must not lose it without a word, and the new address must
+/// be registered (as consensus key) before the old version is disabled.
+fn report_changes(
+    previous: &HashMap<PublicKeyHash, VaultKey>,
+    now: &HashMap<PublicKeyHash, VaultKey>,
+    dropped: &HashMap<(String, String), String>,
+) {
+    if previous.is_empty() {
+        return;
+    }
+    for (pkh, old) in previous {
+        if now.contains_key(pkh) {
+            continue;
+        }
+        let why = dropped
+            .get(&(old.name.to_ascii_lowercase(), old.version.clone()))
+            .map(String::as_str)
+            .unwrap_or("no longer in the vault or not readable");
+        tracing::warn!(
+            key = %old.name, version = %old.version, address = %pkh,
+            "azure: {pkh} ({}/{}) is no longer served: {why}; requests for it now fail with 404",
+            old.name, old.version
+        );
+    }
+    let mut added: Vec<(&PublicKeyHash, &VaultKey)> = now
+        .iter()
+        .filter(|(pkh, _)| !previous.contains_key(pkh))
+        .collect();
+    added.sort_by_key(|(pkh, _)| pkh.to_string());
+    for (pkh, new) in added {
+        let mut older: Vec<String> = previous
+            .iter()
+            .filter(|(_, k)| k.name.eq_ignore_ascii_case(&new.name))
+            .map(|(p, k)| format!("{p} ({}/{})", k.name, k.version))
+            .collect();
+        if older.is_empty() {
+            continue;
+        }
+        older.sort();
+        tracing::warn!(
+            key = %new.name, version = %new.version, address = %pkh,
+            "azure: key {} has a new version {} with a new address {pkh}; still serving {} while enabled. \
+             Register {pkh} as the consensus key (octez-client set consensus key) and keep the old version \
+             enabled until it takes effect",
+            new.name, new.version, older.join(", ")
+        );
+    }
+}
+
 /// Low-S form of an ECDSA `r‖s` (mandatory for secp256k1, harmless for P-256).
 fn normalise(curve: KvCurve, raw: &[u8; 64]) -> Option<Signature> {
     Some(match curve {
@@ -376,5 +512,27 @@ mod tests {
         let fixed = normalise(KvCurve::P256K, &raw).unwrap();
         assert_eq!(fixed.as_bytes(), sig.as_bytes());
         assert!(sk.public_key().verify(b"\x03x", &fixed, BlsScheme::default()));
+    }
+
+    /// Normalisation is not the only guard: the vault's raw high-S answer, released as is, fails the check
+    /// the signer makes before release (`PublicKey::verify`, as strict as the chain).
+    #[test]
+    fn a_vault_signature_that_skipped_normalisation_fails_the_release_check() {
+        let sk = tezos::SecretKey::generate(tezos::Curve::Secp256k1);
+        for i in 0..16u8 {
+            let msg = [0x03, i];
+            let low =
+                k256::ecdsa::Signature::from_slice(sk.sign(&msg, BlsScheme::default()).unwrap().as_bytes())
+                    .unwrap();
+            let (r, s) = low.split_scalars();
+            let raw: [u8; 64] = k256::ecdsa::Signature::from_scalars(r, -*s)
+                .unwrap()
+                .to_bytes()
+                .into();
+            let skipped = Signature::Secp256k1(raw);
+            assert!(!sk.public_key().verify(&msg, &skipped, BlsScheme::default()));
+            let normalised = normalise(KvCurve::P256K, &raw).unwrap();
+            assert!(sk.public_key().verify(&msg, &normalised, BlsScheme::default()));
+        }
     }
 }

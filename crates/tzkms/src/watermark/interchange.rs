@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tezos::{base58, ChainId, ConsensusKind, Level, PublicKeyHash, Round, Signature};
 
-use super::{Mark, MarkKey};
+use super::{Mark, MarkKey, WHOLE_LEVEL};
 
 pub const FORMAT: &str = "tzkms-watermarks";
 pub const VERSION: u32 = 1;
@@ -174,7 +174,8 @@ fn insert_max(marks: &mut Marks, key: MarkKey, mark: Mark) {
 }
 
 /// octez-signer's `<base_dir>/{block,preattestation,attestation}_high_watermarks` files:
-/// `{ "<chain>": { "<pkh>": { "level", "round"?, "hash", "signature"? } } }`. Missing files are skipped.
+/// `{ "<chain>": { "<pkh>": { "level", "round"?, "hash", "signature"? } } }`. Missing files are skipped. A
+/// mark without a round covers its whole level ([`WHOLE_LEVEL`]), as octez-signer treats it.
 pub fn import_octez(base_dir: &Path) -> Result<Marks, String> {
     #[derive(Deserialize)]
     struct OctezMark {
@@ -204,18 +205,31 @@ pub fn import_octez(base_dir: &Path) -> Result<Marks, String> {
                 let pkh: PublicKeyHash = pkh.parse().map_err(|e| at(format!("{pkh}: {e}")))?;
                 let level =
                     u32::try_from(m.level).map_err(|_| at(format!("{pkh}: bad level {}", m.level)))?;
-                let round = u32::try_from(m.round.unwrap_or(0))
-                    .map_err(|_| at(format!("{pkh}: bad round {:?}", m.round)))?;
-                let mark = Mark {
-                    level: Level(level),
-                    round: Round(round),
-                    hash: parse_hash(&m.hash).map_err(|e| at(format!("{pkh}: {e}")))?,
-                    signature: m
-                        .signature
-                        .as_deref()
-                        .map(str::parse::<Signature>)
-                        .transpose()
-                        .map_err(|e| at(format!("{pkh}: signature: {e}")))?,
+                let hash = parse_hash(&m.hash).map_err(|e| at(format!("{pkh}: {e}")))?;
+                let signature = m
+                    .signature
+                    .as_deref()
+                    .map(str::parse::<Signature>)
+                    .transpose()
+                    .map_err(|e| at(format!("{pkh}: signature: {e}")))?;
+                let mark = match m.round {
+                    Some(round) => Mark {
+                        level: Level(level),
+                        round: Round(
+                            u32::try_from(round).map_err(|_| at(format!("{pkh}: bad round {round}")))?,
+                        ),
+                        hash,
+                        signature,
+                    },
+                    // No round (a pre-Tenderbake mark): octez-signer refuses every other block at this
+                    // level, whatever its round, so the mark covers the whole level. Its signature is
+                    // dropped: no real request sits at that position to be answered with it.
+                    None => Mark {
+                        level: Level(level),
+                        round: WHOLE_LEVEL,
+                        hash,
+                        signature: None,
+                    },
                 };
                 insert_max(&mut marks, MarkKey { chain, pkh, kind }, mark);
             }
@@ -342,5 +356,65 @@ mod tests {
         marks.remove(&key_of(1, ConsensusKind::Block));
         assert_eq!(encoded.encode(), encode(&marks));
         assert_eq!(decode(&encoded.encode()).expect("decodes"), marks);
+    }
+
+    /// octez-signer refuses every other block at the level of a round-less (pre-Tenderbake) mark, whatever
+    /// the round; the imported mark does too, and the levels above sign.
+    #[test]
+    fn an_octez_mark_without_a_round_refuses_every_round_of_its_level() {
+        use crate::watermark::{decide, Decision, MarkRequest, Refusal};
+        let dir = tempfile::tempdir().expect("dir");
+        let chain = "NetXdQprcVkpaWU";
+        let pkh = "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx";
+        let signature =
+            "sigeeho3jK4MZKsyqcTc9mjhtz9w6enG3AFniufgUXCuXFW7VjShxLoNmxqkQSRYUwP1LHRMere5LrvxcqLgU9KmDGN356Yz";
+        let file = serde_json::json!({ chain: { pkh: {
+            "level": 1_000, "hash": "11".repeat(32), "signature": signature } } });
+        std::fs::write(dir.path().join("block_high_watermarks"), file.to_string()).expect("write");
+        let marks = import_octez(dir.path()).expect("imports");
+        let key = MarkKey {
+            chain: chain.parse().expect("chain"),
+            pkh: pkh.parse().expect("pkh"),
+            kind: ConsensusKind::Block,
+        };
+        let mark = &marks[&key];
+        assert_eq!((mark.level, mark.round), (Level(1_000), WHOLE_LEVEL));
+        assert_eq!(mark.signature, None);
+
+        let request = |level, round, hash| MarkRequest {
+            level: Level(level),
+            round: Round(round),
+            hash: [hash; 32],
+        };
+        for round in [0, 1, 7, 1_000, i32::MAX as u32 - 1, i32::MAX as u32] {
+            for hash in [0x11, 0x22] {
+                assert!(
+                    matches!(
+                        decide(Some(mark), &request(1_000, round, hash)),
+                        Decision::Refuse(_)
+                    ),
+                    "round {round}, hash {hash:x} at the mark's level is refused"
+                );
+            }
+            assert!(matches!(
+                decide(Some(mark), &request(999, round, 0x22)),
+                Decision::Refuse(Refusal::Below { .. })
+            ));
+        }
+        assert_eq!(decide(Some(mark), &request(1_001, 0, 0x22)), Decision::Sign);
+
+        // A refusal names the mark's round as "any"; the mark survives the tzkms format.
+        let refused = crate::watermark::WatermarkError::Refused {
+            key,
+            requested: (Level(1_000), Round(3)),
+            refusal: Refusal::Below {
+                stored: (mark.level, mark.round),
+            },
+        };
+        assert!(
+            refused.to_string().contains("(level 1000 round any)"),
+            "{refused}"
+        );
+        assert_eq!(decode(&encode(&marks)).expect("decodes"), marks);
     }
 }

@@ -48,6 +48,21 @@ impl Mark {
     }
 }
 
+/// The round of a mark that covers its whole level, whatever the round: octez-signer's marks of
+/// pre-Tenderbake blocks carry no round, and octez-signer refuses every other block at their level. Tezos
+/// encodes rounds as non-negative int32, so no payload is above this round at the same level; and it is an
+/// Int32 in every store (the shared table included).
+pub const WHOLE_LEVEL: Round = Round(i32::MAX as u32);
+
+/// A mark's round as printed: `any` for [`WHOLE_LEVEL`].
+pub fn round_text(round: Round) -> String {
+    if round == WHOLE_LEVEL {
+        "any".into()
+    } else {
+        round.to_string()
+    }
+}
+
 /// A consensus request, as the watermark sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkRequest {
@@ -163,16 +178,19 @@ fn why(refusal: &Refusal) -> String {
         Refusal::Below { stored } => {
             format!(
                 "is not above the high watermark (level {} round {})",
-                stored.0, stored.1
+                stored.0,
+                round_text(stored.1)
             )
         }
         Refusal::DifferentBytes { stored } => format!(
             "already signed with different data (high watermark level {} round {})",
-            stored.0, stored.1
+            stored.0,
+            round_text(stored.1)
         ),
         Refusal::NoStoredSignature { stored } => format!(
             "is at the high watermark (level {} round {}) and no signature is stored for it",
-            stored.0, stored.1
+            stored.0,
+            round_text(stored.1)
         ),
     }
 }

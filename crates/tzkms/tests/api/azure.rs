@@ -1,6 +1,7 @@
 //! The Azure backend against the Key Vault emulator over HTTPS: signing with tz2/tz3 vault keys, one Key
-//! Vault call per signature, high-S normalisation, token expiry, throttling, 5xx, stalls and dropped
-//! connections inside and beyond the budget, skipped keys, paging, discovery of new keys, credentials.
+//! Vault call per signature, high-S normalisation (and the release check behind it), token expiry,
+//! throttling, 5xx, stalls and dropped connections inside and beyond the budget, skipped keys, paging,
+//! discovery of new keys, credentials.
 
 use std::path::Path;
 use std::time::Duration;
@@ -133,19 +134,109 @@ async fn vault_keys_sign_as_tz2_and_tz3_with_exactly_one_key_vault_call_each() {
     signer.stop().await;
 }
 
+/// The vault's own answer for `name`'s latest version over `digest`, through the REST API.
+async fn vault_signature(emu: &Emulator, name: &str, alg: &str, digest: &[u8; 32]) -> [u8; 64] {
+    use tzkms::azure::keyvault::{b64url, b64url_decode};
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(emu.ca_pem().unwrap().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let version = emu.key(name).unwrap().version;
+    let answer: serde_json::Value = http
+        .post(format!(
+            "{}/keys/{name}/{version}/sign?api-version=2025-07-01",
+            emu.url()
+        ))
+        .bearer_auth(emu.issue_token())
+        .json(&serde_json::json!({ "alg": alg, "value": b64url(digest) }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    b64url_decode(answer["value"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn high_s_signatures_from_the_vault_are_normalised() {
     let emu = emulator().await;
     let tz2 = pkh_of(&emu.create_key("k1", KvCurveEmu::P256K).unwrap());
     let tz3 = pkh_of(&emu.create_key("p256", KvCurveEmu::P256).unwrap());
     emu.faults().force_high_s(true);
+    // The fault works: the P-256K key's own answer is high S, valid for the vault, refused by the chain's rule.
+    let payload = attestation(7, 0x41);
+    let digest = tezos::blake2b_256(&payload);
+    let raw = vault_signature(&emu, "k1", "ES256K", &digest).await;
+    let vault_sig = k256::ecdsa::Signature::from_slice(&raw).unwrap();
+    assert!(vault_sig.normalize_s().is_some(), "the vault answered high S");
+    assert!(emu.verify("k1", None, &digest, &raw));
+    assert!(!tz2
+        .1
+        .verify(&payload, &Signature::Secp256k1(raw), BlsScheme::default()));
+
     let (signer, _dir) = start(&emu, |_| {}).await;
+    // A consensus payload (through the watermark) and generic ones: only low-S signatures that verify leave.
+    let sig = sign_ok(&signer, &tz2.0, &tz2.1, &payload).await;
+    assert!(is_low_s(&sig), "{sig}");
     for i in 0..10u8 {
         for (pkh, pk) in [&tz2, &tz3] {
             let sig = sign_ok(&signer, pkh, pk, &[0x03, i]).await;
             assert!(is_low_s(&sig), "{sig}");
         }
     }
+    signer.stop().await;
+}
+
+/// A backend that forgets to normalise: the file key's low-S secp256k1 signature is handed back with the
+/// other half of S, still a valid ECDSA signature (as a vault may answer) but not one the chain accepts.
+#[derive(Debug)]
+struct SkipsNormalisation(tzkms::backend::file::FileBackend);
+
+impl tzkms::backend::KeyBackend for SkipsNormalisation {
+    fn kind(&self) -> &'static str {
+        "skips-normalisation"
+    }
+    fn keys(&self) -> Vec<tzkms::backend::KeyInfo> {
+        self.0.keys()
+    }
+    fn sign<'a>(
+        &'a self,
+        pkh: &'a PublicKeyHash,
+        message: &'a [u8],
+        scheme: BlsScheme,
+    ) -> tzkms::backend::BoxFuture<'a, Result<Signature, tzkms::backend::BackendError>> {
+        Box::pin(async move {
+            let low = self.0.sign(pkh, message, scheme).await?;
+            let sig = k256::ecdsa::Signature::from_slice(low.as_bytes()).unwrap();
+            let (r, s) = sig.split_scalars();
+            let high = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+            Ok(Signature::Secp256k1(high.to_bytes().into()))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_high_s_signature_that_skipped_normalisation_is_refused_by_the_release_check() {
+    let key = tezos::SecretKey::generate(tezos::Curve::Secp256k1);
+    let pkh = key.public_key().hash();
+    let signer = TestSigner::start_with_backend(std::slice::from_ref(&key), |files| {
+        std::sync::Arc::new(SkipsNormalisation(files))
+    })
+    .await;
+    for payload in [attestation(5, 0x51), attestation(6, 0x52)] {
+        let (status, body) = signer.sign(&pkh, "?version=3", &payload).await;
+        assert_eq!(status, 500, "{body}");
+        assert_octez_error(&body, "does not verify");
+        assert!(body.get("signature").is_none(), "nothing released: {body}");
+    }
+    assert!(
+        signer.watermark_marks().await.is_empty(),
+        "a refused signature commits no mark"
+    );
     signer.stop().await;
 }
 
@@ -399,4 +490,57 @@ async fn a_wrong_secret_fails_startup_with_the_entra_error() {
         text.contains("client secret") && text.contains("HTTP 401"),
         "{text}"
     );
+}
+
+/// The addresses an Azure backend serves, sorted.
+fn served(backend: &tzkms::backend::azure::AzureBackend) -> Vec<PublicKeyHash> {
+    use tzkms::backend::KeyBackend as _;
+    let mut all: Vec<PublicKeyHash> = backend.keys().iter().map(|k| k.public_key.hash()).collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn a_rotated_key_serves_every_enabled_version_until_the_old_one_is_disabled() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = emu.create_key("baker", KvCurveEmu::P256).unwrap();
+    let old = pkh_of(&v1).0;
+    let client = tzkms::startup::azure_client(&azure_config(&emu, dir.path()))
+        .await
+        .unwrap();
+    let backend = tzkms::backend::azure::AzureBackend::start(client.clone(), vec![], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(served(&backend), vec![old]);
+
+    let new = pkh_of(&emu.create_key("baker", KvCurveEmu::P256).unwrap()).0;
+    assert_eq!(backend.reload().await.unwrap(), 2);
+    let mut both = vec![old, new];
+    both.sort();
+    assert_eq!(
+        served(&backend),
+        both,
+        "the old address stays served after a rotation"
+    );
+
+    // A vault that cannot be asked (an error the client does not retry) leaves the served set alone.
+    emu.faults().fail_next(Operation::ListKeyVersions, 1, 400);
+    backend.reload().await.unwrap();
+    assert_eq!(served(&backend), both);
+
+    // A role that may not list versions: the latest version and the versions served so far.
+    emu.faults()
+        .deny_key_operation("baker", Operation::ListKeyVersions);
+    backend.reload().await.unwrap();
+    assert_eq!(served(&backend), both);
+    emu.faults().allow_key("baker");
+
+    // The operator disables the old version once the new consensus key is active: it stops being served.
+    client
+        .set_enabled("baker", &v1.version, false, Duration::from_secs(5))
+        .await
+        .unwrap();
+    backend.reload().await.unwrap();
+    assert_eq!(served(&backend), vec![new]);
 }

@@ -365,3 +365,179 @@ async fn openssl_generated_pems_import_plain_and_passphrase_encrypted() {
     }
     assert!(server.terminate().await.success());
 }
+
+/// The versions of a vault key, through the REST API (`GET /keys/{name}/versions`), oldest first (the
+/// order `azure keys list` shows them in).
+async fn versions_in_vault(emu: &Emulator, name: &str) -> Vec<String> {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(emu.ca_pem().unwrap().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let page: serde_json::Value = http
+        .get(format!(
+            "{}/keys/{name}/versions?api-version=2025-07-01",
+            emu.url()
+        ))
+        .bearer_auth(emu.issue_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut items: Vec<(u64, String)> = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let kid = item["kid"].as_str().unwrap();
+            (
+                item["attributes"]["created"].as_u64().unwrap(),
+                kid.rsplit('/').next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Versions made in the same second keep the vault's order.
+    items.sort_by_key(|(created, _)| *created);
+    items.into_iter().map(|(_, v)| v).collect()
+}
+
+async fn azure_keys(config: &str, data: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut all = vec!["--config", config, "azure", "keys"];
+    all.extend_from_slice(args);
+    run_with(&all, data, &[], stdin).await
+}
+
+#[tokio::test]
+async fn creating_or_importing_over_an_existing_key_name_is_refused_and_changes_nothing() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), CLIENT_SECRET);
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let create = ["create", "--name", "baker", "--curve", "p256"];
+    let (ok, out, err) = azure_keys(config, &data, &create, None).await;
+    assert!(ok, "{err}");
+    let pkh = out.lines().next().unwrap().to_owned();
+    let before = versions_in_vault(&emu, "baker").await;
+    assert_eq!(before.len(), 1);
+
+    let (ok, out, err) = azure_keys(config, &data, &create, None).await;
+    assert!(!ok, "a second create on the same name succeeded: {out}");
+    assert!(
+        err.contains(&pkh),
+        "the refusal names the existing address: {err}"
+    );
+    assert!(err.contains("--new-version"), "the refusal names the flag: {err}");
+    assert!(err.contains("Nothing was changed"), "{err}");
+
+    let p2sk = SecretKey::generate(Curve::P256).to_b58().to_string();
+    let (ok, _, err) = azure_keys(config, &data, &["import", "--name", "baker"], Some(&p2sk)).await;
+    assert!(
+        !ok && err.contains(&pkh) && err.contains("--new-version"),
+        "{err}"
+    );
+
+    assert_eq!(
+        versions_in_vault(&emu, "baker").await,
+        before,
+        "the vault is unchanged"
+    );
+    assert_eq!(pkh_of(&emu.key("baker").unwrap()).0.to_string(), pkh);
+}
+
+#[tokio::test]
+async fn a_new_version_is_made_only_when_asked_and_both_addresses_stay_served_and_listed() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), CLIENT_SECRET);
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let (ok, out, err) = azure_keys(
+        config,
+        &data,
+        &["create", "--name", "baker", "--curve", "p256"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let old: tezos::PublicKeyHash = out.lines().next().unwrap().parse().unwrap();
+    let old_pk = pkh_of(&emu.key("baker").unwrap()).1;
+    let server = Server::start(&data, &["--config", config]).await.unwrap();
+    sign_and_verify(&server, &old_pk).await;
+
+    let (ok, out, err) = azure_keys(
+        config,
+        &data,
+        &["create", "--name", "baker", "--curve", "p256", "--new-version"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let new: tezos::PublicKeyHash = out.lines().next().unwrap().parse().unwrap();
+    assert_ne!(new, old);
+    assert!(err.contains("NEW ADDRESS"), "{err}");
+    assert!(
+        err.contains(&new.to_string()) && err.contains(&old.to_string()),
+        "{err}"
+    );
+    assert!(err.contains("consensus key"), "says what to do: {err}");
+    assert!(err.contains("keep the old version enabled"), "{err}");
+    let versions = versions_in_vault(&emu, "baker").await;
+    assert_eq!(versions.len(), 2, "version 2 is made");
+    let new_pk = pkh_of(&emu.key("baker").unwrap()).1;
+    assert_eq!(new_pk.hash(), new);
+
+    // The running signer finds the new address (one re-read for an unknown address) and keeps the old one.
+    sign_and_verify(&server, &new_pk).await;
+    sign_and_verify(&server, &old_pk).await;
+    let http = reqwest::Client::new();
+    for pkh in [old, new] {
+        let status = http
+            .get(format!("http://{}/keys/{pkh}", server.addr))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200, "{pkh} is served");
+    }
+    let log = std::fs::read_to_string(&server.log_path).unwrap();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("new version"))
+        .unwrap_or_else(|| panic!("no warning about the new version in the log:\n{log}"));
+    assert!(
+        warning.contains(&old.to_string()) && warning.contains(&new.to_string()),
+        "{warning}"
+    );
+    assert!(server.terminate().await.success());
+
+    let (ok, out, err) = azure_keys(config, &data, &["list"], None).await;
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("NAME"), "a header row: {out}");
+    let rows: Vec<&str> = lines.filter(|l| l.starts_with("baker ")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, (version, pkh)) in rows.iter().zip(versions.iter().zip([old, new])) {
+        assert!(
+            row.contains(version.as_str()) && row.contains(&pkh.to_string()),
+            "{row}"
+        );
+        assert!(
+            row.contains("true") && row.contains("Z "),
+            "enabled and created: {row}"
+        );
+    }
+    let (ok, out, err) = azure_keys(config, &data, &["list", "--json"], None).await;
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{out}");
+    for (row, (version, pkh)) in listed.iter().zip(versions.iter().zip([old, new])) {
+        assert_eq!(row["name"], "baker");
+        assert_eq!(row["version"].as_str(), Some(version.as_str()));
+        assert_eq!(row["address"].as_str(), Some(pkh.to_string().as_str()));
+        assert_eq!(row["enabled"], true);
+        assert!(row["created"].as_u64().is_some(), "{row}");
+    }
+}

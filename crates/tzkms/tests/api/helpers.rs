@@ -121,6 +121,23 @@ impl TestSigner {
 
     /// Like `start_with`, with every backend call counted.
     pub async fn start_counting(secrets: &[SecretKey]) -> (Self, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let signer = Self::start_with_backend(secrets, |files| {
+            Arc::new(Counting {
+                inner: files,
+                calls: counted,
+            })
+        })
+        .await;
+        (signer, calls)
+    }
+
+    /// The keys in files, served through the backend `wrap` makes of the file backend.
+    pub async fn start_with_backend(
+        secrets: &[SecretKey],
+        wrap: impl FnOnce(FileBackend) -> Arc<dyn KeyBackend>,
+    ) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let mut keys = Vec::new();
         for sk in secrets {
@@ -133,12 +150,8 @@ impl TestSigner {
         };
         config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let (files, _) = FileBackend::load(data_dir.path(), None, None).unwrap();
-        let calls = Arc::new(AtomicUsize::new(0));
         let mut keyring = Keyring::default();
-        keyring.add_backend(Arc::new(Counting {
-            inner: files,
-            calls: calls.clone(),
-        }));
+        keyring.add_backend(wrap(files));
         let (store, _) = FileStore::open(data_dir.path()).unwrap();
         let signer = Signer::new(
             keyring,
@@ -148,7 +161,7 @@ impl TestSigner {
             Default::default(),
             Default::default(),
         );
-        (Self::serve(signer, &config, keys, data_dir).await, calls)
+        Self::serve(signer, &config, keys, data_dir).await
     }
 
     async fn serve(
