@@ -539,8 +539,9 @@ impl FileStore {
         if book.marked.contains(&key.chain) {
             return Ok(None);
         }
-        let in_use = book.in_use();
-        if self.max_chains != 0 && !book.pending.contains_key(&key.chain) && in_use >= self.max_chains {
+        if self.max_chains != 0 && !book.pending.contains_key(&key.chain) && book.in_use() >= self.max_chains
+        {
+            let in_use = book.in_use();
             return Err(WatermarkError::Refused {
                 key,
                 requested: (request.level, request.round),

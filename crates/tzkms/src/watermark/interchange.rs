@@ -1,5 +1,6 @@
-//! Watermark files: tzkms's own versioned JSON format (the store file and `watermark export`/`import`),
-//! and importers for the files of the signers bakers migrate from (octez-signer, Signatory).
+//! Watermark files: tzkms's own versioned JSON format (the store's snapshot and `watermark export`/
+//! `import`, and its entries on one line each in the store's log), and importers for the files of the
+//! signers bakers migrate from (octez-signer, Signatory).
 
 use std::collections::BTreeMap;
 use std::path::Path;
