@@ -206,7 +206,7 @@ pub struct AuthConfig {
 #[serde(transparent)]
 pub struct KeyList(#[serde(deserialize_with = "parsed_list")] pub Vec<PublicKeyHash>);
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkConfig {
     /// Keys whose consensus payloads are signed WITHOUT double-signing protection. Never list a baking
@@ -216,6 +216,25 @@ pub struct WatermarkConfig {
     /// A watermark shared by several tzkms instances, in Azure Table Storage. Each instance keeps its
     /// local file store too; both must agree to sign.
     pub table: Option<TableConfig>,
+    /// Most distinct chains the store keeps marks on: a consensus request on a chain it has no mark for
+    /// is refused once it has marks on this many. 0: no bound (a caller allowed to sign consensus
+    /// payloads could then grow the store with invented chain ids).
+    #[serde(default = "default_max_chains")]
+    pub max_chains: usize,
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        Self {
+            unprotected_keys: Vec::new(),
+            table: None,
+            max_chains: default_max_chains(),
+        }
+    }
+}
+
+fn default_max_chains() -> usize {
+    crate::watermark::file::DEFAULT_MAX_CHAINS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -575,6 +594,21 @@ impl Config {
                 h.max_silence_ms, h.probe_interval_ms
             ));
         }
+        let max_chains = self.watermark.max_chains;
+        let pinned: BTreeSet<ChainId> = std::iter::once(&self.policy.default)
+            .chain(self.policy.keys.values())
+            .filter_map(|p| p.chains.as_ref())
+            .flatten()
+            .copied()
+            .collect();
+        if max_chains != 0 && pinned.len() > max_chains {
+            return Err(format!(
+                "watermark.max_chains = {max_chains}, but the policy lets keys sign on {} chains: raise \
+                 watermark.max_chains to at least {}",
+                pinned.len(),
+                pinned.len()
+            ));
+        }
         if let Some(price) = self.azure.as_ref().and_then(|a| a.price_per_10k_operations) {
             if !(price.is_finite() && price >= 0.0) {
                 return Err(format!(
@@ -684,6 +718,13 @@ mod tests {
         assert!(err.contains("at least 100"), "{err}");
         let err = Config::parse("[health]\nprobe_interval_ms = 60000\nmax_silence_ms = 1000\n").unwrap_err();
         assert!(err.contains("never be ready"), "{err}");
+        let err = Config::parse(
+            "[watermark]\nmax_chains = 1\n[policy.default]\nchains = [\"NetXdQprcVkpaWU\", \"NetXnHfVqm9iesp\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("watermark.max_chains to at least 2"), "{err}");
+        Config::parse("[watermark]\nmax_chains = 0\n[policy.default]\nchains = [\"NetXdQprcVkpaWU\"]\n")
+            .unwrap();
         let err = Config::parse("[azure]\nvault_url = \"https://v\"\nprice_per_10k_operations = -1.0\n")
             .unwrap_err();
         assert!(err.contains("0 or more"), "{err}");
@@ -700,6 +741,7 @@ mod tests {
         assert!(!c.auth.required);
         assert!(c.server.tls.is_none());
         assert!(!c.server.allow_list_known_keys && !c.server.allow_prove_possession);
+        assert_eq!(c.watermark.max_chains, 8);
     }
 
     #[test]

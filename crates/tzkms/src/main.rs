@@ -372,9 +372,14 @@ fn config_check(mut config: Config) -> anyhow::Result<()> {
         watermark::file::probe_write(&data_dir)
             .with_context(|| format!("watermark store: {} is not writable", data_dir.display()))?;
         println!(
-            "watermark: file {} ({} mark(s), writable)",
+            "watermark: file {} and {} ({} mark(s), writable; {})",
             data_dir.join(watermark::file::STORE_FILE).display(),
-            marks.len()
+            watermark::file::LOG_FILE,
+            marks.len(),
+            watermark::file::describe_chains(
+                &watermark::file::chains_of(&marks),
+                config.watermark.max_chains
+            )
         );
         if let Some(table) = &config.watermark.table {
             use tzkms::watermark::WatermarkStore as _;
@@ -437,6 +442,12 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
             ),
             Some(Opened::Loaded(marks)) => tracing::info!(marks, "watermark store loaded"),
             None => {}
+        }
+        if config.watermark.max_chains == 0 {
+            tracing::warn!(
+                "watermark.max_chains = 0: no bound on chains; a caller allowed to sign consensus payloads \
+                 can grow the watermark store with invented chain ids"
+            );
         }
         for pkh in &config.watermark.unprotected_keys {
             tracing::warn!(

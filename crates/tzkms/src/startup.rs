@@ -122,7 +122,7 @@ pub fn existing_data_dir(dir: &Path) -> anyhow::Result<()> {
 pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
     let data_dir = config.data_dir();
     existing_data_dir(&data_dir)?;
-    let (store, opened) = FileStore::open(&data_dir)?;
+    let (store, opened) = FileStore::open_with(&data_dir, config.watermark.max_chains)?;
     let local = Arc::new(store);
     let store: Arc<dyn WatermarkStore> = match &config.watermark.table {
         Some(table) => {

@@ -1,5 +1,6 @@
-//! Watermark files: tzkms's own versioned JSON format (the store file and `watermark export`/`import`),
-//! and importers for the files of the signers bakers migrate from (octez-signer, Signatory).
+//! Watermark files: tzkms's own versioned JSON format (the store's snapshot and `watermark export`/
+//! `import`, and its entries on one line each in the store's log), and importers for the files of the
+//! signers bakers migrate from (octez-signer, Signatory).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -72,33 +73,15 @@ fn document_text<'a>(entries: impl Iterator<Item = &'a Entry>) -> String {
     text
 }
 
-/// The store's marks with each one's document entry kept between rewrites. The file store rewrites the
-/// whole document for every batch; base58-encoding every key's signature again each time cost more than
-/// signing once hundreds of keys share the store (the load tool's 500-delegate bursts).
-#[derive(Debug, Default)]
-pub struct EncodedMarks {
-    entries: BTreeMap<MarkKey, Entry>,
+/// One mark as a single line of JSON (no newline), the form of the file store's log records.
+pub fn encode_entry(key: &MarkKey, mark: &Mark) -> String {
+    serde_json::to_string(&entry(key, mark)).expect("a mark serialises")
 }
 
-impl EncodedMarks {
-    pub fn new(marks: &Marks) -> Self {
-        Self {
-            entries: marks.iter().map(|(k, m)| (*k, entry(k, m))).collect(),
-        }
-    }
-
-    pub fn insert(&mut self, key: MarkKey, mark: &Mark) {
-        self.entries.insert(key, entry(&key, mark));
-    }
-
-    pub fn remove(&mut self, key: &MarkKey) {
-        self.entries.remove(key);
-    }
-
-    /// The same text as [`encode`] of the same marks.
-    pub fn encode(&self) -> String {
-        document_text(self.entries.values())
-    }
+/// A mark from its single-line JSON form ([`encode_entry`]).
+pub fn decode_entry(text: &str) -> Result<(MarkKey, Mark), String> {
+    let e: Entry = serde_json::from_str(text).map_err(|e| format!("not a mark: {e}"))?;
+    parse_entry(e)
 }
 
 pub fn decode(text: &str) -> Result<Marks, String> {
@@ -114,28 +97,33 @@ pub fn decode(text: &str) -> Result<Marks, String> {
     }
     let mut marks = Marks::new();
     for (i, e) in doc.marks.into_iter().enumerate() {
-        let at = |what: &str| format!("mark {i} ({} {} {}): {what}", e.kind, e.pkh, e.chain);
-        let key = MarkKey {
-            chain: e.chain.parse().map_err(|err| at(&format!("chain: {err}")))?,
-            pkh: e.pkh.parse().map_err(|err| at(&format!("pkh: {err}")))?,
-            kind: e.kind.parse().map_err(|err: String| at(&err))?,
-        };
-        let mark = Mark {
-            level: Level(e.level),
-            round: Round(e.round),
-            hash: parse_hash(&e.hash).map_err(|err| at(&err))?,
-            signature: e
-                .signature
-                .as_deref()
-                .map(str::parse::<Signature>)
-                .transpose()
-                .map_err(|err| at(&format!("signature: {err}")))?,
-        };
+        let name = format!("mark {i} ({} {} {})", e.kind, e.pkh, e.chain);
+        let (key, mark) = parse_entry(e).map_err(|err| format!("{name}: {err}"))?;
         if marks.insert(key, mark).is_some() {
-            return Err(at("appears twice"));
+            return Err(format!("{name}: appears twice"));
         }
     }
     Ok(marks)
+}
+
+fn parse_entry(e: Entry) -> Result<(MarkKey, Mark), String> {
+    let key = MarkKey {
+        chain: e.chain.parse().map_err(|err| format!("chain: {err}"))?,
+        pkh: e.pkh.parse().map_err(|err| format!("pkh: {err}"))?,
+        kind: e.kind.parse()?,
+    };
+    let mark = Mark {
+        level: Level(e.level),
+        round: Round(e.round),
+        hash: parse_hash(&e.hash)?,
+        signature: e
+            .signature
+            .as_deref()
+            .map(str::parse::<Signature>)
+            .transpose()
+            .map_err(|err| format!("signature: {err}"))?,
+    };
+    Ok((key, mark))
 }
 
 /// A payload hash as hex or as `vh…` base58.
@@ -332,30 +320,23 @@ mod tests {
     }
 
     #[test]
-    fn kept_entries_encode_exactly_like_the_marks() {
+    fn entries_round_trip_on_one_line() {
         let chain: ChainId = "NetXdQprcVkpaWU".parse().expect("chain");
-        let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate(Curve::P256)).collect();
-        let key_of = |i: usize, kind| MarkKey {
-            chain,
-            pkh: keys[i].public_key().hash(),
-            kind,
-        };
-        let mut marks = Marks::new();
-        marks.insert(key_of(0, ConsensusKind::Attestation), mark(&keys[0], 5));
-        marks.insert(key_of(1, ConsensusKind::Block), mark(&keys[1], 6));
-        let mut encoded = EncodedMarks::new(&marks);
-        assert_eq!(encoded.encode(), encode(&marks));
-        for (k, m) in [
-            (key_of(2, ConsensusKind::Preattestation), mark(&keys[2], 7)),
-            (key_of(0, ConsensusKind::Attestation), mark(&keys[0], 8)),
-        ] {
-            encoded.insert(k, &m);
-            marks.insert(k, m);
+        for curve in Curve::ALL {
+            let sk = SecretKey::generate(curve);
+            let key = MarkKey {
+                chain,
+                pkh: sk.public_key().hash(),
+                kind: ConsensusKind::Preattestation,
+            };
+            let mut m = mark(&sk, 7);
+            let line = encode_entry(&key, &m);
+            assert!(!line.contains('\n'), "{line}");
+            assert_eq!(decode_entry(&line).expect("decodes"), (key, m.clone()));
+            m.signature = None;
+            assert_eq!(decode_entry(&encode_entry(&key, &m)).expect("decodes").1, m);
         }
-        encoded.remove(&key_of(1, ConsensusKind::Block));
-        marks.remove(&key_of(1, ConsensusKind::Block));
-        assert_eq!(encoded.encode(), encode(&marks));
-        assert_eq!(decode(&encoded.encode()).expect("decodes"), marks);
+        assert!(decode_entry("{\"chain\":1}").is_err());
     }
 
     /// octez-signer refuses every other block at the level of a round-less (pre-Tenderbake) mark, whatever

@@ -95,6 +95,12 @@ pub enum Refusal {
     NoStoredSignature {
         stored: (Level, Round),
     },
+    /// No mark on this chain, and the store already has marks on `max` chains (`watermark.max_chains`):
+    /// a caller inventing chain ids would otherwise grow the store without end.
+    TooManyChains {
+        in_use: usize,
+        max: usize,
+    },
 }
 
 /// Octez's `check_mark`, for a mark that may be absent.
@@ -191,6 +197,11 @@ fn why(refusal: &Refusal) -> String {
             "is at the high watermark (level {} round {}) and no signature is stored for it",
             stored.0,
             round_text(stored.1)
+        ),
+        Refusal::TooManyChains { in_use, max } => format!(
+            "is on a chain this store has no mark for, and it already has marks on {in_use} chains \
+             (watermark.max_chains = {max}); nothing was signed. If this chain is real, raise [watermark] \
+             max_chains; pin each key to its chains with policy.keys.<pkh>.chains"
         ),
     }
 }

@@ -195,3 +195,116 @@ async fn a_replay_with_another_bls_scheme_is_refused() {
     assert_octez_error(&body, "another signature version");
     signer.stop().await;
 }
+
+/// A Tenderbake preattestation (magic 0x12, tag 20) on `chain` at `level`, round 0.
+fn preattestation_on(chain: [u8; 4], level: u32) -> Vec<u8> {
+    let mut p = vec![0x12];
+    p.extend_from_slice(&chain);
+    p.extend_from_slice(&[0x11; 32]);
+    p.push(20);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&level.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&[0x42; 32]);
+    p
+}
+
+#[tokio::test]
+async fn preattestations_on_invented_chains_are_refused_beyond_the_bound() {
+    let secrets = [
+        SecretKey::generate(Curve::P256),
+        SecretKey::generate(Curve::Ed25519),
+    ];
+    let signer = TestSigner::start_with(&secrets, |c| c.watermark.max_chains = 2).await;
+    let (_, p256, _) = signer.key(Curve::P256).clone();
+    let (_, ed, _) = signer.key(Curve::Ed25519).clone();
+    let chain = |i: u32| i.to_be_bytes();
+    assert_eq!(
+        signer.sign(&p256, "", &preattestation_on(chain(1), 5)).await.0,
+        200
+    );
+    assert_eq!(
+        signer.sign(&p256, "", &preattestation_on(chain(2), 5)).await.0,
+        200
+    );
+    for pkh in [&p256, &ed] {
+        let (status, body) = signer.sign(pkh, "", &preattestation_on(chain(3), 5)).await;
+        assert_eq!(status, 409, "{body}");
+        let third = tezos::ChainId(chain(3)).to_string();
+        assert_octez_error(
+            &body,
+            &format!("for {pkh} on {third} is on a chain this store has no mark for"),
+        );
+        assert_octez_error(&body, "(watermark.max_chains = 2)");
+        assert_octez_error(&body, "raise [watermark] max_chains");
+        assert_octez_error(&body, "policy.keys.<pkh>.chains");
+    }
+    let marks = signer.watermark_marks().await;
+    assert!(
+        marks.keys().all(|k| k.chain != tezos::ChainId(chain(3))),
+        "{marks:?}"
+    );
+    assert_eq!(marks.len(), 2);
+    // Chains the store knows go on, for any key.
+    assert_eq!(
+        signer.sign(&p256, "", &preattestation_on(chain(1), 6)).await.0,
+        200
+    );
+    assert_eq!(signer.sign(&ed, "", &preattestation_on(chain(2), 6)).await.0, 200);
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn one_signature_appends_a_line_to_the_log_and_leaves_a_20000_mark_snapshot_alone() {
+    use std::os::unix::fs::MetadataExt;
+    use tzkms::watermark::file::{LOG_FILE, STORE_FILE};
+    use tzkms::watermark::interchange::Marks;
+    use tzkms::watermark::{Mark, MarkKey};
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    let mut data_dir = std::path::PathBuf::new();
+    let signer = TestSigner::start_with(&[sk], |c| {
+        // What the attack left: one mark on each of 20,000 invented chains.
+        c.watermark.max_chains = 0;
+        data_dir = c.data_dir.clone().unwrap();
+        let mut marks = Marks::new();
+        for i in 0..20_000u32 {
+            let key = MarkKey {
+                chain: tezos::ChainId((i + 1_000_000).to_be_bytes()),
+                pkh,
+                kind: tezos::ConsensusKind::Preattestation,
+            };
+            let mark = Mark {
+                level: tezos::Level(1000),
+                round: tezos::Round(0),
+                hash: [1; 32],
+                signature: Some(Signature::Generic([1; 64])),
+            };
+            marks.insert(key, mark);
+        }
+        tzkms::watermark::file::write(&data_dir, &marks).unwrap();
+        tzkms::watermark::file::mark_initialized(&data_dir).unwrap();
+    })
+    .await;
+    let snapshot = std::fs::metadata(data_dir.join(STORE_FILE)).unwrap();
+    assert!(snapshot.len() > 20_000 * 200, "{} bytes", snapshot.len());
+    let log_before = std::fs::metadata(data_dir.join(LOG_FILE)).unwrap().len();
+    let (status, body) = signer.sign(&pkh, "", &attestation(120, 0, 1)).await;
+    assert_eq!(status, 200, "{body}");
+    let log_after = std::fs::metadata(data_dir.join(LOG_FILE)).unwrap().len();
+    let grown = log_after - log_before;
+    assert!(grown > 0 && grown < 400, "one signature appended {grown} bytes");
+    let after = std::fs::metadata(data_dir.join(STORE_FILE)).unwrap();
+    assert_eq!(
+        (after.ino(), after.len(), after.mtime(), after.mtime_nsec()),
+        (
+            snapshot.ino(),
+            snapshot.len(),
+            snapshot.mtime(),
+            snapshot.mtime_nsec()
+        ),
+        "the snapshot was rewritten"
+    );
+    assert_eq!(signer.watermark_marks().await.len(), 20_001);
+    signer.stop().await;
+}
