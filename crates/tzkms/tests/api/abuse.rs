@@ -9,7 +9,7 @@ use tezos::{BlsScheme, Curve, SecretKey, Signature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{assert_octez_error, TestSigner};
+use crate::helpers::{assert_octez_error, preattestation, TestSigner};
 
 /// Upper bound for the server to react; a failure bound, not a synchronisation delay.
 const BOUND: Duration = Duration::from_secs(20);
@@ -34,17 +34,6 @@ async fn read_to_close(stream: &mut TcpStream) -> Option<Vec<u8>> {
 async fn still_serves(signer: &TestSigner) {
     let (status, _) = signer.get("/authorized_keys").await;
     assert_eq!(status, 200, "the server stopped serving");
-}
-
-fn preattestation(level: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x42; 32]);
-    p.push(20);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
 }
 
 #[tokio::test]

@@ -305,6 +305,19 @@ pub fn attestation(level: u32, variant: u8) -> Vec<u8> {
     p
 }
 
+/// A Tenderbake preattestation (magic 0x12, tag 20) on mainnet at `level`, round 0; `variant` fills the
+/// block payload hash.
+pub fn preattestation(level: u32, variant: u8) -> Vec<u8> {
+    let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
+    p.extend_from_slice(&[0x42; 32]);
+    p.push(20);
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&level.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&[variant; 32]);
+    p
+}
+
 /// Asserts an Octez error list with a message containing `needle`.
 pub fn assert_octez_error(body: &Value, needle: &str) {
     let list = body
