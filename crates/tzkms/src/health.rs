@@ -57,7 +57,13 @@ pub async fn readiness(signer: &Signer, config: &HealthConfig) -> Vec<Check> {
     checks.push(if n > 0 {
         Check::pass("keys", format!("{n} key(s) served"))
     } else {
-        Check::fail("keys", "no key is served")
+        Check::fail(
+            "keys",
+            format!(
+                "no key is served, so every signing request gets 404: {}; then reload (SIGHUP)",
+                crate::startup::NO_KEY_FIX
+            ),
+        )
     });
     for backend in signer.keyring().backends() {
         checks.extend(backend.health(config));

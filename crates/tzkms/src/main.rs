@@ -338,6 +338,7 @@ fn security_summary(
 }
 
 fn config_check(mut config: Config) -> anyhow::Result<()> {
+    let would_generate = config.keys.generate_if_empty;
     config.keys.generate_if_empty = false;
     block_on(async {
         // Loading the keyring reaches every backend: a vault is asked for its token audience, a token
@@ -345,6 +346,22 @@ fn config_check(mut config: Config) -> anyhow::Result<()> {
         let (keyring, report) = startup::load_keyring(&config).await?;
         for (backend, n) in keyring.keys_per_backend() {
             println!("backend: {} ({n} key(s))", backend.describe());
+        }
+        if keyring.is_empty() {
+            for s in &report.skipped {
+                eprintln!("not served: {s}");
+            }
+            let generated = if would_generate {
+                " (serve would generate a P-256 key file on its first start, as keys.generate_if_empty is \
+                 on; a key of your choosing is better)"
+            } else {
+                ""
+            };
+            bail!(
+                "no key is served from {}{generated}: {}",
+                config.data_dir().display(),
+                startup::NO_KEY_FIX
+            );
         }
         let auth = tzkms::auth::Authenticator::from_config(&config.auth)?;
         let policy = tzkms::policy::Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
@@ -456,6 +473,13 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
         );
         for backend in signer.keyring().backends() {
             tracing::info!(backend = %backend.describe(), "key backend");
+        }
+        if signer.keyring().is_empty() {
+            tracing::warn!(
+                "no key is served: every signing request will get 404 and readiness fails; {}, then \
+                 reload with SIGHUP (systemctl reload tzkms)",
+                startup::NO_KEY_FIX
+            );
         }
         tracing::info!(store = %signer.watermarks().describe(), "watermark store");
         if config.metrics.listen.is_none() {

@@ -78,6 +78,11 @@ fn lock_holder(file: &std::fs::File) -> Option<u32> {
     })
 }
 
+/// What to do when no key is served, said by the startup warning, readiness and `config check`.
+pub const NO_KEY_FIX: &str = "generate one with `tzkms keys generate --curve p256` (or `tzkms keys import` \
+     an existing one, or point keys.octez_base_dir at an octez-client wallet), or name vault keys under \
+     [azure] keys (and let the identity read them)";
+
 /// What startup did that the operator should hear about.
 #[derive(Debug, Default)]
 pub struct StartupReport {
