@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{AuditRecord, Decision};
 use crate::config::ServerConfig;
+use crate::limits::RouteClass;
 use crate::signer::{SignError, SignRequest, Signer};
 use tls::{ClientCertificate, Tls, TlsError};
 
@@ -281,6 +282,7 @@ async fn sign(
         payload,
         scheme: BlsScheme::for_version(query.version),
         authentication: query.authentication,
+        client: peer.as_ref().map(|Extension(p)| p.addr.ip()),
         certificate: peer.and_then(|Extension(p)| p.certificate),
     };
     match state.signer.sign(&request, record).await {
@@ -409,14 +411,27 @@ async fn count_timeouts(State(signer): State<Arc<Signer>>, response: Response) -
     response
 }
 
-/// Refuses a client over its request rate before anything else is done for it.
+/// The per-client bucket a request counts against before its body is read; `None` for signing requests,
+/// which the signer counts once it knows whether the payload is consensus (never limited) or not.
+fn route_class(method: &axum::http::Method, path: &str) -> Option<RouteClass> {
+    use axum::http::Method;
+    let keys = path.starts_with("/keys/");
+    match *method {
+        Method::POST if keys => None,
+        Method::GET if keys || path == "/authorized_keys" => Some(RouteClass::Reads),
+        _ => Some(RouteClass::Other),
+    }
+}
+
+/// Refuses a client over its request rate for the route's class before anything else is done for it.
 async fn per_client_limit(
     State(signer): State<Arc<Signer>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(peer) = request.extensions().get::<Peer>() {
-        if let Err(limited) = signer.limits().admit_client(peer.addr.ip()) {
+    let class = route_class(request.method(), request.uri().path());
+    if let (Some(peer), Some(class)) = (request.extensions().get::<Peer>(), class) {
+        if let Err(limited) = signer.limits().admit_client(peer.addr.ip(), class) {
             tracing::warn!(client = %peer.addr, "{limited}");
             return ApiError::from(limited).into_response();
         }

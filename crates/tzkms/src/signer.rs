@@ -15,7 +15,7 @@ use tezos::{
 use crate::audit::AuditRecord;
 use crate::auth::{AuthError, Authenticator};
 use crate::backend::{Keyring, ServedKey};
-use crate::limits::{Limited, Limits};
+use crate::limits::{Limited, Limits, RouteClass};
 use crate::policy::{Caller, Policy, PolicyError};
 use crate::server::tls::ClientCertificate;
 use crate::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
@@ -30,6 +30,8 @@ pub struct SignRequest {
     pub authentication: Option<String>,
     /// The verified client certificate, on an mTLS listener.
     pub certificate: Option<ClientCertificate>,
+    /// The client's address, for its per-client rate of generic signing requests.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Why a request was not signed. Each kind maps to one HTTP status.
@@ -237,6 +239,17 @@ impl Signer {
         let magic = *request.payload.first().ok_or(PayloadError::Empty)?;
         audit.kind = Some(magic_byte_name(magic));
         audit.payload_blake2b = Some(hex::encode(blake2b_256(&request.payload)));
+        // Classified first (pure parsing) so that a client's generic flood is refused before any other
+        // work, while its consensus requests are never counted. A malformed payload is refused below, in
+        // the usual order, once counted as generic.
+        let classified = classify(&request.payload);
+        let consensus = classified
+            .as_ref()
+            .ok()
+            .and_then(|payload| watermark_position(pkh, &request.payload, payload));
+        if let (None, Some(ip)) = (&consensus, request.client) {
+            self.limits.admit_client(ip, RouteClass::GenericSigning)?;
+        }
         audit.auth_key = self.auth.authenticate(
             &pkh,
             &request.payload,
@@ -248,8 +261,7 @@ impl Signer {
             audit.payload = Some(hex::encode(&request.payload));
         }
         self.policy.check_magic_byte(magic)?;
-        let payload = classify(&request.payload)?;
-        let consensus = watermark_position(pkh, &request.payload, &payload);
+        let payload = classified?;
         if let Payload::Consensus(c) = &payload {
             audit.kind = Some(c.kind.name());
         }
