@@ -53,7 +53,8 @@ pub async fn readiness(signer: &Signer, config: &HealthConfig) -> Vec<Check> {
             "shutting down: finishing the requests in flight, accepting no new connection",
         ));
     }
-    let n = signer.keyring().len();
+    let rules = signer.rules();
+    let n = rules.keyring.len();
     checks.push(if n > 0 {
         Check::pass("keys", format!("{n} key(s) served"))
     } else {
@@ -65,7 +66,7 @@ pub async fn readiness(signer: &Signer, config: &HealthConfig) -> Vec<Check> {
             ),
         )
     });
-    for backend in signer.keyring().backends() {
+    for backend in rules.keyring.backends() {
         checks.extend(backend.health(config));
     }
     let timeout = Duration::from_millis(config.probe_timeout_ms);

@@ -303,7 +303,7 @@ async fn get_authorized_keys(State(state): State<AppState>) -> Response {
         .signer
         .observe(&record, Decision::Served, 200, Duration::ZERO);
     // octez-client treats a list (even an empty one) as "authentication required"; `{}` means none.
-    match state.signer.auth().advertised() {
+    match state.signer.rules().auth.advertised() {
         None => Json(json!({})).into_response(),
         Some(hashes) => {
             let list: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
@@ -322,7 +322,8 @@ async fn get_known_keys(
         record.rule = Some("server.allow_list_known_keys".into());
         let keys: Vec<String> = state
             .signer
-            .keyring()
+            .rules()
+            .keyring
             .sorted()
             .into_iter()
             .map(|(pkh, _)| pkh.to_string())
@@ -374,7 +375,8 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
     }
     let key = state
         .signer
-        .keyring()
+        .rules()
+        .keyring
         .get(&pkh)
         .ok_or(SignError::UnknownKey(pkh))?;
     if pkh.curve() != tezos::Curve::Bls {

@@ -92,6 +92,8 @@ pub struct StartupReport {
     pub skipped: Vec<String>,
     /// Whether the watermark store was created now or loaded.
     pub watermarks: Option<Opened>,
+    /// The vault backend, asked to re-list its keys on reload.
+    pub azure: Option<Arc<AzureBackend>>,
 }
 
 /// The password for encrypted file keys: `keys.password_file`, else `TZKMS_KEY_PASSWORD`.
@@ -257,6 +259,7 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
     if let Some(azure) = &config.azure {
         let backend = connect_azure(azure, &config.health).await?;
         any_key |= !backend.keys().is_empty();
+        report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
     let (mut files, load) = FileBackend::load(

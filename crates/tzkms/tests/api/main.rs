@@ -16,6 +16,7 @@ mod metrics;
 mod operations;
 mod policy;
 mod process;
+mod reload;
 mod routes;
 mod table;
 mod tls;
