@@ -129,3 +129,55 @@ pub async fn reload(
     signer.init_metrics();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use tezos::{Curve, SecretKey};
+
+    fn config(dir: &std::path::Path) -> Config {
+        let mut config = Config {
+            data_dir: Some(dir.to_owned()),
+            ..Config::default()
+        };
+        config.keys.generate_if_empty = false;
+        config
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_leaves_the_rules_untouched_and_a_good_one_swaps_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate(Curve::P256);
+        crate::backend::file::write_key_file(dir.path(), "a", &sk.to_b58()).unwrap();
+        let running_config = config(dir.path());
+        let (signer, _) = crate::startup::build_signer(&running_config).await.unwrap();
+        let before = signer.rules();
+
+        let added = SecretKey::generate(Curve::Ed25519);
+        let path = crate::backend::file::write_key_file(dir.path(), "b", &added.to_b58()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = reload(&signer, &running_config, &running_config, &Running::default())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
+        assert!(
+            Arc::ptr_eq(&before, &signer.rules()),
+            "a failed reload swapped the rules"
+        );
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut new = running_config.clone();
+        new.limits.backend_concurrency = 3;
+        new.server.max_body_bytes += 1;
+        let report = reload(&signer, &running_config, &new, &Running::default())
+            .await
+            .unwrap();
+        assert_eq!(report.added, vec![added.public_key().hash()]);
+        assert!(report.removed.is_empty());
+        assert_eq!(report.needs_restart, vec!["server", "limits"]);
+        assert_eq!(signer.rules().keyring.len(), 2);
+        // The old snapshot, still held by a request in flight, is unchanged.
+        assert_eq!(before.keyring.len(), 1);
+    }
+}
