@@ -65,6 +65,14 @@ pub async fn reload(
     running: &Running,
 ) -> anyhow::Result<Reloaded> {
     let mut report = Reloaded::default();
+    // Before the vault re-lists its keys: its backend is shared with the running rules.
+    let old: BTreeSet<PublicKeyHash> = signer
+        .rules()
+        .keyring
+        .sorted()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     let before = fixed_settings(running_config);
     for ((name, old), (_, now)) in before.iter().zip(fixed_settings(new)) {
         if *old != now {
@@ -107,13 +115,6 @@ pub async fn reload(
         ));
     }
     // Nothing can fail from here on.
-    let old: BTreeSet<PublicKeyHash> = signer
-        .rules()
-        .keyring
-        .sorted()
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
     let now: BTreeSet<PublicKeyHash> = keyring.sorted().into_iter().map(|(p, _)| p).collect();
     report.added = now.difference(&old).copied().collect();
     report.removed = old.difference(&now).copied().collect();

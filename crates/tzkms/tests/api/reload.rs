@@ -193,6 +193,32 @@ async fn sighup_on_a_plain_http_server_applies_new_keys_and_policy_and_keeps_ser
     signer.reload_and_wait("ok", 4).await;
     assert_eq!(signer.get(&format!("/keys/{new}")).await, 404);
 
+    // A new entry in the octez-client wallet named by the file is served after a reload.
+    let wallet_key = SecretKey::generate(Curve::Ed25519);
+    let wallet = dir.path().join("octez");
+    std::fs::create_dir_all(&wallet).unwrap();
+    let secret_keys = wallet.join("secret_keys");
+    let entry = format!("unencrypted:{}", wallet_key.to_b58().as_str());
+    std::fs::write(
+        &secret_keys,
+        serde_json::json!([{"name": "baker2", "value": entry}]).to_string(),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with_wallet = allow_generic(&pkh).replace(
+        "generate_if_empty = false\n",
+        &format!(
+            "generate_if_empty = false\noctez_base_dir = \"{}\"\n",
+            wallet.display()
+        ),
+    );
+    std::fs::write(&config, with_wallet).unwrap();
+    let wallet_pkh = wallet_key.public_key().hash();
+    assert_eq!(signer.get(&format!("/keys/{wallet_pkh}")).await, 404);
+    signer.reload_and_wait("ok", 5).await;
+    assert_eq!(signer.get(&format!("/keys/{wallet_pkh}")).await, 200);
+
     let log = signer.log();
     assert!(
         log.lines()
@@ -297,6 +323,35 @@ async fn a_reload_that_fails_keeps_the_running_configuration_and_says_why() {
     let log = signer.log();
     assert!(
         log.contains("SIGHUP: limits changed in the configuration file: it needs a restart"),
+        "{log}"
+    );
+    assert!(signer.server.terminate().await.success());
+}
+
+/// A key created in the vault while serving: a request for it within the unknown-key refresh interval gets
+/// 404, a SIGHUP makes the vault backend re-list its keys, and then it is served.
+#[tokio::test]
+async fn sighup_serves_a_key_created_in_the_vault_meanwhile() {
+    let emu = crate::azure::emulator().await;
+    let (first, _) = crate::azure::pkh_of(&emu.create_key("baker-0", kv_emulator::Curve::P256).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::azure_cli::write_config(&emu, dir.path(), crate::azure_cli::CLIENT_SECRET);
+    let data = dir.path().join("data");
+    let mut signer = Running::start(&data, &config, &[]).await;
+    assert_eq!(signer.get(&format!("/keys/{first}")).await, 200);
+    // An unknown address makes the backend re-list the vault once; the next re-list for an unknown
+    // address is at least 30 s away.
+    let unknown = SecretKey::generate(Curve::P256).public_key().hash();
+    assert_eq!(signer.get(&format!("/keys/{unknown}")).await, 404);
+    let (second, _) = crate::azure::pkh_of(&emu.create_key("baker-1", kv_emulator::Curve::P256).unwrap());
+    assert_eq!(signer.get(&format!("/keys/{second}")).await, 404);
+    signer.reload_and_wait("ok", 1).await;
+    assert_eq!(signer.get(&format!("/keys/{second}")).await, 200);
+    assert_eq!(signer.sign(&second, &attestation(3, 1)).await, 200);
+    let log = signer.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("SIGHUP: key added") && l.contains(&second.to_string())),
         "{log}"
     );
     assert!(signer.server.terminate().await.success());
