@@ -53,13 +53,20 @@ pub async fn readiness(signer: &Signer, config: &HealthConfig) -> Vec<Check> {
             "shutting down: finishing the requests in flight, accepting no new connection",
         ));
     }
-    let n = signer.keyring().len();
+    let rules = signer.rules();
+    let n = rules.keyring.len();
     checks.push(if n > 0 {
         Check::pass("keys", format!("{n} key(s) served"))
     } else {
-        Check::fail("keys", "no key is served")
+        Check::fail(
+            "keys",
+            format!(
+                "no key is served, so every signing request gets 404: {}; then reload (SIGHUP)",
+                crate::startup::NO_KEY_FIX
+            ),
+        )
     });
-    for backend in signer.keyring().backends() {
+    for backend in rules.keyring.backends() {
         checks.extend(backend.health(config));
     }
     let timeout = Duration::from_millis(config.probe_timeout_ms);

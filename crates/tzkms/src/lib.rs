@@ -11,6 +11,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod signer;
 pub mod startup;

@@ -1,8 +1,14 @@
 //! Limits in front of the key backends, so that a flood cannot burn the vault's throttling budget or
-//! starve the baker's consensus signatures: a token bucket per client address (every route), a token
-//! bucket per key for generic (non-consensus) signing, and a cap on signatures in flight at the backend of
-//! which generic requests may only use a share. Consensus requests wait for a backend slot (bounded by the
-//! request timeout); generic ones are refused at once when their share is used.
+//! starve the baker's consensus signatures: token buckets per client address and route class (generic
+//! signing, reads, other routes; consensus signing has none), a token bucket per key for generic
+//! (non-consensus) signing, and a cap on signatures in flight at the backend of which generic requests may
+//! only use a share. Consensus requests wait for a backend slot (bounded by the request timeout); generic
+//! ones are refused at once when their share is used.
+//!
+//! The promise is per route, not per address: a generic flood from the baker's own address (or from the
+//! proxy it shares) empties that address's generic-signing bucket only, never its reads (the `GET
+//! /authorized_keys` octez-client sends before each signature) and never its consensus signatures, which
+//! the watermark bounds to one per level, round and kind.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -26,8 +32,9 @@ pub struct Rate {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Requests per second per client address, every route (octez-client sends a `GET
-    /// /authorized_keys` before each signature, so two requests per signature).
+    /// Requests per second per client address, counted separately for each route class: generic
+    /// (non-consensus) signing, reads (`GET /authorized_keys`, `GET /keys/<pkh>`), other routes.
+    /// Consensus signing requests are never counted.
     #[serde(default = "default_per_client")]
     pub per_client: Option<Rate>,
     /// Generic (0x03, 0x05) signing requests per second per key.
@@ -67,6 +74,29 @@ impl Default for LimitsConfig {
             generic_per_key: default_generic_per_key(),
             backend_concurrency: default_backend_concurrency(),
             generic_share: default_generic_share(),
+        }
+    }
+}
+
+/// The routes a client's requests are counted under, each class in its own bucket, so a flood of one
+/// class does not starve another. Consensus signing is in none: it is never rate limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// `POST /keys/<pkh>` with a payload that is not a consensus operation (0x03, 0x05, …), counted
+    /// after the payload is classified.
+    GenericSigning,
+    /// `GET /authorized_keys` and `GET /keys/<pkh>`, which octez-client sends before signing.
+    Reads,
+    /// Every other route (`/known_keys`, `/bls_prove_possession`, unknown paths).
+    Other,
+}
+
+impl RouteClass {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RouteClass::GenericSigning => "generic signing requests",
+            RouteClass::Reads => "reads (authorized_keys, public keys)",
+            RouteClass::Other => "requests to other routes",
         }
     }
 }
@@ -141,7 +171,7 @@ pub struct LimitCounters {
 
 #[derive(Debug)]
 pub struct Limits {
-    per_client: Option<Buckets<IpAddr>>,
+    per_client: Option<Buckets<(IpAddr, RouteClass)>>,
     generic_per_key: Option<Buckets<PublicKeyHash>>,
     backend: Arc<Semaphore>,
     generic_backend: Arc<Semaphore>,
@@ -174,12 +204,16 @@ impl Limits {
         }
     }
 
-    pub fn admit_client(&self, ip: IpAddr) -> Result<(), Limited> {
+    /// Takes a token from the bucket of (`ip`, `class`). Consensus signing requests are never asked.
+    pub fn admit_client(&self, ip: IpAddr, class: RouteClass) -> Result<(), Limited> {
         let Some(b) = &self.per_client else { return Ok(()) };
-        b.take(ip).map_err(|retry_after| {
+        b.take((ip, class)).map_err(|retry_after| {
             self.counters.per_client.fetch_add(1, Ordering::Relaxed);
             Limited {
-                what: format!("client {ip} is over its request rate"),
+                what: format!(
+                    "client {ip} is over its request rate for {} (limits.per_client)",
+                    class.describe()
+                ),
                 retry_after,
             }
         })
@@ -248,6 +282,28 @@ mod tests {
         );
         // Another key has its own bucket.
         b.take(2u8).unwrap();
+    }
+
+    #[test]
+    fn each_route_class_of_a_client_has_its_own_bucket() {
+        let limits = Limits::new(&LimitsConfig {
+            per_client: Some(Rate {
+                rate: 0.001,
+                burst: 2.0,
+            }),
+            ..LimitsConfig::default()
+        });
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..2 {
+            limits.admit_client(ip, RouteClass::GenericSigning).unwrap();
+        }
+        let refused = limits.admit_client(ip, RouteClass::GenericSigning).unwrap_err();
+        assert!(refused.what.contains("generic signing requests"), "{refused}");
+        // The same address still reads and reaches other routes.
+        for class in [RouteClass::Reads, RouteClass::Reads, RouteClass::Other] {
+            limits.admit_client(ip, class).unwrap();
+        }
+        assert_eq!(limits.counters.per_client.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

@@ -259,12 +259,20 @@ fn init_logging(format: LogFormat) {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = match &cli.config {
+    load_config_from(cli.config.as_deref(), cli.data_dir.as_deref())
+}
+
+/// The configuration file (or the defaults) with the `--data-dir` override.
+fn load_config_from(
+    path: Option<&std::path::Path>,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
+    let mut config = match path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(dir) = &cli.data_dir {
-        config.data_dir = Some(dir.clone());
+    if let Some(dir) = data_dir {
+        config.data_dir = Some(dir.to_owned());
     }
     Ok(config)
 }
@@ -286,7 +294,20 @@ fn main() -> anyhow::Result<()> {
             if metrics_listen.is_some() {
                 config.metrics.listen = *metrics_listen;
             }
-            serve(config, listen)
+            // What SIGHUP re-reads: the same file, under the same command-line overrides.
+            let (path, data_dir) = (cli.config.clone(), cli.data_dir.clone());
+            let (listen2, metrics_listen2) = (listen.clone(), *metrics_listen);
+            let reread = move || -> anyhow::Result<Config> {
+                let mut config = load_config_from(path.as_deref(), data_dir.as_deref())?;
+                if !listen2.is_empty() {
+                    config.server.listen = listen2.clone();
+                }
+                if metrics_listen2.is_some() {
+                    config.metrics.listen = metrics_listen2;
+                }
+                Ok(config)
+            };
+            serve(config, listen, reread)
         }
         Command::Keys(cmd) => keys(config, cmd),
         Command::Watermark(cmd) => watermark(config, cmd),
@@ -353,6 +374,7 @@ fn security_summary(
 }
 
 fn config_check(mut config: Config) -> anyhow::Result<()> {
+    let would_generate = config.keys.generate_if_empty;
     config.keys.generate_if_empty = false;
     block_on(async {
         // Loading the keyring reaches every backend: a vault is asked for its token audience, a token
@@ -360,6 +382,22 @@ fn config_check(mut config: Config) -> anyhow::Result<()> {
         let (keyring, report) = startup::load_keyring(&config).await?;
         for (backend, n) in keyring.keys_per_backend() {
             println!("backend: {} ({n} key(s))", backend.describe());
+        }
+        if keyring.is_empty() {
+            for s in &report.skipped {
+                eprintln!("not served: {s}");
+            }
+            let generated = if would_generate {
+                " (serve would generate a P-256 key file on its first start, as keys.generate_if_empty is \
+                 on; a key of your choosing is better)"
+            } else {
+                ""
+            };
+            bail!(
+                "no key is served from {}{generated}: {}",
+                config.data_dir().display(),
+                startup::NO_KEY_FIX
+            );
         }
         let auth = tzkms::auth::Authenticator::from_config(&config.auth)?;
         let policy = tzkms::policy::Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
@@ -411,10 +449,15 @@ fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
+fn serve(
+    mut config: Config,
+    listen: &[SocketAddr],
+    reread: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     if !listen.is_empty() {
         config.server.listen = listen.to_vec();
     }
+    let reread = std::sync::Arc::new(reread);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let data_dir = config.data_dir();
@@ -479,25 +522,35 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
                 import_line(&pkh, addrs.first().copied())
             );
         }
+        let rules = signer.rules();
         tracing::info!(
             version = VERSION,
             data_dir = %config.data_dir().display(),
-            keys = signer.keyring().len(),
+            keys = rules.keyring.len(),
             "tzkms starting"
         );
-        for backend in signer.keyring().backends() {
+        for backend in rules.keyring.backends() {
             tracing::info!(backend = %backend.describe(), "key backend");
+        }
+        if rules.keyring.is_empty() {
+            tracing::warn!(
+                "no key is served: every signing request will get 404 and readiness fails; {}, then \
+                 reload with SIGHUP (systemctl reload tzkms)",
+                startup::NO_KEY_FIX
+            );
         }
         tracing::info!(store = %signer.watermarks().describe(), "watermark store");
         if config.metrics.listen.is_none() {
             tracing::info!("no operations listener (metrics.listen): no /metrics, /healthz or /readyz");
         }
-        for (pkh, key) in signer.keyring().sorted() {
+        for (pkh, key) in rules.keyring.sorted() {
             tracing::info!(%pkh, name = %key.info.name, backend = key.backend.kind(), "serving key");
         }
-        for line in security_summary(&config, signer.keyring(), signer.auth(), signer.policy()) {
+        for line in security_summary(&config, &rules.keyring, &rules.auth, &rules.policy) {
             tracing::info!("{line}");
         }
+        drop(rules);
+        signer.metrics().config_loaded_now();
         // Handlers are installed before the address is announced, so a SIGTERM sent as soon as the
         // address is known still shuts down gracefully.
         let signal = shutdown_signal()?;
@@ -506,9 +559,11 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
             signal.await;
             draining.start_draining();
         };
-        if let Some(tls) = app.tls() {
-            reload_on_sighup(tls)?;
-        }
+        let running = tzkms::reload::Running {
+            azure: report.azure.clone(),
+            tls: app.tls(),
+        };
+        reload_on_sighup(signer.clone(), config.clone(), running, reread)?;
         for (scheme, addr) in app.endpoints() {
             tracing::info!(%addr, scheme, "listening");
             println!("listening on {scheme}://{addr}");
@@ -521,23 +576,85 @@ fn serve(mut config: Config, listen: &[SocketAddr]) -> anyhow::Result<()> {
     })
 }
 
-/// Reloads the TLS certificate, key and client CA on every SIGHUP; a failed reload keeps the old ones.
-fn reload_on_sighup(tls: std::sync::Arc<tzkms::server::tls::Tls>) -> anyhow::Result<()> {
+/// On every SIGHUP, re-reads the configuration file and applies keys, authorized keys, policy and TLS
+/// files at once (see `tzkms::reload`); a failed reload changes nothing and says why. Reloads run one at a
+/// time, each against the configuration last applied.
+fn reload_on_sighup(
+    signer: std::sync::Arc<tzkms::signer::Signer>,
+    mut applied: Config,
+    running: tzkms::reload::Running,
+    reread: std::sync::Arc<impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(fingerprint) => {
-                    tracing::info!(certificate = %format!("sha256:{fingerprint}"), "SIGHUP: TLS certificate reloaded")
+            tracing::info!("SIGHUP: reloading the configuration");
+            let result = match reread() {
+                Ok(new) => tzkms::reload::reload(&signer, &applied, &new, &running)
+                    .await
+                    .map(|report| (new, report)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((new, report)) => {
+                    signer.metrics().reload(true);
+                    log_reload(&report, &new, &signer);
+                    // The settings that need a restart stay as they run: compare the next reload with
+                    // them, not with the file.
+                    let mut kept = applied.clone();
+                    kept.keys = new.keys;
+                    kept.auth = new.auth;
+                    kept.policy = new.policy;
+                    if let (Some(tls), Some(file)) = (&mut kept.server.tls, new.server.tls) {
+                        tls.certificate = file.certificate;
+                        tls.private_key = file.private_key;
+                        tls.client_ca = file.client_ca;
+                    }
+                    applied = kept;
                 }
                 Err(e) => {
-                    tracing::error!("SIGHUP: TLS reload failed, still serving the previous certificate: {e}")
+                    signer.metrics().reload(false);
+                    tracing::error!("SIGHUP: reload failed, still serving the previous configuration: {e:#}");
                 }
             }
         }
     });
     Ok(())
+}
+
+fn log_reload(report: &tzkms::reload::Reloaded, new: &Config, signer: &tzkms::signer::Signer) {
+    for setting in &report.needs_restart {
+        tracing::warn!(
+            "SIGHUP: {setting} changed in the configuration file: it needs a restart (systemctl restart \
+             tzkms); the running value is kept"
+        );
+    }
+    for s in &report.skipped {
+        tracing::warn!("not served: {s}");
+    }
+    for pkh in &report.added {
+        tracing::info!(%pkh, "SIGHUP: key added");
+    }
+    for pkh in &report.removed {
+        tracing::warn!(%pkh, "SIGHUP: key removed: requests for it now get 404");
+    }
+    if let Some(fingerprint) = &report.tls_certificate {
+        tracing::info!(certificate = %format!("sha256:{fingerprint}"), "SIGHUP: TLS certificate reloaded");
+    }
+    let rules = signer.rules();
+    for line in security_summary(new, &rules.keyring, &rules.auth, &rules.policy) {
+        tracing::info!("{line}");
+    }
+    if report.keys == 0 {
+        tracing::warn!("no key is served: {}", startup::NO_KEY_FIX);
+    }
+    tracing::info!(
+        keys = report.keys,
+        added = report.added.len(),
+        removed = report.removed.len(),
+        "SIGHUP: configuration reloaded: keys, authorized keys and policy applied"
+    );
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called.
@@ -931,6 +1048,16 @@ async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow::Result<()
             let bundle = client.create_key(name, *curve, MANAGEMENT_BUDGET).await?;
             report(&bundle)?;
             warn_new_version(&existing, &bundle);
+            // A key created in the HSM now signed nothing anywhere: this data directory vouches for it.
+            let pk = tezos::PublicKey::from_affine(curve.tezos(), &bundle.x, &bundle.y)?;
+            let data_dir = config.data_dir();
+            startup::ensure_data_dir(&data_dir)?;
+            watermark::floor::raise(&data_dir, &pk.hash(), None, "tzkms azure keys create")?;
+            println!(
+                "consensus: vouched for in {} (a new key has no past); another data directory serving it needs \
+                 the shared table, its marks, or `tzkms watermark floor`",
+                data_dir.display()
+            );
         }
         AzureKeysCommand::Import { name, new_version } => {
             let mut text = Zeroizing::new(String::new());
@@ -957,6 +1084,7 @@ async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow::Result<()
             }
             report(&bundle)?;
             warn_new_version(&existing, &bundle);
+            history_note(&got.hash());
         }
         AzureKeysCommand::Backup { name, file } => {
             let blob = client.backup_key(name, MANAGEMENT_BUDGET).await?;

@@ -132,6 +132,11 @@ pub struct Metrics {
     watermarks: Mutex<BTreeMap<(String, &'static str), Position>>,
     /// Requests answered 408 by the request timeout.
     request_timeouts: std::sync::atomic::AtomicU64,
+    /// Configuration reloads (SIGHUP) that were applied, and that failed and changed nothing.
+    reloads_ok: std::sync::atomic::AtomicU64,
+    reloads_failed: std::sync::atomic::AtomicU64,
+    /// Unix time of the last successful load of the configuration: startup, then each applied reload.
+    config_loaded_at: std::sync::atomic::AtomicU64,
 }
 
 /// The outcome label of a finished request.
@@ -169,6 +174,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
+    /// Counts a reload; a successful one (or the load at startup, `startup`) also sets the time of the
+    /// last successful load.
+    pub fn reload(&self, ok: bool) {
+        if ok {
+            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            self.config_loaded_now();
+        } else {
+            self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the time of the last successful configuration load to now (at startup).
+    pub fn config_loaded_now(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.config_loaded_at.store(now, Ordering::Relaxed);
+    }
+
     pub fn count_request_timeout(&self) {
         self.request_timeouts.fetch_add(1, Ordering::Relaxed);
     }
@@ -347,6 +371,28 @@ impl Metrics {
             &[],
             self.request_timeouts.load(Ordering::Relaxed),
         );
+        e.family(
+            "tzkms_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP), by result: ok (applied) or failed (nothing changed; the log says why).",
+        );
+        for (result, counter) in [("ok", &self.reloads_ok), ("failed", &self.reloads_failed)] {
+            e.sample(
+                "tzkms_reloads_total",
+                &[("result", result)],
+                counter.load(Ordering::Relaxed),
+            );
+        }
+        e.family(
+            "tzkms_reload_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time the configuration was last loaded successfully (startup or reload).",
+        );
+        e.sample(
+            "tzkms_reload_last_success_timestamp_seconds",
+            &[],
+            self.config_loaded_at.load(Ordering::Relaxed),
+        );
         if let Some(c) = connections {
             e.family(
                 "tzkms_connection_errors_total",
@@ -381,13 +427,14 @@ impl Metrics {
         }
         e.family("tzkms_keys", "gauge", "Keys served, by backend.");
         let mut by_backend: BTreeMap<&'static str, usize> = BTreeMap::new();
-        for (backend, n) in signer.keyring().keys_per_backend() {
+        let rules = signer.rules();
+        for (backend, n) in rules.keyring.keys_per_backend() {
             *by_backend.entry(backend.kind()).or_default() += n;
         }
         for (backend, n) in by_backend {
             e.sample("tzkms_keys", &[("backend", backend)], n);
         }
-        for backend in signer.keyring().backends() {
+        for backend in rules.keyring.backends() {
             backend.write_metrics(&mut e);
         }
         signer.watermarks().write_metrics(&mut e);

@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{AuditRecord, Decision};
 use crate::config::ServerConfig;
+use crate::limits::RouteClass;
 use crate::signer::{SignError, SignRequest, Signer};
 use tls::{ClientCertificate, Tls, TlsError};
 
@@ -281,6 +282,7 @@ async fn sign(
         payload,
         scheme: BlsScheme::for_version(query.version),
         authentication: query.authentication,
+        client: peer.as_ref().map(|Extension(p)| p.addr.ip()),
         certificate: peer.and_then(|Extension(p)| p.certificate),
     };
     match state.signer.sign(&request, record).await {
@@ -301,7 +303,7 @@ async fn get_authorized_keys(State(state): State<AppState>) -> Response {
         .signer
         .observe(&record, Decision::Served, 200, Duration::ZERO);
     // octez-client treats a list (even an empty one) as "authentication required"; `{}` means none.
-    match state.signer.auth().advertised() {
+    match state.signer.rules().auth.advertised() {
         None => Json(json!({})).into_response(),
         Some(hashes) => {
             let list: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
@@ -320,7 +322,8 @@ async fn get_known_keys(
         record.rule = Some("server.allow_list_known_keys".into());
         let keys: Vec<String> = state
             .signer
-            .keyring()
+            .rules()
+            .keyring
             .sorted()
             .into_iter()
             .map(|(pkh, _)| pkh.to_string())
@@ -372,7 +375,8 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
     }
     let key = state
         .signer
-        .keyring()
+        .rules()
+        .keyring
         .get(&pkh)
         .ok_or(SignError::UnknownKey(pkh))?;
     if pkh.curve() != tezos::Curve::Bls {
@@ -409,14 +413,27 @@ async fn count_timeouts(State(signer): State<Arc<Signer>>, response: Response) -
     response
 }
 
-/// Refuses a client over its request rate before anything else is done for it.
+/// The per-client bucket a request counts against before its body is read; `None` for signing requests,
+/// which the signer counts once it knows whether the payload is consensus (never limited) or not.
+fn route_class(method: &axum::http::Method, path: &str) -> Option<RouteClass> {
+    use axum::http::Method;
+    let keys = path.starts_with("/keys/");
+    match *method {
+        Method::POST if keys => None,
+        Method::GET if keys || path == "/authorized_keys" => Some(RouteClass::Reads),
+        _ => Some(RouteClass::Other),
+    }
+}
+
+/// Refuses a client over its request rate for the route's class before anything else is done for it.
 async fn per_client_limit(
     State(signer): State<Arc<Signer>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(peer) = request.extensions().get::<Peer>() {
-        if let Err(limited) = signer.limits().admit_client(peer.addr.ip()) {
+    let class = route_class(request.method(), request.uri().path());
+    if let (Some(peer), Some(class)) = (request.extensions().get::<Peer>(), class) {
+        if let Err(limited) = signer.limits().admit_client(peer.addr.ip(), class) {
             tracing::warn!(client = %peer.addr, "{limited}");
             return ApiError::from(limited).into_response();
         }

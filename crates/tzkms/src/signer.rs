@@ -15,7 +15,7 @@ use tezos::{
 use crate::audit::AuditRecord;
 use crate::auth::{AuthError, Authenticator};
 use crate::backend::{Keyring, ServedKey};
-use crate::limits::{Limited, Limits};
+use crate::limits::{Limited, Limits, RouteClass};
 use crate::policy::{Caller, Policy, PolicyError};
 use crate::server::tls::ClientCertificate;
 use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
@@ -30,6 +30,8 @@ pub struct SignRequest {
     pub authentication: Option<String>,
     /// The verified client certificate, on an mTLS listener.
     pub certificate: Option<ClientCertificate>,
+    /// The client's address, for its per-client rate of generic signing requests.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Why a request was not signed. Each kind maps to one HTTP status.
@@ -105,13 +107,20 @@ pub struct Signed {
     pub consensus: Option<(MarkKey, MarkRequest)>,
 }
 
+/// What a reload (SIGHUP) replaces, as one value: the served keys, who may ask, and what each key may
+/// sign. A request takes one snapshot of it when it starts, so it never mixes two configurations.
+#[derive(Debug)]
+pub struct Rules {
+    pub keyring: Keyring,
+    pub auth: Authenticator,
+    pub policy: Policy,
+}
+
 /// Signs requests for the keys of a keyring under the authentication settings, the policy and the
-/// high watermark.
+/// high watermark. The [`Rules`] are swapped whole on reload; the watermark store and the limits never are.
 #[derive(Debug)]
 pub struct Signer {
-    keyring: Keyring,
-    auth: Authenticator,
-    policy: Policy,
+    rules: std::sync::RwLock<Arc<Rules>>,
     watermarks: Arc<dyn WatermarkStore>,
     unprotected: BTreeSet<PublicKeyHash>,
     limits: Arc<Limits>,
@@ -131,9 +140,11 @@ impl Signer {
         limits: Arc<Limits>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            keyring,
-            auth,
-            policy,
+            rules: std::sync::RwLock::new(Arc::new(Rules {
+                keyring,
+                auth,
+                policy,
+            })),
             watermarks,
             unprotected,
             limits,
@@ -166,7 +177,7 @@ impl Signer {
         let key = match record.pkh.as_deref() {
             None => crate::metrics::KEY_NONE.to_owned(),
             Some(text) => match text.parse::<PublicKeyHash>() {
-                Ok(pkh) if self.keyring.get(&pkh).is_some() => pkh.to_string(),
+                Ok(pkh) if self.rules().keyring.get(&pkh).is_some() => pkh.to_string(),
                 _ => crate::metrics::KEY_OTHER.to_owned(),
             },
         };
@@ -176,8 +187,9 @@ impl Signer {
     /// Creates the zero-valued series of every served key (see [`crate::metrics::Metrics::init_key`]).
     pub fn init_metrics(&self) {
         use crate::policy::RequestKind;
-        for (pkh, key) in self.keyring.sorted() {
-            let allow = &self.policy.for_key(&pkh).allow;
+        let rules = self.rules();
+        for (pkh, key) in rules.keyring.sorted() {
+            let allow = &rules.policy.for_key(&pkh).allow;
             let kinds: Vec<&'static str> = [
                 (RequestKind::Block, "block"),
                 (RequestKind::Preattestation, "preattestation"),
@@ -196,7 +208,8 @@ impl Signer {
         let marks = self.watermarks.snapshot().await?;
         let mut n = 0;
         // A shared table may hold other signers' keys: only served keys become series.
-        for (key, mark) in marks.iter().filter(|(k, _)| self.keyring.get(&k.pkh).is_some()) {
+        let rules = self.rules();
+        for (key, mark) in marks.iter().filter(|(k, _)| rules.keyring.get(&k.pkh).is_some()) {
             self.metrics
                 .watermark(&key.pkh, key.kind, mark.level.0, mark.round.0);
             n += 1;
@@ -212,44 +225,51 @@ impl Signer {
         &self.watermarks
     }
 
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The rules in force now. Hold the snapshot for the whole of one request.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn auth(&self) -> &Authenticator {
-        &self.auth
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// Puts `rules` in force for the requests that start from now on (those in flight finish under
+    /// their snapshot) and returns the previous ones.
+    pub fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
+        let new = Arc::new(rules);
+        std::mem::replace(&mut *self.rules.write().unwrap_or_else(|p| p.into_inner()), new)
     }
 
     pub async fn public_key(&self, pkh: &PublicKeyHash) -> Result<PublicKey, SignError> {
-        Ok(self.key(pkh).await?.info.public_key)
-    }
-
-    async fn key(&self, pkh: &PublicKeyHash) -> Result<ServedKey, SignError> {
-        self.keyring.find(pkh).await.ok_or(SignError::UnknownKey(*pkh))
+        Ok(key(&self.rules(), pkh).await?.info.public_key)
     }
 
     pub async fn sign(&self, request: &SignRequest, audit: &mut AuditRecord) -> Result<Signed, SignError> {
         let pkh = request.pkh;
+        let rules = self.rules();
         let magic = *request.payload.first().ok_or(PayloadError::Empty)?;
         audit.kind = Some(magic_byte_name(magic));
         audit.payload_blake2b = Some(hex::encode(blake2b_256(&request.payload)));
-        audit.auth_key = self.auth.authenticate(
+        // Classified first (pure parsing) so that a client's generic flood is refused before any other
+        // work, while its consensus requests are never counted. A malformed payload is refused below, in
+        // the usual order, once counted as generic.
+        let classified = classify(&request.payload);
+        let consensus = classified
+            .as_ref()
+            .ok()
+            .and_then(|payload| watermark_position(pkh, &request.payload, payload));
+        if let (None, Some(ip)) = (&consensus, request.client) {
+            self.limits.admit_client(ip, RouteClass::GenericSigning)?;
+        }
+        audit.auth_key = rules.auth.authenticate(
             &pkh,
             &request.payload,
             request.authentication.as_deref(),
             request.scheme,
         )?;
-        let key = self.key(&pkh).await?;
-        if self.policy.for_key(&pkh).log_payloads {
+        let key = key(&rules, &pkh).await?;
+        if rules.policy.for_key(&pkh).log_payloads {
             audit.payload = Some(hex::encode(&request.payload));
         }
-        self.policy.check_magic_byte(magic)?;
-        let payload = classify(&request.payload)?;
-        let consensus = watermark_position(pkh, &request.payload, &payload);
+        rules.policy.check_magic_byte(magic)?;
+        let payload = classified?;
         if let Payload::Consensus(c) = &payload {
             audit.kind = Some(c.kind.name());
         }
@@ -260,7 +280,7 @@ impl Signer {
         let caller = Caller {
             certificate: request.certificate.as_ref(),
         };
-        let decision = self.policy.check(&pkh, &caller, &request.payload, &payload)?;
+        let decision = rules.policy.check(&pkh, &caller, &request.payload, &payload)?;
         audit.rule = Some(decision.rule);
         if let Some(generic) = &decision.operations {
             audit.operations = generic.kinds();
@@ -357,6 +377,10 @@ impl Signer {
         }
         Ok(signature)
     }
+}
+
+async fn key(rules: &Rules, pkh: &PublicKeyHash) -> Result<ServedKey, SignError> {
+    rules.keyring.find(pkh).await.ok_or(SignError::UnknownKey(*pkh))
 }
 
 /// Where a payload sits for the watermark: consensus payloads by kind, legacy (Emmy) blocks and

@@ -24,39 +24,64 @@ use crate::watermark::azure_table::{BothStores, TableStore};
 use crate::watermark::file::{FileStore, Opened};
 use crate::watermark::WatermarkStore;
 
-/// The lock file that keeps two tzkms processes (or a server and a watermark-changing command) from
-/// using one data directory at once.
-pub const LOCK_FILE: &str = "tzkms.lock";
+/// The file older versions locked instead of the directory. A file can be unlinked under a running server
+/// (after which a second server would lock a new file of the same name), so the directory itself is locked
+/// now; a leftover `tzkms.lock` is harmless and may be deleted.
+pub const LEGACY_LOCK_FILE: &str = "tzkms.lock";
 
-/// Holds the data directory's lock until dropped.
+/// Holds an exclusive `flock` on the data directory itself until dropped. A directory cannot be replaced
+/// under a running server the way a lock file can be deleted, so two tzkms processes (or a server and a
+/// watermark-changing command) never use one data directory at once.
 #[derive(Debug)]
 pub struct DataDirLock {
-    _file: std::fs::File,
+    _dir: std::fs::File,
 }
 
 impl DataDirLock {
     /// Takes the lock or says who holds it.
     pub fn acquire(data_dir: &Path) -> anyhow::Result<Self> {
-        let path = data_dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                "{} is in use by another tzkms process (lock {}); stop it first",
-                data_dir.display(),
-                path.display()
-            ),
+        // A directory opens read-only; flock does not care about the open mode.
+        let dir = std::fs::File::open(data_dir)
+            .with_context(|| format!("opening data directory {} to lock it", data_dir.display()))?;
+        match dir.try_lock() {
+            Ok(()) => Ok(Self { _dir: dir }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = lock_holder(&dir).map_or_else(String::new, |pid| format!(" (pid {pid})"));
+                anyhow::bail!(
+                    "{} is in use by another tzkms process{holder} that holds its lock; stop it first",
+                    data_dir.display()
+                )
+            }
             Err(std::fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("locking {}", path.display()))
+                Err(e).with_context(|| format!("locking data directory {}", data_dir.display()))
             }
         }
     }
 }
+
+/// The process holding a `flock` on `file`, from `/proc/locks` (Linux; None elsewhere or if hidden).
+fn lock_holder(file: &std::fs::File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    // /proc/locks names a file `MAJOR:MINOR:INODE`, the device numbers in hex.
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// What to do when no key is served, said by the startup warning, readiness and `config check`.
+pub const NO_KEY_FIX: &str = "generate one with `tzkms keys generate --curve p256` (or `tzkms keys import` \
+     an existing one, or point keys.octez_base_dir at an octez-client wallet), or name vault keys under \
+     [azure] keys (and let the identity read them)";
 
 /// What startup did that the operator should hear about.
 #[derive(Debug, Default)]
@@ -67,6 +92,8 @@ pub struct StartupReport {
     pub skipped: Vec<String>,
     /// Whether the watermark store was created now or loaded.
     pub watermarks: Option<Opened>,
+    /// The vault backend, asked to re-list its keys on reload.
+    pub azure: Option<Arc<AzureBackend>>,
 }
 
 /// The password for encrypted file keys: `keys.password_file`, else `TZKMS_KEY_PASSWORD`.
@@ -267,6 +294,7 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
     if let Some(azure) = &config.azure {
         let backend = connect_azure(azure, &config.health).await?;
         any_key |= !backend.keys().is_empty();
+        report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
     let (mut files, load) = FileBackend::load(

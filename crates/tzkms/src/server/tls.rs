@@ -87,21 +87,28 @@ impl fmt::Display for ClientCertificate {
 /// The HTTPS settings and the configuration currently served.
 #[derive(Debug)]
 pub struct Tls {
-    settings: TlsConfig,
     current: RwLock<Loaded>,
 }
 
+/// A server configuration built from files, ready to be served.
 #[derive(Debug, Clone)]
-struct Loaded {
+pub struct Loaded {
+    settings: TlsConfig,
     config: Arc<ServerConfig>,
     fingerprint: String,
+}
+
+impl Loaded {
+    /// SHA-256 of its certificate.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
 }
 
 impl Tls {
     pub fn load(settings: &TlsConfig) -> Result<Arc<Self>, TlsError> {
         let loaded = build(settings)?;
         Ok(Arc::new(Self {
-            settings: settings.clone(),
             current: RwLock::new(loaded),
         }))
     }
@@ -109,10 +116,27 @@ impl Tls {
     /// Re-reads the certificate, key and client CA files. On error the served configuration is kept.
     /// Connections already open keep their session; new handshakes use the new files.
     pub fn reload(&self) -> Result<String, TlsError> {
-        let loaded = build(&self.settings)?;
+        let settings = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .settings
+            .clone();
+        let loaded = Self::prepare(&settings)?;
+        Ok(self.install(loaded))
+    }
+
+    /// Reads the files of `settings` (which may name other files than the served ones) without serving
+    /// them yet, so a reload can check everything before changing anything.
+    pub fn prepare(settings: &TlsConfig) -> Result<Loaded, TlsError> {
+        build(settings)
+    }
+
+    /// Serves `loaded` to new handshakes; returns its certificate's fingerprint.
+    pub fn install(&self, loaded: Loaded) -> String {
         let fingerprint = loaded.fingerprint.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
-        Ok(fingerprint)
+        fingerprint
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
@@ -130,7 +154,12 @@ impl Tls {
     }
 
     pub fn requires_client_certificates(&self) -> bool {
-        self.settings.client_ca.is_some()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .settings
+            .client_ca
+            .is_some()
     }
 }
 
@@ -206,6 +235,7 @@ fn build(settings: &TlsConfig) -> Result<Loaded, TlsError> {
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Loaded {
+        settings: settings.clone(),
         config: Arc::new(config),
         fingerprint,
     })

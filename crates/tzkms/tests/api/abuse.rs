@@ -9,7 +9,7 @@ use tezos::{BlsScheme, Curve, SecretKey, Signature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{assert_octez_error, TestSigner};
+use crate::helpers::{assert_octez_error, preattestation, TestSigner};
 
 /// Upper bound for the server to react; a failure bound, not a synchronisation delay.
 const BOUND: Duration = Duration::from_secs(20);
@@ -34,17 +34,6 @@ async fn read_to_close(stream: &mut TcpStream) -> Option<Vec<u8>> {
 async fn still_serves(signer: &TestSigner) {
     let (status, _) = signer.get("/authorized_keys").await;
     assert_eq!(status, 200, "the server stopped serving");
-}
-
-fn preattestation(level: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x42; 32]);
-    p.push(20);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
 }
 
 #[tokio::test]
@@ -256,7 +245,7 @@ async fn generic_floods_are_limited_per_key_while_consensus_is_signed() {
             other => panic!("{other}: {body}"),
         }
         // Consensus requests of the same key are never rate limited.
-        let payload = preattestation(i + 1, 1);
+        let payload = preattestation(i + 1, 0, 1);
         let (status, body) = signer.sign(&pkh, "", &payload).await;
         assert_eq!(status, 200, "{body}");
         let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
@@ -265,6 +254,75 @@ async fn generic_floods_are_limited_per_key_while_consensus_is_signed() {
     assert!(
         limited >= 30,
         "only {limited} of 40 generic requests were limited"
+    );
+    signer.stop().await;
+}
+
+/// The baker's own address (or the proxy it shares) floods generic requests: the flood empties that
+/// address's generic-signing bucket and is refused, while every attestation and the `GET /authorized_keys`
+/// octez-client sends before it are answered.
+#[tokio::test]
+async fn a_generic_flood_from_the_bakers_address_never_rate_limits_its_attestations() {
+    const ATTESTATIONS: u32 = 50;
+    const FLOOD_PER_ATTESTATION: u32 = 4;
+    const RATE: f64 = 2.0;
+    const BURST: f64 = 60.0;
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    let pk = sk.public_key().clone();
+    let signer = TestSigner::start_with(&[sk], |c| {
+        c.limits.per_client = Some(tzkms::limits::Rate {
+            rate: RATE,
+            burst: BURST,
+        });
+        c.limits.generic_per_key = None;
+        crate::helpers::allow_generic_unchecked(c);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (mut flood_ok, mut flood_limited) = (0u32, 0u32);
+    let mut refusal = None;
+    for level in 1..=ATTESTATIONS {
+        for j in 0..FLOOD_PER_ATTESTATION {
+            let (status, body) = signer.sign(&pkh, "", &[0x03, level as u8, j as u8, 0xaa]).await;
+            match status {
+                200 => flood_ok += 1,
+                429 => {
+                    flood_limited += 1;
+                    refusal.get_or_insert(body);
+                }
+                other => panic!("flood request answered {other}: {body}"),
+            }
+        }
+        let (status, body) = signer.get("/authorized_keys").await;
+        assert_eq!(
+            status, 200,
+            "GET /authorized_keys before attestation {level}: {body}"
+        );
+        let payload = crate::helpers::attestation(level, 1);
+        let (status, body) = signer.sign(&pkh, "", &payload).await;
+        assert_eq!(
+            status, 200,
+            "attestation {level} refused during the flood: {body}"
+        );
+        let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+        assert!(pk.verify(&payload, &sig, BlsScheme::default()));
+    }
+    // At most the burst plus what the rate refilled meanwhile got through; the rest was refused.
+    let refilled = (RATE * started.elapsed().as_secs_f64()).ceil() as u32;
+    println!("generic flood: {flood_ok} signed, {flood_limited} refused (429); 50 of 50 attestations signed");
+    assert!(flood_ok <= BURST as u32 + refilled, "{flood_ok} signed");
+    assert_eq!(flood_ok + flood_limited, ATTESTATIONS * FLOOD_PER_ATTESTATION);
+    assert_octez_error(
+        &refusal.expect("the flood was never refused"),
+        "over its request rate for generic signing requests",
+    );
+    let metrics = signer.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "tzkms_rate_limited_total{{limit=\"per_client\"}} {flood_limited}\n"
+        )),
+        "{metrics}"
     );
     signer.stop().await;
 }
@@ -369,7 +427,7 @@ async fn a_generic_flood_at_a_throttled_vault_leaves_consensus_signing_alone() {
     let mut latencies = Vec::new();
     for level in 1..=30u32 {
         for magic in [0x12u8, 0x13] {
-            let mut payload = preattestation(level, 7);
+            let mut payload = preattestation(level, 0, 7);
             payload[0] = magic;
             payload[37] = if magic == 0x12 { 20 } else { 21 };
             let t = std::time::Instant::now();

@@ -252,6 +252,79 @@ async fn a_running_server_holds_the_data_directory() {
     assert!(ok, "{err}");
 }
 
+/// POSTs `payload` to `/keys/<pkh>` of the server at `addr`: the status.
+async fn sign_at(addr: std::net::SocketAddr, pkh: &tezos::PublicKeyHash, payload: &[u8]) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/keys/{pkh}"))
+        .header("content-type", "application/json")
+        .body(format!("\"{}\"", hex::encode(payload)))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The lock is on the directory itself: deleting any file in it (the lock file of older versions) does not
+/// let a second server in, so two conflicting preattestations can never both be signed.
+#[tokio::test]
+async fn deleting_files_in_the_data_directory_does_not_release_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    tzkms::startup::write_new_key(&data, "k", &sk).unwrap();
+    let first = Server::start(&data, &[]).await.unwrap();
+    let legacy = data.join(tzkms::startup::LEGACY_LOCK_FILE);
+    if legacy.exists() {
+        std::fs::remove_file(&legacy).unwrap();
+    }
+    let second = Server::start(&data, &[]).await;
+    let preattestation = crate::helpers::preattestation;
+    match second {
+        Err(log) => {
+            assert!(log.contains("is in use by another tzkms process"), "{log}");
+            assert!(
+                log.contains(&format!("(pid {})", first.child.id().unwrap())),
+                "{log}"
+            );
+        }
+        Ok(second) => {
+            // The bug: each server signs one of two conflicting preattestations at the same level.
+            let a = sign_at(first.addr, &pkh, &preattestation(7, 0, 1)).await;
+            let b = sign_at(second.addr, &pkh, &preattestation(7, 0, 2)).await;
+            second.kill9().await;
+            panic!("a second server started on a locked data directory; conflicting preattestations got {a} and {b}");
+        }
+    }
+    // The second server exited (non-zero) before listening: the first one alone decides, and refuses the
+    // conflicting payload.
+    assert_eq!(sign_at(first.addr, &pkh, &preattestation(7, 0, 1)).await, 200);
+    assert_eq!(sign_at(first.addr, &pkh, &preattestation(7, 0, 2)).await, 409);
+    // The refusal names the directory and says what to do, with and without backtraces.
+    for backtrace in [None, Some("1")] {
+        let mut command = tokio::process::Command::new(crate::process::BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(value) = backtrace {
+            command.env("RUST_BACKTRACE", value);
+        }
+        let out = command.output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("{} is in use by another tzkms process", data.display())),
+            "{err}"
+        );
+        assert!(err.contains("stop it first"), "{err}");
+    }
+    assert!(first.terminate().await.success());
+}
+
 #[tokio::test]
 async fn damaged_or_lost_stores_stop_the_server_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();

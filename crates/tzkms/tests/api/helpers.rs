@@ -113,7 +113,7 @@ impl TestSigner {
         let (signer, _) = tzkms::startup::build_signer(&config).await.unwrap();
         // Every key here, vault keys included, was made for the test: vouched for as `keys generate` and
         // `azure keys create` do. Keys without history have tests of their own (operator.rs).
-        for (pkh, _) in signer.keyring().sorted() {
+        for (pkh, _) in signer.rules().keyring.sorted() {
             tzkms::watermark::floor::raise(data_dir.path(), &pkh, None, "made for the test").unwrap();
         }
         Self::serve(signer, &config, keys, data_dir).await

@@ -17,6 +17,7 @@ mod operations;
 mod operator;
 mod policy;
 mod process;
+mod reload;
 mod routes;
 mod table;
 mod tls;

@@ -20,7 +20,7 @@ async fn every_outcome_is_counted_with_its_labels() {
     let signer = TestSigner::start_with(&[sk], |c| {
         c.limits.per_client = Some(tzkms::limits::Rate {
             rate: 0.001,
-            burst: 8.0,
+            burst: 3.0,
         });
     })
     .await;
@@ -34,7 +34,8 @@ async fn every_outcome_is_counted_with_its_labels() {
         404
     );
     assert_eq!(signer.get("/authorized_keys").await.0, 200);
-    // The client's burst of 8 is now spent: the rest are rate limited.
+    // The client's burst of 3 reads is now spent (its signing requests have buckets of their own): the
+    // rest are rate limited.
     let mut limited = 0;
     for _ in 0..5 {
         if signer.get("/authorized_keys").await.0 == 429 {

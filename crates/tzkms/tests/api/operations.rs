@@ -559,3 +559,67 @@ async fn it_runs_as_an_unprivileged_user_without_the_root_warning() {
     assert_eq!(store.uid(), 65534);
     assert_eq!(store.mode() & 0o077, 0, "store mode {:o}", store.mode());
 }
+
+/// A signer with nothing to sign with says so everywhere an operator looks: `config check` fails naming the
+/// fix, `serve` logs a warning at startup, and readiness is red on the `keys` check with the same fix.
+#[tokio::test]
+async fn a_signer_without_keys_says_so_at_startup_in_readiness_and_in_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("tzkms.toml");
+    std::fs::write(&config, "[keys]\ngenerate_if_empty = false\n").unwrap();
+    let config = config.to_str().unwrap();
+    for backtrace in [None, Some("1")] {
+        let env: Vec<(&str, &str)> = backtrace.map(|b| ("RUST_BACKTRACE", b)).into_iter().collect();
+        let (ok, out, err) = run_with(&["config", "check", "--config", config], &data, &env, None).await;
+        assert!(!ok, "config check passed without a key:\n{out}");
+        assert!(!out.contains("configuration OK"), "{out}");
+        assert!(
+            err.contains(&format!("no key is served from {}", data.display())),
+            "{err}"
+        );
+        assert!(err.contains("tzkms keys generate --curve p256"), "{err}");
+        assert!(err.contains("tzkms keys import"), "{err}");
+        assert!(err.contains("[azure] keys"), "{err}");
+    }
+    // Without a config file the first `serve` would generate a key: config check says so, and still fails.
+    let (ok, _, err) = run(&["config", "check"], &data).await;
+    assert!(!ok);
+    assert!(err.contains("keys.generate_if_empty"), "{err}");
+
+    let server = Server::start(&data, &["--config", config, "--metrics-listen", "127.0.0.1:0"])
+        .await
+        .unwrap();
+    let ops = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://")?.strip_suffix("/metrics"))
+        .unwrap()
+        .to_owned();
+    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["failed"], serde_json::json!(["keys"]), "{body}");
+    let keys = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "keys")
+        .unwrap();
+    let detail = keys["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("no key is served, so every signing request gets 404: "),
+        "{detail}"
+    );
+    assert!(detail.contains("tzkms keys generate --curve p256"), "{detail}");
+    let log_path = server.log_path.clone();
+    assert!(server.terminate().await.success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("no key is served"))
+        .unwrap_or_else(|| panic!("no startup warning:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("tzkms keys generate --curve p256"), "{warning}");
+}

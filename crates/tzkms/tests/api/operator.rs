@@ -457,3 +457,25 @@ async fn documented_migrations_run_as_written() {
     assert!(server.terminate().await.success());
     azurite.stop().await;
 }
+
+/// `azure keys create` makes a key with no past: the data directory it names vouches for it, so the
+/// signer serving that directory signs its consensus at once. An imported vault key is told what it needs.
+#[tokio::test]
+async fn a_key_created_in_the_vault_by_tzkms_signs_consensus_at_once() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), CLIENT_SECRET);
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let (ok, out, err) = run(
+        &["--config", config, "azure", "keys", "create", "--name", "fresh", "--curve", "p256"],
+        &data,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("consensus: vouched for"), "{out}");
+    let pk = pkh_of(&emu.key("fresh").unwrap()).1;
+    let server = Server::start(&data, &["--config", config]).await.unwrap();
+    signed(&server, &pk, &preattestation(5, 0, 1)).await;
+    assert!(server.terminate().await.success());
+}

@@ -323,3 +323,78 @@ async fn garbage_and_silence_on_the_tls_port_do_not_hurt_the_server() {
     assert_eq!(status, 200);
     signer.stop().await;
 }
+
+/// The binary: SIGHUP swaps the certificate of the running HTTPS listener; a broken key file on the next
+/// SIGHUP is refused, counted, and the renewed certificate stays served.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_the_running_binary() {
+    let files = Files::new();
+    let data = files.dir.path().join("data");
+    let sk = SecretKey::generate(Curve::P256);
+    tzkms::startup::write_new_key(&data, "k", &sk).unwrap();
+    let tls = files.config(false);
+    let config = files.dir.path().join("tzkms.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[keys]\ngenerate_if_empty = false\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+            tls.certificate.display(),
+            tls.private_key.display()
+        ),
+    )
+    .unwrap();
+    let mut signer = crate::reload::Running::start(&data, &config, &[]).await;
+    // The HTTPS listener is announced after the HTTP one the process helper waits for: poll the log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let https = loop {
+        let log = signer.log();
+        let found = log
+            .lines()
+            .find(|l| l.contains("listening") && l.contains("\"https\""))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        if let Some(addr) = found {
+            break addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no https listener in the log:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let url = format!("https://{https}/authorized_keys");
+    assert_eq!(
+        get_json(&files.client(&files.server_ca, None), &url)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+
+    let renewed_ca = Ca::new("tzkms renewed server CA");
+    files.install_server_certificate(&renewed_ca);
+    signer.reload_and_wait("ok", 1).await;
+    assert_eq!(
+        get_json(&files.client(&renewed_ca, None), &url).await.unwrap().0,
+        200
+    );
+    assert!(get_json(&files.client(&files.server_ca, None), &url)
+        .await
+        .is_err());
+    assert!(signer.log().contains("SIGHUP: TLS certificate reloaded"));
+
+    write(files.dir.path(), "key.pem", "not a key", 0o600);
+    signer.reload_and_wait("failed", 1).await;
+    let log = signer.log();
+    let failure = log
+        .lines()
+        .find(|l| l.contains("SIGHUP: reload failed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(failure.contains("key.pem"), "{failure}");
+    assert_eq!(
+        get_json(&files.client(&renewed_ca, None), &url).await.unwrap().0,
+        200
+    );
+    assert!(signer.server.terminate().await.success());
+}
