@@ -15,5 +15,6 @@ pub use keys::{Curve, KeyError, PublicKey, PublicKeyHash, SecretKey};
 pub use operation::{Address, Ballot, GenericOperation, Operation, OperationError, OperationKind};
 pub use payload::{
     classify, ChainId, Consensus, ConsensusKind, ConsensusOperation, Level, Payload, PayloadError, Round,
+    WrongKeyType,
 };
 pub use signature::{BlsScheme, Signature, SignatureVersion};

@@ -65,6 +65,22 @@ impl FromStr for SignatureVersion {
     }
 }
 
+impl SignatureVersion {
+    /// Whether a key on `curve` can sign under this version. Octez's version 0 predates BLS: a tz4
+    /// request with `version=0` cannot come from Octez, and its scheme would be a guess.
+    pub fn check_curve(self, curve: Curve) -> Result<(), String> {
+        if self == Self::V0 && curve == Curve::Bls {
+            return Err(
+                "signature version 0 has no BLS: a tz4 key signs with version 1 (augmented \
+                        scheme, protocols 021/022), 2 (proof of possession, 023/024) or 3 (025 and later); \
+                        check the octez-client or baker that sent version=0"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A signature in raw bytes: ECDSA as 64-byte `r‖s`, ed25519 as 64 bytes, BLS as a 96-byte compressed G2
 /// point. `Generic` is a 64-byte signature whose curve is not stated (the `sig…` form).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -246,6 +262,42 @@ mod tests {
             assert!(!sk
                 .public_key()
                 .verify(&msg, &Signature::Generic(high_bytes), scheme));
+        }
+    }
+
+    #[test]
+    fn each_version_keeps_its_bls_scheme_and_version_0_has_no_bls() {
+        use SignatureVersion::*;
+        let table = [
+            ("0", V0, None),
+            ("1", V1, Some(BlsScheme::Augmented)),
+            ("2", V2, Some(BlsScheme::ProofOfPossession)),
+            ("3", V3, Some(BlsScheme::ProofOfPossession)),
+        ];
+        for (text, version, scheme) in table {
+            assert_eq!(text.parse::<SignatureVersion>(), Ok(version));
+            assert_eq!(
+                version.check_curve(Curve::Bls).is_ok(),
+                scheme.is_some(),
+                "{text}"
+            );
+            if let Some(scheme) = scheme {
+                assert_eq!(BlsScheme::for_version(Some(version)), scheme, "{text}");
+            }
+            for curve in [Curve::Ed25519, Curve::Secp256k1, Curve::P256] {
+                assert!(version.check_curve(curve).is_ok(), "{text} {curve}");
+            }
+        }
+        assert_eq!(BlsScheme::for_version(None), BlsScheme::ProofOfPossession);
+        let e = V0.check_curve(Curve::Bls).unwrap_err();
+        assert!(e.starts_with("signature version 0 has no BLS"), "{e}");
+    }
+
+    #[test]
+    fn unknown_versions_are_errors_that_list_the_known_ones() {
+        for text in ["4", "-1", "v3", "", "3.0", "03 "] {
+            let e = text.parse::<SignatureVersion>().unwrap_err();
+            assert!(e.contains("expected 0, 1, 2 or 3"), "{text}: {e}");
         }
     }
 }

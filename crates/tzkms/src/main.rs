@@ -240,6 +240,15 @@ enum KeysCommand {
     },
     /// Show one key's public key and the octez-client import command.
     Show { pkh: String },
+    /// Print the BLS proof of possession of a served tz4 key, as `octez-client create bls proof for
+    /// <alias>` does: a tz4 `reveal`, `update_consensus_key` or `update_companion_key` carries it.
+    Proof {
+        pkh: String,
+        /// Prove possession of this BLS public key (BLpk…) instead of the key's own, as octez-client's
+        /// --override-public-key does.
+        #[arg(long)]
+        override_public_key: Option<String>,
+    },
 }
 
 fn parse_curve(s: &str) -> Result<Curve, String> {
@@ -752,6 +761,47 @@ fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                 store_key(&config, &data_dir, &key, false, alias.as_deref())?;
                 history_note(&key.public_key().hash());
             }
+        }
+        KeysCommand::Proof {
+            pkh,
+            override_public_key,
+        } => {
+            let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;
+            if pkh.curve() != Curve::Bls {
+                bail!(
+                    "{pkh} is not a tz4 key ({} curve): only tz4 (BLS) keys have a proof of possession; \
+                     give the tz4 address of the consensus or companion key",
+                    pkh.curve()
+                );
+            }
+            let override_pk = override_public_key
+                .as_deref()
+                .map(|text| -> anyhow::Result<tezos::PublicKey> {
+                    let pk: tezos::PublicKey = text
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--override-public-key {text}: {e}"))?;
+                    if pk.curve() != Curve::Bls {
+                        bail!(
+                            "--override-public-key must be a BLS public key (BLpk…), not a {} key",
+                            pk.curve()
+                        );
+                    }
+                    Ok(pk)
+                })
+                .transpose()?;
+            let mut config = config;
+            config.keys.generate_if_empty = false;
+            let (keyring, _) = block_on(startup::load_keyring(&config))?;
+            let Some(key) = keyring.get(&pkh) else {
+                bail!("{pkh} is not served from {}", data_dir.display());
+            };
+            let Some(proof) = key.backend.bls_prove_possession(&pkh, override_pk.as_ref()) else {
+                bail!(
+                    "the {} backend of {pkh} cannot make a proof of possession: only tz4 file keys can",
+                    key.backend.kind()
+                );
+            };
+            println!("{proof}");
         }
         KeysCommand::Show { pkh } => {
             let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;

@@ -274,6 +274,11 @@ async fn sign(
 ) -> Result<(Response, bool), (ApiError, Option<String>)> {
     let pkh = parse_pkh(pkh).map_err(|e| (e, None))?;
     let query = parse_query(query).map_err(|e| (e, None))?;
+    if let Some(version) = query.version {
+        version
+            .check_curve(pkh.curve())
+            .map_err(|e| (ApiError::new(400, e), None))?;
+    }
     let payload = read_payload(headers, body, state.max_body_bytes)
         .await
         .map_err(|e| (e, None))?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tezos::payload::magic_byte_name;
 use tezos::{
     blake2b_256, classify, BlsScheme, ConsensusKind, Payload, PayloadError, PublicKey, PublicKeyHash, Round,
-    Signature,
+    Signature, WrongKeyType,
 };
 
 use crate::audit::AuditRecord;
@@ -59,12 +59,14 @@ pub enum SignError {
     ReplayVersionMismatch,
     #[error("{0}")]
     Limited(#[from] Limited),
+    #[error("{0}")]
+    WrongKeyType(#[from] WrongKeyType),
 }
 
 impl SignError {
     pub fn status(&self) -> u16 {
         match self {
-            SignError::BadRequest(_) | SignError::Payload(_) => 400,
+            SignError::BadRequest(_) | SignError::Payload(_) | SignError::WrongKeyType(_) => 400,
             SignError::Auth(e) => e.status(),
             SignError::Policy(PolicyError::Malformed(_)) => 400,
             SignError::Policy(PolicyError::Refused { .. }) => 403,
@@ -93,6 +95,7 @@ impl SignError {
             SignError::Watermark(e) if e.is_refusal() => Some("watermark".into()),
             SignError::ReplayVersionMismatch => Some("watermark".into()),
             SignError::Limited(_) => Some("limits".into()),
+            SignError::WrongKeyType(_) => Some("consensus.key_type".into()),
             _ => None,
         }
     }
@@ -272,6 +275,8 @@ impl Signer {
         let payload = classified?;
         if let Payload::Consensus(c) = &payload {
             audit.kind = Some(c.kind.name());
+            // Before the watermark: a tag this key type never signs must not take the real request's place.
+            c.operation.check_key_type(pkh.curve())?;
         }
         if let Some((mark, position)) = &consensus {
             (audit.chain, audit.level, audit.round) =

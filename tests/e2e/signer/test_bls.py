@@ -1,12 +1,13 @@
 """tz4 (BLS12-381) signatures checked by an independent implementation, py_ecc.
 
 version=3 (and 2, or no version) must give a POP-scheme signature
-(G2ProofOfPossession), version=1 (and 0) an AUG-scheme one
-(G2MessageAugmentation). BLS is deterministic, so each signature must also
+(G2ProofOfPossession), version=1 an AUG-scheme one (G2MessageAugmentation);
+version=0 predates BLS in Octez and is refused for tz4 keys. BLS is deterministic, so each signature must also
 equal the one py_ecc computes from the vector's secret key (BLsk payloads are
 little-endian scalars).
 """
 
+import json
 import os
 
 import pytest
@@ -92,11 +93,21 @@ def test_version_selects_scheme(pop_signer, key_id):
     raw_pk = tzcrypto.decode(k["pk"])
     message = b"\x03" + os.urandom(48)
     sigs = {v: tzcrypto.decode(h.sign(pop_signer.server, k["pkh"], message.hex(), version=v))
-            for v in (None, 0, 1, 2, 3)}
+            for v in (None, 1, 2, 3)}
     for v in (None, 2, 3):
         assert POP.Verify(raw_pk, message, sigs[v]), f"version={v}: not a POP signature"
         assert sigs[v] == _expected(k, message, "pop"), f"version={v}"
-    for v in (0, 1):
+    for v in (1,):
         assert AUG.Verify(raw_pk, message, sigs[v]), f"version={v}: not an AUG signature"
         assert sigs[v] == _expected(k, message, "aug"), f"version={v}"
     assert sigs[3] != sigs[1]
+
+
+@pytest.mark.parametrize("key_id", BLS_KEY_IDS[:1])
+def test_version_0_is_refused_for_tz4(pop_signer, key_id):
+    k = h.vector_key(key_id)
+    message = b"\x03" + os.urandom(48)
+    url = f"{pop_signer.server.url}/keys/{k['pkh']}?version=0"
+    r = h.request(url, "POST", json.dumps(message.hex()).encode(), {"Content-Type": "application/json"})
+    assert r.status == 400, (r.status, r.body)
+    assert b"signature version 0 has no BLS" in r.body

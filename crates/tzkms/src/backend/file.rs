@@ -272,6 +272,27 @@ mod tests {
     use tezos::Curve;
 
     #[test]
+    fn bls_proofs_of_possession_match_the_shared_vectors() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/signatures.json");
+        let vectors: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+        let proofs = vectors["bls_proofs_of_possession"].as_array().unwrap();
+        assert!(
+            proofs.iter().any(|v| v["override_pk"].is_string()),
+            "no override vector"
+        );
+        for v in proofs {
+            let dir = tempfile::tempdir().unwrap();
+            let sk: SecretKey = v["sk"].as_str().unwrap().parse().unwrap();
+            write_key_file(dir.path(), "k", &sk.to_b58()).unwrap();
+            let (backend, _) = FileBackend::load(dir.path(), None, None).unwrap();
+            let pkh = v["pkh"].as_str().unwrap().parse().unwrap();
+            let override_pk: Option<tezos::PublicKey> = v["override_pk"].as_str().map(|t| t.parse().unwrap());
+            let proof = backend.bls_prove_possession(&pkh, override_pk.as_ref()).unwrap();
+            assert_eq!(proof.to_string(), v["proof"].as_str().unwrap(), "{}", v["id"]);
+        }
+    }
+
+    #[test]
     fn key_files_round_trip_and_sign() {
         let dir = tempfile::tempdir().unwrap();
         let sk = SecretKey::generate(Curve::P256);

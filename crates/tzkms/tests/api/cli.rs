@@ -366,3 +366,47 @@ async fn damaged_or_lost_stores_stop_the_server_with_a_clear_message() {
     let status = server.terminate().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn keys_proof_prints_the_vectors_proofs_of_possession_and_refuses_other_curves() {
+    let v = crate::helpers::vectors("signatures.json");
+    for vector in v["bls_proofs_of_possession"].as_array().unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk: SecretKey = vector["sk"].as_str().unwrap().parse().unwrap();
+        let pkh = vector["pkh"].as_str().unwrap();
+        tzkms::startup::write_new_key(dir.path(), pkh, &sk).unwrap();
+        let mut args = vec!["keys", "proof", pkh];
+        if let Some(pk) = vector["override_pk"].as_str() {
+            args.extend(["--override-public-key", pk]);
+        }
+        let (ok, out, err) = run(&args, dir.path()).await;
+        assert!(ok, "{}: {err}", vector["id"]);
+        assert_eq!(out.trim(), vector["proof"].as_str().unwrap(), "{}", vector["id"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tz1 = SecretKey::generate(Curve::Ed25519);
+    let tz1_pkh = tz1.public_key().hash().to_string();
+    tzkms::startup::write_new_key(dir.path(), &tz1_pkh, &tz1).unwrap();
+    let (ok, _, err) = run(&["keys", "proof", &tz1_pkh], dir.path()).await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{tz1_pkh} is not a tz4 key (ed25519 curve): only tz4 (BLS) keys"
+        )),
+        "{err}"
+    );
+    let tz4 = SecretKey::generate(Curve::Bls);
+    let tz4_pkh = tz4.public_key().hash().to_string();
+    tzkms::startup::write_new_key(dir.path(), &tz4_pkh, &tz4).unwrap();
+    let edpk = tz1.public_key().to_string();
+    let (ok, _, err) = run(
+        &["keys", "proof", &tz4_pkh, "--override-public-key", &edpk],
+        dir.path(),
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("--override-public-key must be a BLS public key"),
+        "{err}"
+    );
+}

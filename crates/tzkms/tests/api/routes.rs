@@ -27,12 +27,18 @@ async fn authorized_keys_is_an_empty_object_without_authentication() {
 #[tokio::test]
 async fn every_curve_signs_and_the_signature_verifies() {
     let signer = TestSigner::start_allowing(&["block", "preattestation", "attestation", "transaction"]).await;
-    let payloads = [
-        vector_payload("sig-req-operation"),
-        vector_payload("tezt-attestation"),
-        vector_payload("sig-req-block"),
-    ];
     for (curve, pkh, pk) in &signer.keys {
+        // Each key type signs the attestation tag Octez sends for it: 21 for tz1–tz3, 41 for tz4.
+        let attestation = if *curve == Curve::Bls {
+            "tezt-bls-mode-attestation"
+        } else {
+            "tezt-attestation"
+        };
+        let payloads = [
+            vector_payload("sig-req-operation"),
+            vector_payload(attestation),
+            vector_payload("sig-req-block"),
+        ];
         for payload in &payloads {
             let (status, body) = signer.sign(pkh, "?version=3", payload).await;
             assert_eq!(status, 200, "{curve}: {body}");
@@ -52,7 +58,6 @@ async fn bls_version_selects_the_scheme() {
     let payload = vector_payload("sig-req-operation");
     for (query, scheme) in [
         ("?version=1", BlsScheme::Augmented),
-        ("?version=0", BlsScheme::Augmented),
         ("?version=2", BlsScheme::ProofOfPossession),
         ("?version=3", BlsScheme::ProofOfPossession),
         ("", BlsScheme::ProofOfPossession),
@@ -66,6 +71,43 @@ async fn bls_version_selects_the_scheme() {
             BlsScheme::ProofOfPossession => BlsScheme::Augmented,
         };
         assert!(!pk.verify(&payload, &sig, other), "{query}");
+    }
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn version_0_with_a_tz4_key_is_refused_and_other_keys_still_sign_with_it() {
+    let signer = TestSigner::start_allowing(&["transaction"]).await;
+    let payload = vector_payload("sig-req-operation");
+    for (curve, pkh, _) in &signer.keys {
+        let (status, body) = signer.sign(pkh, "?version=0", &payload).await;
+        if *curve == Curve::Bls {
+            assert_eq!(status, 400, "{body}");
+            assert_octez_error(
+                &body,
+                "signature version 0 has no BLS: a tz4 key signs with version 1",
+            );
+        } else {
+            assert_eq!(status, 200, "{curve}: {body}");
+        }
+    }
+    // Refused before anything was signed: the same bytes sign with a version Octez sends for tz4.
+    let (_, pkh, _) = signer.key(Curve::Bls).clone();
+    assert_eq!(signer.sign(&pkh, "?version=3", &payload).await.0, 200);
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_signature_versions_get_a_400_naming_the_known_ones() {
+    let signer = TestSigner::start_allowing(&["transaction"]).await;
+    let payload = vector_payload("sig-req-operation");
+    for curve in [Curve::Bls, Curve::Ed25519] {
+        let (_, pkh, _) = signer.key(curve).clone();
+        for query in ["?version=4", "?version=abc", "?version=", "?version=-1"] {
+            let (status, body) = signer.sign(&pkh, query, &payload).await;
+            assert_eq!(status, 400, "{curve} {query}: {body}");
+            assert_octez_error(&body, "(expected 0, 1, 2 or 3)");
+        }
     }
     signer.stop().await;
 }
