@@ -359,7 +359,7 @@ impl FromStr for Ballot {
     }
 }
 
-/// A contract address: an implicit account (`tz1…`–`tz4…`) or an originated contract (`KT1…`).
+/// A contract address: an implicit account (`tz1…`–`tz5…`) or an originated contract (`KT1…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Address {
     Implicit(PublicKeyHash),
@@ -387,7 +387,7 @@ impl FromStr for Address {
         s.parse()
             .map(Self::Implicit)
             .map_err(|_| Base58Error::WrongPrefix {
-                expected: "tz1, tz2, tz3, tz4 or KT1",
+                expected: "tz1, tz2, tz3, tz4, tz5 or KT1",
             })
     }
 }
@@ -661,7 +661,7 @@ impl<'a> Reader<'a> {
             1 => Curve::Secp256k1,
             2 => Curve::P256,
             3 => Curve::Bls,
-            4 => return invalid("tz5 (ML-DSA) addresses are not supported"),
+            4 => Curve::MlDsa44,
             t => return invalid(format!("unknown public key hash tag {t}")),
         };
         Ok(PublicKeyHash::new(curve, self.array()?))
@@ -673,7 +673,7 @@ impl<'a> Reader<'a> {
             0 => 32,
             1 | 2 => 33,
             3 => 48,
-            4 => return invalid("ML-DSA public keys are not supported"),
+            4 => 1312, // ML-DSA-44 (tz5)
             t => return invalid(format!("unknown public key tag {t}")),
         };
         self.take(len).map(|_| ())
@@ -1587,6 +1587,35 @@ mod tests {
             decode(&attestation).unwrap().kinds(),
             [OperationKind::Attestation]
         );
+    }
+
+    #[test]
+    fn tz5_addresses_and_public_keys_inside_operations_are_decoded() {
+        // A tz5 address: tag 4 ‖ 20-byte hash (Octez prefix 06 a1 a9 in base58).
+        let tz5 = PublicKeyHash::new(Curve::MlDsa44, [0x5b; 20]);
+        let text = tz5.to_string();
+        assert!(text.starts_with("tz5"), "{text}");
+        assert_eq!(text.parse::<PublicKeyHash>().unwrap(), tz5);
+        assert_eq!(text.parse::<Address>().unwrap(), Address::Implicit(tz5));
+        // As a transaction's destination.
+        let op = one(transaction(&text, None)).unwrap();
+        assert_eq!(op.destination, Some(Address::Implicit(tz5)));
+        // As a manager operation's source, revealing its ML-DSA-44 public key (tag 4 ‖ 1312 bytes).
+        let mut reveal = vec![107, 4];
+        reveal.extend([0x5b; 20]);
+        reveal.extend([0xe8, 0x07, 0x07, 0xbc, 0x50, 0x81, 0x02]);
+        reveal.push(4);
+        reveal.extend(vec![0x77; 1312]);
+        reveal.push(0); // no proof
+        let op = one(reveal.clone()).unwrap();
+        assert_eq!((op.kind, op.source), (OperationKind::Reveal, Some(tz5)));
+        // A key one byte short is truncated, not read as something else.
+        let mut short = reveal[..reveal.len() - 2].to_vec();
+        short.push(0);
+        assert!(matches!(
+            one(short),
+            Err(OperationError::Truncated { .. } | OperationError::Invalid { .. })
+        ));
     }
 
     #[test]
