@@ -44,10 +44,31 @@ prefixes! {
     SIG = "sig", [0x04, 0x82, 0x2b], 64;
     BLSIG = "BLsig", [0x28, 0xab, 0x40, 0xcf], 96;
     KT1 = "KT1", [0x02, 0x5a, 0x79], 20;
+    // Octez `Base58.Prefix.smart_rollup_address` = "\006\124\117"
+    SR1 = "sr1", [0x06, 0x7c, 0x75], 20;
     CHAIN_ID = "Net", [0x57, 0x52, 0x00], 4;
     BLOCK_HASH = "B", [0x01, 0x34], 32;
     PAYLOAD_HASH = "vh", [0x01, 0x6a, 0xf2], 32;
 }
+
+// ML-DSA-44 (tz5) key and signature forms, outside `ALL`: nothing decodes them yet (their text is longer
+// than the 200 characters `decode_raw` reads). Bytes from pytezos's encoding table, checked in the tests
+// against the text prefixes and lengths Octez's src/lib_crypto/mldsa44.ml asserts.
+pub const MDPK: Prefix = Prefix {
+    name: "mdpk",
+    bytes: &[0x0d, 0x07, 0xed, 0x43],
+    payload_len: 1312,
+};
+pub const MDSK: Prefix = Prefix {
+    name: "mdsk",
+    bytes: &[0x09, 0x39, 0x74, 0x39],
+    payload_len: 3872,
+};
+pub const MDSIG: Prefix = Prefix {
+    name: "mdsig",
+    bytes: &[0x01, 0x9c, 0x2d, 0xd2, 0x03],
+    payload_len: 2420,
+};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Base58Error {
@@ -216,6 +237,18 @@ mod tests {
                 encode(*p, &payload),
                 bs58::encode(&data).with_check().into_string()
             );
+        }
+    }
+
+    #[test]
+    fn ml_dsa_44_prefixes_give_octez_text_prefixes_and_lengths() {
+        // Octez's `Base58.check_encoded_prefix` lines in src/lib_crypto/mldsa44.ml.
+        for (p, length) in [(TZ5, 36), (MDPK, 1802), (MDSK, 5298), (MDSIG, 3316)] {
+            for byte in [0u8, 0xff] {
+                let text = encode(p, &vec![byte; p.payload_len]);
+                assert!(text.starts_with(p.name), "{} -> {}", p.name, &text[..8]);
+                assert_eq!(text.len(), length, "{}", p.name);
+            }
         }
     }
 

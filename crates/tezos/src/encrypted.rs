@@ -22,13 +22,15 @@ pub enum DecryptError {
     Key(#[from] KeyError),
 }
 
-fn prefix(curve: Curve) -> Prefix {
-    match curve {
+/// `None` for ML-DSA-44: tzkms holds no tz5 keys, encrypted or not.
+fn prefix(curve: Curve) -> Option<Prefix> {
+    Some(match curve {
         Curve::Ed25519 => base58::EDESK,
         Curve::Secp256k1 => base58::SPESK,
         Curve::P256 => base58::P2ESK,
         Curve::Bls => base58::BLESK,
-    }
+        Curve::MlDsa44 => return None,
+    })
 }
 
 fn derive_key(password: &[u8], salt: &[u8]) -> Zeroizing<[u8; 32]> {
@@ -46,7 +48,7 @@ pub fn is_encrypted(text: &str) -> bool {
 
 /// Decrypts an `…esk…` key with `password`.
 pub fn decrypt(text: &str, password: &[u8]) -> Result<SecretKey, DecryptError> {
-    let candidates = Curve::ALL.map(prefix);
+    let candidates: Vec<Prefix> = Curve::ALL.into_iter().filter_map(prefix).collect();
     let (found, payload) = base58::decode_one_of(&candidates, text).map_err(|e| match e {
         Base58Error::UnknownPrefix => Base58Error::WrongPrefix {
             expected: "edesk, spesk, p2esk or BLesk",
@@ -55,7 +57,7 @@ pub fn decrypt(text: &str, password: &[u8]) -> Result<SecretKey, DecryptError> {
     })?;
     let curve = Curve::ALL
         .into_iter()
-        .find(|c| prefix(*c) == found)
+        .find(|c| prefix(*c) == Some(found))
         .ok_or(Base58Error::UnknownPrefix)?;
     let (salt, sealed) = payload.split_at(8);
     let key = derive_key(password, salt);
@@ -80,7 +82,8 @@ pub fn encrypt(key: &SecretKey, password: &[u8]) -> String {
     let mut payload = Vec::with_capacity(56);
     payload.extend_from_slice(&salt);
     payload.extend_from_slice(&sealed);
-    base58::encode(prefix(key.curve()), &payload)
+    let prefix = prefix(key.curve()).expect("every secret key tzkms holds is on a curve of Curve::ALL");
+    base58::encode(prefix, &payload)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Key types for the four curves a signer serves: public key hashes, public keys and secret keys, with
-//! their base58check and binary forms, key generation and signing.
+//! their base58check and binary forms, key generation and signing. ML-DSA-44 (tz5) addresses are
+//! recognised too, so that operations naming them decode; tzkms holds no tz5 keys.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -27,10 +28,22 @@ pub enum Curve {
     P256,
     /// tz4
     Bls,
+    /// tz5 (protocol 025's signature V3): only as an address or a public key inside an operation. No
+    /// public key, secret key or signature of this scheme can be constructed.
+    MlDsa44,
 }
 
 impl Curve {
+    /// The curves tzkms holds, generates and signs with keys on.
     pub const ALL: [Curve; 4] = [Curve::Ed25519, Curve::Secp256k1, Curve::P256, Curve::Bls];
+    /// Every scheme a public key hash may name (`tz1…`–`tz5…`).
+    pub const ADDRESSES: [Curve; 5] = [
+        Curve::Ed25519,
+        Curve::Secp256k1,
+        Curve::P256,
+        Curve::Bls,
+        Curve::MlDsa44,
+    ];
 
     /// The name used in configuration and the CLI.
     pub fn name(self) -> &'static str {
@@ -39,6 +52,7 @@ impl Curve {
             Curve::Secp256k1 => "secp256k1",
             Curve::P256 => "p256",
             Curve::Bls => "bls",
+            Curve::MlDsa44 => "ml-dsa-44",
         }
     }
 
@@ -49,6 +63,7 @@ impl Curve {
             Curve::Secp256k1 => 1,
             Curve::P256 => 2,
             Curve::Bls => 3,
+            Curve::MlDsa44 => 4,
         }
     }
 
@@ -58,16 +73,19 @@ impl Curve {
             Curve::Secp256k1 => base58::TZ2,
             Curve::P256 => base58::TZ3,
             Curve::Bls => base58::TZ4,
+            Curve::MlDsa44 => base58::TZ5,
         }
     }
 
-    fn pk_prefix(self) -> Prefix {
-        match self {
+    /// `None` for ML-DSA-44, whose public keys tzkms does not represent.
+    fn pk_prefix(self) -> Option<Prefix> {
+        Some(match self {
             Curve::Ed25519 => base58::EDPK,
             Curve::Secp256k1 => base58::SPPK,
             Curve::P256 => base58::P2PK,
             Curve::Bls => base58::BLPK,
-        }
+            Curve::MlDsa44 => return None,
+        })
     }
 }
 
@@ -106,6 +124,8 @@ pub enum KeyError {
     Encrypted,
     #[error("signing failed: {0}")]
     Signing(String),
+    #[error("tzkms holds no ML-DSA-44 (tz5) keys: use an ed25519, secp256k1, P-256 or BLS key")]
+    UnsupportedMlDsa44,
 }
 
 /// A public key hash (`tz1…`/`tz2…`/`tz3…`/`tz4…`): BLAKE2b-160 of the public key, tagged by curve.
@@ -137,14 +157,14 @@ impl PublicKeyHash {
 impl FromStr for PublicKeyHash {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        let candidates = Curve::ALL.map(Curve::pkh_prefix);
+        let candidates = Curve::ADDRESSES.map(Curve::pkh_prefix);
         let (prefix, payload) = base58::decode_one_of(&candidates, s).map_err(|e| match e {
             Base58Error::UnknownPrefix => Base58Error::WrongPrefix {
-                expected: "tz1, tz2, tz3 or tz4",
+                expected: "tz1, tz2, tz3, tz4 or tz5",
             },
             other => other,
         })?;
-        let curve = Curve::ALL
+        let curve = Curve::ADDRESSES
             .into_iter()
             .find(|c| c.pkh_prefix() == prefix)
             .ok_or(Base58Error::UnknownPrefix)?;
@@ -221,6 +241,7 @@ impl PublicKey {
                 let key = blst::min_pk::PublicKey::key_validate(bytes).map_err(|_| invalid)?;
                 key.compress().to_vec()
             }
+            Curve::MlDsa44 => return Err(KeyError::UnsupportedMlDsa44),
         };
         Ok(Self { curve, bytes, p256 })
     }
@@ -263,7 +284,9 @@ impl PublicKey {
 impl FromStr for PublicKey {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        let candidates = Curve::ALL.map(Curve::pk_prefix);
+        let candidates = Curve::ALL
+            .map(Curve::pk_prefix)
+            .map(|p| p.unwrap_or(base58::EDPK));
         let (prefix, payload) = base58::decode_one_of(&candidates, s).map_err(|e| match e {
             Base58Error::UnknownPrefix => Base58Error::WrongPrefix {
                 expected: "edpk, sppk, p2pk or BLpk",
@@ -272,7 +295,7 @@ impl FromStr for PublicKey {
         })?;
         let curve = Curve::ALL
             .into_iter()
-            .find(|c| c.pk_prefix() == prefix)
+            .find(|c| c.pk_prefix() == Some(prefix))
             .ok_or(Base58Error::UnknownPrefix)?;
         Self::from_bytes(curve, &payload)
     }
@@ -280,7 +303,11 @@ impl FromStr for PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&base58::encode(self.curve.pk_prefix(), &self.bytes))
+        match self.curve.pk_prefix() {
+            Some(prefix) => f.write_str(&base58::encode(prefix, &self.bytes)),
+            // Not constructible (`from_bytes` refuses ML-DSA-44); printed plainly rather than guessed.
+            None => write!(f, "{}:{}", self.curve, hex::encode(&self.bytes)),
+        }
     }
 }
 
@@ -322,7 +349,8 @@ impl fmt::Debug for SecretKey {
 pub type SecretBytes = Zeroizing<[u8; 32]>;
 
 impl SecretKey {
-    /// A fresh random key on `curve`.
+    /// A fresh random key on `curve`. Panics for ML-DSA-44, which is not one of [`Curve::ALL`] and
+    /// cannot be named on the command line.
     pub fn generate(curve: Curve) -> Self {
         let mut seed = Zeroizing::new([0u8; 32]);
         loop {
@@ -361,6 +389,7 @@ impl SecretKey {
                 be.reverse();
                 SecretInner::Bls(blst::min_pk::SecretKey::from_bytes(be.as_ref()).map_err(|_| invalid)?)
             }
+            Curve::MlDsa44 => return Err(KeyError::UnsupportedMlDsa44),
         };
         Self::from_inner(inner)
     }
@@ -416,11 +445,11 @@ impl SecretKey {
 
     /// The unencrypted base58 form (`edsk…` seed form, `spsk…`, `p2sk…`, `BLsk…`).
     pub fn to_b58(&self) -> Zeroizing<String> {
-        let prefix = match self.curve() {
-            Curve::Ed25519 => base58::EDSK_SEED,
-            Curve::Secp256k1 => base58::SPSK,
-            Curve::P256 => base58::P2SK,
-            Curve::Bls => base58::BLSK,
+        let prefix = match &self.inner {
+            SecretInner::Ed25519(_) => base58::EDSK_SEED,
+            SecretInner::Secp256k1(_) => base58::SPSK,
+            SecretInner::P256(..) => base58::P2SK,
+            SecretInner::Bls(_) => base58::BLSK,
         };
         Zeroizing::new(base58::encode(prefix, self.to_raw().as_ref()))
     }

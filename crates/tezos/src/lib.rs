@@ -12,7 +12,9 @@ pub mod signature;
 
 pub use hash::{blake2b_160, blake2b_256};
 pub use keys::{Curve, KeyError, PublicKey, PublicKeyHash, SecretKey};
-pub use operation::{Address, Ballot, GenericOperation, Operation, OperationError, OperationKind};
+pub use operation::{
+    Address, Ballot, GenericOperation, Operation, OperationError, OperationKind, SmartRollupAddress,
+};
 pub use payload::{
     classify, ChainId, Consensus, ConsensusKind, ConsensusOperation, Level, Payload, PayloadError, Round,
     WrongKeyType,

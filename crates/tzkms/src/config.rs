@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
-use tezos::{Address, Ballot, ChainId, PublicKey, PublicKeyHash};
+use tezos::{Address, Ballot, ChainId, PublicKey, PublicKeyHash, SmartRollupAddress};
 
 use crate::policy::{ClientPattern, RequestKind};
 
@@ -438,9 +438,13 @@ pub struct KeyPolicyConfig {
     /// Request kinds and generic operation kinds the key may sign.
     #[serde(default = "consensus_only", deserialize_with = "parsed_list")]
     pub allow: Vec<RequestKind>,
-    /// When set, transactions and ticket transfers may only go to these addresses.
+    /// When set, every operation that sends the key's funds somewhere must send them to one of these
+    /// addresses (see `policy::KeyPolicy::transaction_destinations`).
     #[serde(default, deserialize_with = "parsed_list_opt")]
     pub transaction_destinations: Option<Vec<Address>>,
+    /// When set, smart-rollup operations that name a rollup must name one of these (`sr1…`).
+    #[serde(default, deserialize_with = "parsed_list_opt")]
+    pub smart_rollups: Option<Vec<SmartRollupAddress>>,
     /// When set, ballots may only carry these votes.
     #[serde(default, deserialize_with = "parsed_list_opt")]
     pub ballots: Option<Vec<Ballot>>,
@@ -460,6 +464,7 @@ impl Default for KeyPolicyConfig {
         Self {
             allow: consensus_only(),
             transaction_destinations: None,
+            smart_rollups: None,
             ballots: None,
             chains: None,
             tls_clients: None,

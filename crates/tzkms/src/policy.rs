@@ -8,7 +8,10 @@ use std::str::FromStr;
 
 use tezos::operation::{self, OperationError};
 use tezos::payload::magic_byte_name;
-use tezos::{Address, Ballot, ChainId, GenericOperation, OperationKind, Payload, PublicKeyHash};
+use tezos::{
+    Address, Ballot, ChainId, GenericOperation, Operation, OperationKind, Payload, PublicKeyHash,
+    SmartRollupAddress,
+};
 
 use crate::config::{KeyPolicyConfig, PolicyConfig};
 use crate::server::tls::ClientCertificate;
@@ -63,9 +66,9 @@ impl fmt::Display for RequestKind {
 impl FromStr for RequestKind {
     type Err = String;
     /// `preattestation` and `attestation` name the consensus payloads (0x12, 0x13); the generic-operation
-    /// forms of those tags are never sent to a signer and cannot be allowed.
+    /// forms of those tags, and the other operations no client sends a signer, cannot be allowed.
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
+        let kind = match s {
             "block" => Self::Block,
             "preattestation" | "preendorsement" => Self::Preattestation,
             "attestation" | "endorsement" => Self::Attestation,
@@ -79,10 +82,23 @@ impl FromStr for RequestKind {
                     "unknown request kind {other:?}: expected block, preattestation, attestation, \
                      michelson_data, legacy_block, legacy_endorsement, generic_unchecked, \
                      other_magic_bytes or an operation kind ({})",
-                    OperationKind::ALL.map(|k| k.name()).join(", ")
+                    OperationKind::ALL
+                        .into_iter()
+                        .filter(|k| k.never_signed().is_none())
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?),
-        })
+        };
+        if let Self::Operation(operation) = kind {
+            if let Some(reason) = operation.never_signed() {
+                return Err(format!(
+                    "{s} is never signed by tzkms, whatever the policy says ({reason}); remove it from allow"
+                ));
+            }
+        }
+        Ok(kind)
     }
 }
 
@@ -138,7 +154,14 @@ pub struct KeyPolicy {
     /// Where it comes from, for messages: `policy.default` or `policy.keys.<pkh>`.
     pub section: String,
     pub allow: BTreeSet<RequestKind>,
+    /// Where an operation may send the key's funds: the destination of a `transaction`,
+    /// `transfer_ticket` or `drain_delegate`. An `origination` with a balance is refused under it (the
+    /// new contract's address is only known once the operation is included). Staking pseudo-operations
+    /// keep the funds with the account and are not restricted.
     pub transaction_destinations: Option<BTreeSet<Address>>,
+    /// The rollups smart-rollup operations may name (`smart_rollup_originate` and
+    /// `smart_rollup_add_messages` name none and are allowed by their kind alone).
+    pub smart_rollups: Option<BTreeSet<SmartRollupAddress>>,
     pub ballots: Option<BTreeSet<Ballot>>,
     pub chains: Option<BTreeSet<ChainId>>,
     pub tls_clients: Option<BTreeSet<ClientPattern>>,
@@ -150,11 +173,15 @@ impl KeyPolicy {
         let allow: BTreeSet<RequestKind> = c.allow.iter().copied().collect();
         let checked = allow.iter().any(|k| matches!(k, RequestKind::Operation(_)));
         if allow.contains(&RequestKind::GenericUnchecked)
-            && (checked || c.transaction_destinations.is_some() || c.ballots.is_some())
+            && (checked
+                || c.transaction_destinations.is_some()
+                || c.ballots.is_some()
+                || c.smart_rollups.is_some())
         {
             return Err(format!(
                 "{section}: generic_unchecked signs 0x03 bytes without reading them, so operation kinds, \
-                 transaction_destinations and ballots cannot be enforced with it; use one or the other"
+                 transaction_destinations, smart_rollups and ballots cannot be enforced with it; use one or \
+                 the other"
             ));
         }
         Ok(Self {
@@ -164,6 +191,7 @@ impl KeyPolicy {
                 .transaction_destinations
                 .as_ref()
                 .map(|v| v.iter().copied().collect()),
+            smart_rollups: c.smart_rollups.as_ref().map(|v| v.iter().copied().collect()),
             ballots: c.ballots.as_ref().map(|v| v.iter().copied().collect()),
             chains: c.chains.as_ref().map(|v| v.iter().copied().collect()),
             tls_clients: c.tls_clients.as_ref().map(|v| v.iter().cloned().collect()),
@@ -182,6 +210,12 @@ impl KeyPolicy {
             parts.push(format!(
                 "transaction_destinations [{}]",
                 list(d.iter().map(|a| a.to_string()).collect())
+            ));
+        }
+        if let Some(r) = &self.smart_rollups {
+            parts.push(format!(
+                "smart_rollups [{}]",
+                list(r.iter().map(|r| r.to_string()).collect())
             ));
         }
         if let Some(b) = &self.ballots {
@@ -376,6 +410,17 @@ impl Policy {
             rule: format!("{}.{setting}", policy.section),
             message,
         };
+        // Before anything else, and whatever the policy allows: what no client sends a signer.
+        if let Some((index, never)) = operation::find_never_signed(bytes) {
+            return Err(PolicyError::Refused {
+                rule: "never signed".into(),
+                message: format!(
+                    "key {pkh} may not sign operation {index}, {} (tag {}): tzkms never signs it inside a \
+                     generic operation (0x03), whatever the policy says: {}",
+                    never.name, never.tag, never.reason
+                ),
+            });
+        }
         if policy.allow.contains(&RequestKind::GenericUnchecked) {
             return Ok(PolicyDecision {
                 rule: format!("{}.allow (generic_unchecked)", policy.section),
@@ -401,33 +446,18 @@ impl Policy {
             }
         })?;
         for op in &decoded.operations {
-            if matches!(
-                op.kind,
-                OperationKind::Preattestation | OperationKind::Attestation
-            ) {
-                return Err(refuse(
-                    "allow",
-                    format!(
-                        "key {pkh} may not sign {} as a generic operation (0x03): consensus operations \
-                         are signed as 0x12/0x13 payloads only",
-                        op.kind
-                    ),
-                ));
-            }
             if !policy.allow.contains(&RequestKind::Operation(op.kind)) {
                 return Err(refuse("allow", format!("key {pkh} may not sign {}", op.kind)));
             }
-            let sends_value = matches!(
-                op.kind,
-                OperationKind::Transaction | OperationKind::TransferTicket
-            );
-            if let (true, Some(allowed), Some(destination)) =
-                (sends_value, &policy.transaction_destinations, op.destination)
-            {
-                if !allowed.contains(&destination) {
+            if let Some(allowed) = &policy.transaction_destinations {
+                check_destination(op, allowed)
+                    .map_err(|m| refuse("transaction_destinations", format!("key {pkh} may not {m}")))?;
+            }
+            if let (Some(allowed), Some(rollup)) = (&policy.smart_rollups, op.smart_rollup) {
+                if !allowed.contains(&rollup) {
                     return Err(refuse(
-                        "transaction_destinations",
-                        format!("key {pkh} may not send a {} to {destination}", op.kind),
+                        "smart_rollups",
+                        format!("key {pkh} may not sign a {} for rollup {rollup}", op.kind),
                     ));
                 }
             }
@@ -442,6 +472,29 @@ impl Policy {
             operations: Some(decoded),
             log_payloads: policy.log_payloads,
         })
+    }
+}
+
+/// Whether `op` sends the key's funds only to `allowed`; the refusal reads after "key tz… may not".
+fn check_destination(op: &Operation, allowed: &BTreeSet<Address>) -> Result<(), String> {
+    match op.kind {
+        OperationKind::Transaction | OperationKind::TransferTicket | OperationKind::DrainDelegate => {
+            match op.destination {
+                Some(destination) if allowed.contains(&destination) => Ok(()),
+                Some(destination) => Err(format!("send a {} to {destination}", op.kind)),
+                None => Err(format!("send a {} without a destination", op.kind)),
+            }
+        }
+        // The new contract's address comes from the hash of the operation once included: no list can
+        // name it in advance, so only an empty balance is allowed beside one.
+        OperationKind::Origination if op.amount != Some(0) => Err(format!(
+            "originate a contract with a balance of {} (the new contract's address is not known before \
+             the operation is included, so transaction_destinations cannot vouch for it): originate it \
+             with a 0 balance, then transfer to it once it is listed",
+            op.amount
+                .map_or_else(|| "more than 2^64 mutez".to_string(), |a| format!("{a} mutez"))
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -657,8 +710,8 @@ mod tests {
             (
                 "key: undecoded tag",
                 &operator,
-                generic(&[vec![202, 0, 0]]),
-                Err("smart_rollup_cement (tag 202) is not decoded"),
+                generic(&[vec![250, 0, 0]]),
+                Err("zk_rollup_origination (tag 250) is not decoded"),
             ),
             (
                 "key: truncated transaction",
@@ -705,6 +758,191 @@ mod tests {
         assert!(Policy::from_config(&c.policy)
             .unwrap_err()
             .contains("cannot be enforced"));
+    }
+
+    fn drain(to: &str) -> Vec<u8> {
+        // consensus key ‖ delegate ‖ destination
+        [vec![9], pkh_bin(PAYOUTS), pkh_bin(BAKER), pkh_bin(to)].concat()
+    }
+
+    fn origination(balance: &[u8]) -> Vec<u8> {
+        let sized = |b: &[u8]| [(b.len() as u32).to_be_bytes().to_vec(), b.to_vec()].concat();
+        [
+            manager(109, BAKER),
+            balance.to_vec(),
+            vec![0],
+            sized(b"code"),
+            sized(b"storage"),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn never_signed_operations_are_refused_whatever_the_policy() {
+        let unchecked = policy(&format!(
+            "[policy.keys.{BAKER}]\nallow = [\"generic_unchecked\"]\n"
+        ));
+        let checked = policy(&format!(
+            "[policy.keys.{BAKER}]\nallow = [\"transaction\", \"drain_delegate\"]\n"
+        ));
+        let consensus = vec![0u8; 42];
+        let payloads: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "attestation (21)",
+                generic(&[[vec![21], consensus.clone()].concat()]),
+            ),
+            (
+                "preattestation (20)",
+                generic(&[[vec![20], consensus.clone()].concat()]),
+            ),
+            (
+                "attestation_with_dal (23)",
+                generic(&[[vec![23], consensus.clone(), vec![0x01]].concat()]),
+            ),
+            (
+                "bls_mode_attestation (41)",
+                generic(&[[vec![41], vec![0; 40]].concat()]),
+            ),
+            (
+                "bls_mode_preattestation (40)",
+                generic(&[[vec![40], vec![0; 40]].concat()]),
+            ),
+            ("attestations_aggregate (31)", generic(&[vec![31]])),
+            ("preattestations_aggregate (30)", generic(&[vec![30]])),
+            ("seed_nonce_revelation (1)", generic(&[vec![1]])),
+            ("double_consensus_operation_evidence (2)", generic(&[vec![2]])),
+            ("double_baking_evidence (3)", generic(&[vec![3]])),
+            (
+                "activate_account (4)",
+                generic(&[[vec![4], vec![9; 40]].concat()]),
+            ),
+            ("vdf_revelation (8)", generic(&[vec![8]])),
+            ("dal_entrapment_evidence (24)", generic(&[vec![24]])),
+            (
+                "attestation after a payout",
+                generic(&[transaction(PAYOUTS, None), vec![21], consensus.clone()]),
+            ),
+        ];
+        for (name, bytes) in &payloads {
+            for (mode, p) in [("generic_unchecked", &unchecked), ("checked", &checked)] {
+                let err = decide(p, bytes).expect_err(&format!("{name} under {mode}"));
+                assert!(err.contains("(never signed)"), "{name} under {mode}: {err}");
+                assert!(err.contains("whatever the policy says"), "{name}: {err}");
+            }
+        }
+        // drain_delegate stays allowable: the consensus key signs it.
+        assert!(decide(&checked, &generic(&[drain(STRANGER)])).is_ok());
+        assert!(decide(&unchecked, &generic(&[drain(STRANGER)])).is_ok());
+        // Naming them in a configuration is an error at load, saying why (`preattestation` and
+        // `attestation` name the 0x12/0x13 payloads there).
+        let named = |k: &OperationKind| {
+            k.never_signed().is_some()
+                && !matches!(k, OperationKind::Preattestation | OperationKind::Attestation)
+        };
+        for kind in OperationKind::ALL.into_iter().filter(named) {
+            let err = Config::parse(&format!("[policy.keys.{BAKER}]\nallow = [\"{kind}\"]\n"))
+                .map(|_| ())
+                .expect_err(kind.name())
+                .to_string();
+            assert!(err.contains("is never signed by tzkms"), "{kind}: {err}");
+        }
+        // The consensus payloads under the same names stay allowed (0x12/0x13).
+        assert!(Config::parse("[policy.default]\nallow = [\"preattestation\", \"attestation\"]\n").is_ok());
+    }
+
+    #[test]
+    fn transaction_destinations_cover_drains_and_originations() {
+        let p = policy(&format!(
+            r#"
+            [policy.keys.{BAKER}]
+            allow = ["transaction", "drain_delegate", "origination", "stake", "unstake", "finalize_unstake"]
+            transaction_destinations = ["{PAYOUTS}"]
+            "#
+        ));
+        let cases: Vec<(&str, Vec<u8>, Result<(), &str>)> = vec![
+            ("drain to the payout address", drain(PAYOUTS), Ok(())),
+            (
+                "drain to an unlisted address",
+                drain(STRANGER),
+                Err("may not send a drain_delegate to tz1faswCTDciRzE4oJ9jn2Vm2dvjeyA9fUzU (policy.keys."),
+            ),
+            // 100 tez = 100_000_000 mutez, zarith 80c2d72f
+            (
+                "origination with 100 tez",
+                origination(&[0x80, 0xc2, 0xd7, 0x2f]),
+                Err("may not originate a contract with a balance of 100000000 mutez"),
+            ),
+            ("origination with 0 tez", origination(&[0x00]), Ok(())),
+            ("stake to itself", transaction(BAKER, Some(6)), Ok(())),
+            ("unstake", transaction(BAKER, Some(7)), Ok(())),
+            ("finalize_unstake", transaction(BAKER, Some(8)), Ok(())),
+            (
+                "stake entrypoint of another account is a transaction",
+                transaction(STRANGER, Some(6)),
+                Err("may not send a transaction to tz1fasw"),
+            ),
+        ];
+        for (name, op, expected) in cases {
+            let got = decide(&p, &generic(&[op]));
+            match (&got, expected) {
+                (Ok(_), Ok(())) => {}
+                (Err(msg), Err(want)) => {
+                    assert!(msg.contains(want), "{name}: {msg:?} lacks {want:?}");
+                    assert!(msg.contains("transaction_destinations"), "{name}: {msg}");
+                }
+                _ => panic!("{name}: got {got:?}, expected {expected:?}"),
+            }
+        }
+        // Without a destination list, an origination with a balance is the key's business.
+        let open = policy(&format!("[policy.keys.{BAKER}]\nallow = [\"origination\"]\n"));
+        assert!(decide(&open, &generic(&[origination(&[0x80, 0xc2, 0xd7, 0x2f])])).is_ok());
+    }
+
+    #[test]
+    fn smart_rollups_restrict_the_rollup_an_operation_names() {
+        const ETHERLINK: &str = "sr1Ghq66tYK9y3r8CC1Tf8i8m5nxh8nTvZEf";
+        let p = policy(&format!(
+            r#"
+            [policy.keys.{BAKER}]
+            allow = ["smart_rollup_publish", "smart_rollup_cement", "smart_rollup_add_messages"]
+            smart_rollups = ["{ETHERLINK}"]
+            "#
+        ));
+        let etherlink = ETHERLINK.parse::<SmartRollupAddress>().unwrap().0.to_vec();
+        let other = vec![0x11; 20];
+        let cement = |rollup: &[u8]| [manager(202, BAKER), rollup.to_vec()].concat();
+        assert!(decide(&p, &generic(&[cement(&etherlink)])).is_ok());
+        let err = decide(&p, &generic(&[cement(&other)])).unwrap_err();
+        assert!(
+            err.contains("may not sign a smart_rollup_cement for rollup sr1")
+                && err.contains(".smart_rollups)"),
+            "{err}"
+        );
+        // add_messages names no rollup: its kind alone decides.
+        let add = [
+            manager(201, BAKER),
+            vec![0, 0, 0, 7, 0, 0, 0, 3, b'a', b'b', b'c'],
+        ]
+        .concat();
+        assert!(decide(&p, &generic(&[add])).is_ok());
+        // Not listed: refused by allow.
+        let timeout = [manager(205, BAKER), etherlink, pkh_bin(PAYOUTS), pkh_bin(BAKER)].concat();
+        assert!(decide(&p, &generic(&[timeout]))
+            .unwrap_err()
+            .contains("may not sign smart_rollup_timeout"));
+        // A malformed address in the configuration is an error at load.
+        assert!(Config::parse(&format!(
+            "[policy.keys.{BAKER}]\nsmart_rollups = [\"{PAYOUTS}\"]\n"
+        ))
+        .is_err());
+        // Like the other checked settings, it cannot sit beside generic_unchecked.
+        let c = Config::parse(&format!(
+            "[policy.keys.{BAKER}]\nallow = [\"generic_unchecked\"]\nsmart_rollups = [\"{ETHERLINK}\"]\n"
+        ))
+        .unwrap();
+        assert!(Policy::from_config(&c.policy)
+            .unwrap_err()
+            .contains("smart_rollups"));
     }
 
     #[test]

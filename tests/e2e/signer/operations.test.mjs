@@ -1,8 +1,11 @@
 // Generic operations (0x03) forged by Taquito's local forger (@taquito/local-forging 25, which knows
 // protocol 025 Ushuaia) against the real tzkms binary: every operation kind tzkms decodes and Taquito
 // forges is signed for a key whose policy allows it (the signature verifies), and refused with 403
-// naming the kind for a key whose policy does not. Transaction destinations and ballot values are
-// checked against their allow-lists.
+// naming the kind for a key whose policy does not. The kinds no client sends a signer (consensus
+// contents, anonymous operations) are refused for every key whatever its policy. Transaction
+// destinations, ballot values and smart-rollup addresses are checked against their allow-lists: a
+// rollup operator signs the three rollup kinds Taquito forges (originate, add_messages,
+// execute_outbox_message) for its listed rollup only.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
@@ -23,6 +26,9 @@ const ALL = vectorKey('bootstrap1'); // may sign every kind below
 const NOOP_ONLY = vectorKey('bootstrap2'); // may sign failing_noop only
 const REVEAL_ONLY = vectorKey('bootstrap3'); // may sign reveal only
 const LISTS = vectorKey('bootstrap4'); // transactions to PAYOUTS, ballots yay/pass
+const OPERATOR = vectorKey('bootstrap5'); // the three rollup kinds, for LISTED_ROLLUP only
+const LISTED_ROLLUP = 'sr16gW4duQ14BRJ1Yj4HzGxgxUsZXhU8j2S2';
+const ETHERLINK = 'sr1Ghq66tYK9y3r8CC1Tf8i8m5nxh8nTvZEf';
 
 const pop = loadVectors('signatures.json').bls_proofs_of_possession[0];
 
@@ -76,8 +82,6 @@ function operations(src) {
     ['update_companion_key', { kind: 'update_companion_key', ...manager(src, { pk: pop.pk, proof: pop.proof }) }],
     ['drain_delegate', { kind: 'drain_delegate', consensus_key: src, delegate: PAYOUTS, destination: src }],
     ['failing_noop', { kind: 'failing_noop', arbitrary: 'cafe' }],
-    ['seed_nonce_revelation', { kind: 'seed_nonce_revelation', level: 25550, nonce: 'ab'.repeat(32) }],
-    ['activate_account', { kind: 'activate_account', pkh: src, secret: '41f98b15efc63fa893d61d7d6eee4a2ce9427ac4' }],
     ['register_global_constant', { kind: 'register_global_constant', ...manager(src, { value: { prim: 'Unit' } }) }],
     ['transfer_ticket', {
       kind: 'transfer_ticket',
@@ -109,10 +113,17 @@ function operations(src) {
         },
       }),
     }],
-    ['attestation_with_dal', {
-      kind: 'attestation_with_dal', slot: 1, level: 66299, round: 5,
-      block_payload_hash: 'vh1jDcx9YAtauZLZFQb4Wcx9XpRMjwCgqc5WsS6mTt5XaMpJPVun', dal_attestation: '5',
-    }],
+  ];
+}
+
+/** [name in the refusal, Taquito contents] for the kinds never signed inside 0x03. */
+function neverSigned(src) {
+  const consensus = { slot: 1, level: 66299, round: 5, block_payload_hash: 'vh1jDcx9YAtauZLZFQb4Wcx9XpRMjwCgqc5WsS6mTt5XaMpJPVun' };
+  return [
+    ['seed_nonce_revelation', { kind: 'seed_nonce_revelation', level: 25550, nonce: 'ab'.repeat(32) }],
+    ['activate_account', { kind: 'activate_account', pkh: src, secret: '41f98b15efc63fa893d61d7d6eee4a2ce9427ac4' }],
+    ['attestation_with_dal', { kind: 'attestation_with_dal', ...consensus, dal_attestation: '5' }],
+    ['attestation', { kind: 'attestation', ...consensus }],
   ];
 }
 
@@ -132,6 +143,10 @@ allow = ["reveal"]
 allow = ["transaction", "ballot"]
 transaction_destinations = ["${PAYOUTS}", "${KT1}"]
 ballots = ["yay", "pass"]
+
+[policy.keys.${OPERATOR.pkh}]
+allow = ["smart_rollup_originate", "smart_rollup_add_messages", "smart_rollup_execute_outbox_message"]
+smart_rollups = ["${LISTED_ROLLUP}"]
 `;
 
 const forger = new LocalForger();
@@ -161,7 +176,7 @@ let dataDir;
 describe('generic operations forged by Taquito', () => {
   before(async () => {
     dataDir = makeDataDir();
-    for (const k of [ALL, NOOP_ONLY, REVEAL_ONLY, LISTS]) {
+    for (const k of [ALL, NOOP_ONLY, REVEAL_ONLY, LISTS, OPERATOR]) {
       assert.equal(await importKey(dataDir, k.sk), k.pkh);
     }
     server = await startServer(dataDir, { config: CONFIG });
@@ -190,13 +205,36 @@ describe('generic operations forged by Taquito', () => {
     assert.match(msg, /may not sign transaction/);
   });
 
-  it('a generic attestation is refused even for a key that signs attestations', async () => {
-    const bytes = await forge({
-      kind: 'attestation', slot: 1, level: 66299, round: 5,
-      block_payload_hash: 'vh1jDcx9YAtauZLZFQb4Wcx9XpRMjwCgqc5WsS6mTt5XaMpJPVun',
+  for (const [name, contents] of neverSigned(ALL.pkh)) {
+    it(`${name} inside a generic operation is refused for every key, whatever its policy`, async () => {
+      const bytes = await forge(contents);
+      for (const key of [ALL, NOOP_ONLY, OPERATOR]) {
+        const msg = await refusal(key, bytes);
+        assert.ok(msg.startsWith(`policy: key ${key.pkh} may not sign operation 0, ${name} (tag `), msg);
+        assert.ok(msg.includes('whatever the policy says') && msg.endsWith('(never signed)'), msg);
+      }
     });
-    const msg = await refusal(ALL, bytes);
-    assert.match(msg, /consensus operations are signed as 0x12\/0x13 payloads only/);
+  }
+
+  it('a rollup operator signs originate, add_messages and execute_outbox_message for its listed rollup only', async () => {
+    const [, originate] = operations(OPERATOR.pkh).find(([k]) => k === 'smart_rollup_originate');
+    const [, add] = operations(OPERATOR.pkh).find(([k]) => k === 'smart_rollup_add_messages');
+    const outbox = (rollup) => ({
+      kind: 'smart_rollup_execute_outbox_message',
+      ...manager(OPERATOR.pkh, {
+        rollup,
+        cemented_commitment: 'src12XQVa2CyQ7phoMmb9BnuuQLWLvjRsCJBr5pb6TJooUCPdwcJ2n',
+        output_proof: '0300',
+      }),
+    });
+    await signs(OPERATOR, await forge(originate));
+    await signs(OPERATOR, await forge(add));
+    await signs(OPERATOR, await forge(outbox(LISTED_ROLLUP)));
+    const msg = await refusal(OPERATOR, await forge(outbox(ETHERLINK)));
+    assert.equal(
+      msg,
+      `policy: key ${OPERATOR.pkh} may not sign a smart_rollup_execute_outbox_message for rollup ${ETHERLINK} (policy.keys.${OPERATOR.pkh}.smart_rollups)`,
+    );
   });
 
   it('transactions go only to listed destinations', async () => {

@@ -91,7 +91,7 @@ def test_consensus_aug_version1(fresh_signers, key_id, payload_id):
 def test_version_selects_scheme(pop_signer, key_id):
     k = h.vector_key(key_id)
     raw_pk = tzcrypto.decode(k["pk"])
-    message = b"\x03" + os.urandom(48)
+    message = b"\x03" + os.urandom(32) + b"\xee" + os.urandom(15)
     sigs = {v: tzcrypto.decode(h.sign(pop_signer.server, k["pkh"], message.hex(), version=v))
             for v in (None, 1, 2, 3)}
     for v in (None, 2, 3):

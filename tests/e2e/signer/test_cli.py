@@ -62,7 +62,7 @@ def test_generate_then_sign(tmp_path, curve):
     server = h.start_server(tmp_path, config=h.GENERIC_UNCHECKED)
     try:
         pk = h.get_public_key(server, pkh)
-        message = b"\x03" + os.urandom(40)
+        message = b"\x03" + os.urandom(32) + b"\xee" + os.urandom(7)
         for version in (3, 1):
             sig = h.sign(server, pkh, message.hex(), version=version)
             tzcrypto.verify(pk, sig, message, version)
@@ -81,7 +81,7 @@ def test_generate_encrypted_key(tmp_path):
     server = h.start_server(tmp_path, env=env, config=h.GENERIC_UNCHECKED)
     try:
         pk = h.get_public_key(server, pkh)
-        message = b"\x03" + os.urandom(40)
+        message = b"\x03" + os.urandom(32) + b"\xee" + os.urandom(7)
         tzcrypto.verify(pk, h.sign(server, pkh, message.hex()), message)
     finally:
         assert server.stop() == 0
@@ -100,7 +100,7 @@ def test_first_start_generates_a_p256_key(tmp_path):
         assert pkh.startswith("tz3")
         pk = h.get_public_key(server, pkh)
         assert pk == listed[0]["public_key"] and pk.startswith("p2pk")
-        message = b"\x03" + os.urandom(40)
+        message = b"\x03" + os.urandom(32) + b"\xee" + os.urandom(7)
         tzcrypto.verify(pk, h.sign(server, pkh, message.hex()), message)
     finally:
         assert server.stop() == 0

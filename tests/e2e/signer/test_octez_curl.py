@@ -61,7 +61,7 @@ def test_octez_client_sequence(octez, key_id):
     assert headers.get("content-type", "").startswith("application/json")
     assert json.loads(body) == {"public_key": k["pk"]}
 
-    for hex_payload in (_consensus_payload(k), "03" + os.urandom(60).hex()):
+    for hex_payload in (_consensus_payload(k), "03" + os.urandom(32).hex() + "ee" + os.urandom(27).hex()):
         # 2. GET /authorized_keys -> exactly {}
         status, headers, body = curl(f"{base}/authorized_keys")
         assert status == 200, body

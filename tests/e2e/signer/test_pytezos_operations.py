@@ -1,8 +1,12 @@
 """Generic operations (0x03) forged by pytezos's local forger against the real
-binary: every kind tzkms decodes that pytezos forges (including the consensus
-aggregates and denunciations Taquito does not forge) is signed for a key whose
+binary: every kind tzkms may sign that pytezos forges is signed for a key whose
 policy allows it, the signature verifies with pytezos, and a key whose policy
-does not allow it gets 403 naming the kind."""
+does not allow it gets 403 naming the kind. The kinds no client sends a signer
+(consensus contents, aggregates, anonymous operations, including the aggregates
+and denunciations Taquito does not forge) are refused for every key, whatever
+its policy. A smart-rollup operator key signs add_messages and
+execute_outbox_message (the two rollup kinds pytezos forges) for its listed
+rollup only."""
 
 import json
 
@@ -65,6 +69,10 @@ OPERATIONS = [
         "smart_rollup_execute_outbox_message", rollup="sr16gW4duQ14BRJ1Yj4HzGxgxUsZXhU8j2S2",
         cemented_commitment="src12XQVa2CyQ7phoMmb9BnuuQLWLvjRsCJBr5pb6TJooUCPdwcJ2n", output_proof="0300")),
     ("failing_noop", {"kind": "failing_noop", "arbitrary": "hello"}),
+]
+
+# Forged by pytezos, refused for every key whatever its policy (never signed inside 0x03).
+NEVER_SIGNED = [
     ("activate_account", {"kind": "activate_account", "pkh": ALL["pkh"],
                           "secret": "41f98b15efc63fa893d61d7d6eee4a2ce9427ac4"}),
     ("attestation_with_dal", {"kind": "attestation", "slot": 1, "level": 66299, "round": 5,
@@ -78,7 +86,15 @@ OPERATIONS = [
     ("double_consensus_operation_evidence", {
         "kind": "double_consensus_operation_evidence", "slot": 3,
         "op1": inlined("attestation"), "op2": inlined("attestation", round=1)}),
+    ("preattestation", {"kind": "preattestation", "slot": 1, "level": 5, "round": 0,
+                        "block_payload_hash": PAYLOAD_HASH}),
+    ("attestation", {"kind": "attestation", "slot": 1, "level": 5, "round": 0,
+                     "block_payload_hash": PAYLOAD_HASH}),
 ]
+
+ETHERLINK = "sr1Ghq66tYK9y3r8CC1Tf8i8m5nxh8nTvZEf"
+LISTED_ROLLUP = "sr16gW4duQ14BRJ1Yj4HzGxgxUsZXhU8j2S2"
+OPERATOR = h.vector_key("bootstrap4")
 
 SIGNABLE = sorted({k for k, _ in OPERATIONS})
 CONFIG = "\n".join([
@@ -88,13 +104,16 @@ CONFIG = "\n".join([
     'allow = ["failing_noop"]',
     f"[policy.keys.{REVEAL_ONLY['pkh']}]",
     'allow = ["reveal"]',
+    f"[policy.keys.{OPERATOR['pkh']}]",
+    'allow = ["smart_rollup_add_messages", "smart_rollup_execute_outbox_message"]',
+    f'smart_rollups = ["{LISTED_ROLLUP}"]',
     "",
 ])
 
 
 @pytest.fixture(scope="module")
 def signer(launch):
-    return launch([ALL, NOOP_ONLY, REVEAL_ONLY], config=CONFIG)
+    return launch([ALL, NOOP_ONLY, REVEAL_ONLY, OPERATOR], config=CONFIG)
 
 
 def _post(signer, key, message: bytes):
@@ -125,9 +144,31 @@ def test_pytezos_batch_is_checked_operation_by_operation(signer):
     assert r.status == 200, r.body
 
 
-def test_pytezos_preattestation_under_generic_magic_is_refused(signer):
-    content = {"kind": "preattestation", "slot": 1, "level": 5, "round": 0, "block_payload_hash": PAYLOAD_HASH}
+@pytest.mark.parametrize("name,content", NEVER_SIGNED, ids=[k for k, _ in NEVER_SIGNED])
+def test_pytezos_forged_never_signed_operation_is_refused_for_every_key(signer, name, content):
     message = b"\x03" + forge_operation_group({"branch": BRANCH, "contents": [content]})
-    r = _post(signer, ALL, message)
+    for key in (ALL, NOOP_ONLY, OPERATOR):
+        r = _post(signer, key, message)
+        assert r.status == 403, (name, r.status, r.body)
+        msg = r.json()[0]["msg"]
+        assert msg.startswith(f"policy: key {key['pkh']} may not sign operation 0, {name} (tag "), msg
+        assert "whatever the policy says" in msg and msg.endswith("(never signed)"), msg
+
+
+def test_pytezos_rollup_operator_signs_for_its_listed_rollup_only(signer):
+    def outbox(rollup):
+        return {**manager("smart_rollup_execute_outbox_message", rollup=rollup,
+                          cemented_commitment="src12XQVa2CyQ7phoMmb9BnuuQLWLvjRsCJBr5pb6TJooUCPdwcJ2n",
+                          output_proof="0300"), "source": OPERATOR["pkh"]}
+    add = {**manager("smart_rollup_add_messages", message=["00" + "ab" * 20]), "source": OPERATOR["pkh"]}
+    for content in (outbox(LISTED_ROLLUP), add):
+        message = b"\x03" + forge_operation_group({"branch": BRANCH, "contents": [content]})
+        r = _post(signer, OPERATOR, message)
+        assert r.status == 200, (content["kind"], r.status, r.body)
+        tzcrypto.verify(OPERATOR["pk"], r.json()["signature"], message)
+    message = b"\x03" + forge_operation_group({"branch": BRANCH, "contents": [outbox(ETHERLINK)]})
+    r = _post(signer, OPERATOR, message)
     assert r.status == 403, r.body
-    assert "consensus operations are signed as 0x12/0x13 payloads only" in r.json()[0]["msg"]
+    assert r.json()[0]["msg"] == (
+        f"policy: key {OPERATOR['pkh']} may not sign a smart_rollup_execute_outbox_message for rollup "
+        f"{ETHERLINK} (policy.keys.{OPERATOR['pkh']}.smart_rollups)"), r.body

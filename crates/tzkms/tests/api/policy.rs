@@ -188,3 +188,95 @@ async fn known_keys_and_proofs_of_possession_when_enabled() {
     assert_octez_error(&body, "not a BLS key");
     signer.stop().await;
 }
+
+fn generic(contents: &[u8]) -> Vec<u8> {
+    [vec![0x03], vec![0x5a; 32], contents.to_vec()].concat()
+}
+
+#[tokio::test]
+async fn never_signed_operations_are_refused_even_under_generic_unchecked() {
+    let keys = [SecretKey::generate(Curve::Ed25519)];
+    let pkh = keys[0].public_key().hash();
+    let signer = TestSigner::start_with(&keys, crate::helpers::allow_generic_unchecked).await;
+    // An attestation (tag 21) and a tz4 attestation (tag 41) as generic operations, and a
+    // seed nonce revelation: no client sends them, so no policy may sign them.
+    let cases = [
+        ([vec![21], vec![0; 42]].concat(), "attestation (tag 21)"),
+        ([vec![41], vec![0; 40]].concat(), "bls_mode_attestation (tag 41)"),
+        ([vec![1], vec![0; 36]].concat(), "seed_nonce_revelation (tag 1)"),
+    ];
+    for (contents, name) in cases {
+        let (status, body) = signer.sign(&pkh, "", &generic(&contents)).await;
+        assert_eq!(status, 403, "{name}: {body}");
+        assert_octez_error(
+            &body,
+            &format!("policy: key {pkh} may not sign operation 0, {name}: tzkms never signs it"),
+        );
+        assert_octez_error(&body, "(never signed)");
+    }
+    // The same key still signs what generic_unchecked is for.
+    let (status, body) = signer.sign(&pkh, "", &[0x03, 0x12, 0x34]).await;
+    assert_eq!(status, 200, "{body}");
+    signer.stop().await;
+}
+
+#[tokio::test]
+async fn destinations_pin_drains_and_originations_too() {
+    let keys = [SecretKey::generate(Curve::Ed25519)];
+    let key = keys[0].public_key().hash();
+    let payouts = SecretKey::generate(Curve::Ed25519).public_key().hash();
+    let stranger = SecretKey::generate(Curve::Ed25519).public_key().hash();
+    let delegate = SecretKey::generate(Curve::Ed25519).public_key().hash();
+    let signer = TestSigner::start_with(&keys, |c| {
+        c.policy.default = KeyPolicyConfig {
+            allow: ["transaction", "drain_delegate", "origination"]
+                .map(|k| k.parse().unwrap())
+                .to_vec(),
+            transaction_destinations: Some(vec![tezos::Address::Implicit(payouts)]),
+            ..KeyPolicyConfig::default()
+        };
+    })
+    .await;
+    // drain_delegate: consensus key ‖ delegate ‖ destination.
+    let drain = |to: &PublicKeyHash| {
+        generic(
+            &[
+                vec![9],
+                key.to_binary().to_vec(),
+                delegate.to_binary().to_vec(),
+                to.to_binary().to_vec(),
+            ]
+            .concat(),
+        )
+    };
+    let (status, body) = signer.sign(&key, "", &drain(&stranger)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_octez_error(
+        &body,
+        &format!("may not send a drain_delegate to {stranger} (policy.default.transaction_destinations)"),
+    );
+    let (status, body) = signer.sign(&key, "", &drain(&payouts)).await;
+    assert_eq!(status, 200, "{body}");
+    // An origination of a contract holding 100 tez (zarith 80c2d72f): its address is unknown in advance.
+    let origination = |balance: &[u8]| {
+        let mut op = vec![109];
+        op.extend(key.to_binary());
+        op.extend([0xe8, 0x07, 0x07, 0xbc, 0x50, 0x81, 0x02]);
+        op.extend(balance);
+        op.push(0x00); // no delegate
+        op.extend([0, 0, 0, 2, 0x02, 0x00]); // code
+        op.extend([0, 0, 0, 2, 0x03, 0x0b]); // storage
+        generic(&op)
+    };
+    let (status, body) = signer
+        .sign(&key, "", &origination(&[0x80, 0xc2, 0xd7, 0x2f]))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_octez_error(
+        &body,
+        "may not originate a contract with a balance of 100000000 mutez",
+    );
+    let (status, body) = signer.sign(&key, "", &origination(&[0x00])).await;
+    assert_eq!(status, 200, "{body}");
+    signer.stop().await;
+}
