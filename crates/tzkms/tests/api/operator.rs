@@ -468,7 +468,9 @@ async fn a_key_created_in_the_vault_by_tzkms_signs_consensus_at_once() {
     let config = config.to_str().unwrap();
     let data = dir.path().join("data");
     let (ok, out, err) = run(
-        &["--config", config, "azure", "keys", "create", "--name", "fresh", "--curve", "p256"],
+        &[
+            "--config", config, "azure", "keys", "create", "--name", "fresh", "--curve", "p256",
+        ],
         &data,
     )
     .await;
