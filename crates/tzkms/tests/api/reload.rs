@@ -347,6 +347,14 @@ async fn sighup_serves_a_key_created_in_the_vault_meanwhile() {
     assert_eq!(signer.get(&format!("/keys/{second}")).await, 404);
     signer.reload_and_wait("ok", 1).await;
     assert_eq!(signer.get(&format!("/keys/{second}")).await, 200);
+    // A vault key this data directory did not create has no history here until something vouches for it.
+    assert_eq!(signer.sign(&second, &attestation(3, 1)).await, 409);
+    let (ok, _, err) = crate::process::run(
+        &["watermark", "floor", &second.to_string(), "--level", "0"],
+        &data,
+    )
+    .await;
+    assert!(ok, "{err}");
     assert_eq!(signer.sign(&second, &attestation(3, 1)).await, 200);
     let log = signer.log();
     assert!(
