@@ -93,9 +93,13 @@ impl LocalSigner {
                         ..Default::default()
                     }))
                     .await??;
+                let dir = data_dir.path().join("data");
+                tzkms::startup::ensure_data_dir(&dir)?;
                 for i in 0..options.keys {
                     let info = emu.create_key(&format!("delegate-{i}"), curve)?;
                     let pk = PublicKey::from_bytes(options.curve, &info.public_key_compressed())?;
+                    // Created for this run: vouched for, as `tzkms azure keys create` does.
+                    tzkms::watermark::floor::raise(&dir, &pk.hash(), None, "created by tzkms-load")?;
                     pkhs.push(pk.hash());
                 }
                 emu.faults()
