@@ -19,12 +19,6 @@ const KNOWN_NOT_DECODED: &[(u8, &str)] = &[
     (3, "double_baking_evidence"),
     (8, "vdf_revelation"),
     (24, "dal_entrapment_evidence"),
-    // Smart-rollup operator kinds (being added to the decoder separately); refused until decoded.
-    (202, "smart_rollup_cement"),
-    (203, "smart_rollup_publish"),
-    (204, "smart_rollup_refute"),
-    (205, "smart_rollup_timeout"),
-    (207, "smart_rollup_recover_bond"),
     // ZK rollups: disabled on mainnet; refused.
     (250, "zk_rollup_origination"),
     (251, "zk_rollup_publish"),
@@ -159,10 +153,10 @@ fn decoder_knows_every_operation_tag_of_the_active_protocol() {
             ),
         }
     }
-    // A stale entry only keeps a decoded kind listed as refused; harmless, but worth removing.
-    if !stale.is_empty() {
-        eprintln!("KNOWN_NOT_DECODED lists tags the decoder now decodes: {stale:?}");
-    }
+    assert!(
+        stale.is_empty(),
+        "KNOWN_NOT_DECODED lists tags the decoder now decodes: {stale:?}; remove them from the list"
+    );
     assert!(
         lacking.is_empty(),
         "{} (Octez commit {}) defines tags the decoder does not decode: {lacking:?}. Decode them in \
