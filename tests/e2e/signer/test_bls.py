@@ -106,7 +106,7 @@ def test_version_selects_scheme(pop_signer, key_id):
 @pytest.mark.parametrize("key_id", BLS_KEY_IDS[:1])
 def test_version_0_is_refused_for_tz4(pop_signer, key_id):
     k = h.vector_key(key_id)
-    message = b"\x03" + os.urandom(48)
+    message = b"\x03" + os.urandom(32) + b"\xee" + os.urandom(15)
     url = f"{pop_signer.server.url}/keys/{k['pkh']}?version=0"
     r = h.request(url, "POST", json.dumps(message.hex()).encode(), {"Content-Type": "application/json"})
     assert r.status == 400, (r.status, r.body)
