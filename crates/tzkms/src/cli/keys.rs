@@ -1,0 +1,222 @@
+//! `tzkms keys …`: generate, import, list and show local key files.
+
+use std::io::BufRead;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use tezos::{encrypted, Curve, PublicKeyHash, SecretKey};
+use tzkms::backend::file::write_key_file;
+use tzkms::config::Config;
+use tzkms::startup;
+use tzkms::watermark;
+use zeroize::Zeroizing;
+
+use super::{block_on, history_note, import_line};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// List the keys tzkms would serve.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a new key file.
+    Generate {
+        #[arg(long, value_parser = parse_curve)]
+        curve: Curve,
+        /// Encrypt the key with the password from TZKMS_KEY_PASSWORD or keys.password_file.
+        #[arg(long)]
+        encrypt: bool,
+        /// File name for the key (default: its address).
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Import a secret key read from standard input (never from the command line).
+    Import {
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Show one key's public key and the octez-client import command.
+    Show { pkh: String },
+    /// Print the BLS proof of possession of a served tz4 key, as `octez-client create bls proof for
+    /// <alias>` does: a tz4 `reveal`, `update_consensus_key` or `update_companion_key` carries it.
+    Proof {
+        pkh: String,
+        /// Prove possession of this BLS public key (BLpk…) instead of the key's own, as octez-client's
+        /// --override-public-key does.
+        #[arg(long)]
+        override_public_key: Option<String>,
+    },
+}
+
+pub(crate) fn parse_curve(s: &str) -> Result<Curve, String> {
+    s.parse().map_err(|e: tezos::KeyError| e.to_string())
+}
+
+pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    match cmd {
+        KeysCommand::List { json } => {
+            let mut config = config;
+            config.keys.generate_if_empty = false;
+            let (keyring, report) = block_on(startup::load_keyring(&config))?;
+            let keys = keyring.sorted();
+            if *json {
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|(pkh, k)| {
+                        serde_json::json!({
+                            "pkh": pkh.to_string(),
+                            "public_key": k.info.public_key.to_string(),
+                            "curve": pkh.curve().name(),
+                            "name": k.info.name,
+                            "backend": k.backend.kind(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for (pkh, k) in keys {
+                    println!(
+                        "{pkh}  {:<9}  {:<6}  {}",
+                        pkh.curve().name(),
+                        k.backend.kind(),
+                        k.info.name
+                    );
+                }
+                for s in report.skipped {
+                    eprintln!("not served: {s}");
+                }
+            }
+        }
+        KeysCommand::Generate {
+            curve,
+            encrypt,
+            alias,
+        } => {
+            let key = SecretKey::generate(*curve);
+            store_key(&config, &data_dir, &key, *encrypt, alias.as_deref())?;
+            // A key made here signed nothing anywhere else: its history starts now.
+            watermark::floor::raise(&data_dir, &key.public_key().hash(), None, "tzkms keys generate")?;
+        }
+        KeysCommand::Import { alias } => {
+            let mut line = Zeroizing::new(String::new());
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the secret key from standard input")?;
+            let text = line.trim();
+            let text = text
+                .strip_prefix("unencrypted:")
+                .or_else(|| text.strip_prefix("encrypted:"))
+                .unwrap_or(text);
+            if encrypted::is_encrypted(text) {
+                let password = startup::key_password(&config)?
+                    .context("this key is encrypted: set TZKMS_KEY_PASSWORD or keys.password_file")?;
+                let key = encrypted::decrypt(text, &password).context("decrypting the key")?;
+                startup::ensure_data_dir(&data_dir)?;
+                let name = alias
+                    .clone()
+                    .unwrap_or_else(|| key.public_key().hash().to_string());
+                // Kept encrypted on disk, exactly as given.
+                let path = write_key_file(&data_dir, &name, text)?;
+                report_key(&key, &path);
+                history_note(&key.public_key().hash());
+            } else {
+                let key: SecretKey = text.parse().context("parsing the secret key")?;
+                store_key(&config, &data_dir, &key, false, alias.as_deref())?;
+                history_note(&key.public_key().hash());
+            }
+        }
+        KeysCommand::Proof {
+            pkh,
+            override_public_key,
+        } => {
+            let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;
+            if pkh.curve() != Curve::Bls {
+                bail!(
+                    "{pkh} is not a tz4 key ({} curve): only tz4 (BLS) keys have a proof of possession; \
+                     give the tz4 address of the consensus or companion key",
+                    pkh.curve()
+                );
+            }
+            let override_pk = override_public_key
+                .as_deref()
+                .map(|text| -> anyhow::Result<tezos::PublicKey> {
+                    let pk: tezos::PublicKey = text
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--override-public-key {text}: {e}"))?;
+                    if pk.curve() != Curve::Bls {
+                        bail!(
+                            "--override-public-key must be a BLS public key (BLpk…), not a {} key",
+                            pk.curve()
+                        );
+                    }
+                    Ok(pk)
+                })
+                .transpose()?;
+            let mut config = config;
+            config.keys.generate_if_empty = false;
+            let (keyring, _) = block_on(startup::load_keyring(&config))?;
+            let Some(key) = keyring.get(&pkh) else {
+                bail!("{pkh} is not served from {}", data_dir.display());
+            };
+            let Some(proof) = key.backend.bls_prove_possession(&pkh, override_pk.as_ref()) else {
+                bail!(
+                    "the {} backend of {pkh} cannot make a proof of possession: only tz4 file keys can",
+                    key.backend.kind()
+                );
+            };
+            println!("{proof}");
+        }
+        KeysCommand::Show { pkh } => {
+            let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;
+            let mut config = config;
+            config.keys.generate_if_empty = false;
+            let (keyring, _) = block_on(startup::load_keyring(&config))?;
+            let Some(key) = keyring.get(&pkh) else {
+                bail!("{pkh} is not served from {}", data_dir.display());
+            };
+            println!("address:    {pkh}");
+            println!("public key: {}", key.info.public_key);
+            println!("curve:      {}", pkh.curve());
+            println!("backend:    {} ({})", key.backend.kind(), key.info.name);
+            println!("{}", import_line(&pkh, config.server.listen.first().copied()));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn store_key(
+    config: &Config,
+    data_dir: &std::path::Path,
+    key: &SecretKey,
+    encrypt: bool,
+    alias: Option<&str>,
+) -> anyhow::Result<()> {
+    startup::ensure_data_dir(data_dir)?;
+    let text = if encrypt {
+        let password = startup::key_password(config)?
+            .context("--encrypt needs a password: set TZKMS_KEY_PASSWORD or keys.password_file")?;
+        if password.is_empty() {
+            bail!("refusing to encrypt with an empty password");
+        }
+        Zeroizing::new(encrypted::encrypt(key, &password))
+    } else {
+        key.to_b58()
+    };
+    let pkh = key.public_key().hash();
+    let name = alias.map_or_else(|| pkh.to_string(), str::to_owned);
+    let path = write_key_file(data_dir, &name, &text)?;
+    report_key(key, &path);
+    Ok(())
+}
+
+pub(crate) fn report_key(key: &SecretKey, path: &std::path::Path) {
+    let pkh = key.public_key().hash();
+    println!("{pkh}");
+    println!("public key: {}", key.public_key());
+    println!("key file:   {}", path.display());
+    println!("{}", import_line(&pkh, None));
+}
