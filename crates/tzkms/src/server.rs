@@ -636,6 +636,39 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// How long the accept loop waits after a failed accept: 10 ms doubling to 1 s while failures go on,
+/// back to nothing after a success. Each wait logs one warning that counts the failures since the last.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Option<Duration>,
+    failures: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.failures += 1;
+        let pause = self.pause.map_or(Self::FIRST, |p| (p * 2).min(Self::MAX));
+        self.pause = Some(pause);
+        tracing::warn!(
+            error = %error,
+            failures = self.failures,
+            retry_in_ms = pause.as_millis() as u64,
+            "accept failed (out of file descriptors? raise LimitNOFILE / ulimit -n, or lower server.max_connections)"
+        );
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "accepting connections again");
+        }
+        *self = Self::default();
+    }
+}
+
 /// Accepts connections until told to stop; each connection is served on its own task.
 async fn accept_loop(
     listener: Listener,
@@ -644,16 +677,26 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             accepted = listener.socket.accept() => accepted,
         };
         let (stream, addr) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
             Err(e) => {
-                // Out of file descriptors and the like: the listener itself stays usable.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: the listener stays usable, but accept fails again
+                // at once until a descriptor is freed. Waiting (and logging once per wait) keeps a loop
+                // that would spin a core and flood the log down to a few lines a second.
+                let pause = backoff.failed(&e);
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
                 continue;
             }
         };

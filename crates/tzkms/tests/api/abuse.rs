@@ -140,7 +140,6 @@ async fn connections_over_the_cap_are_refused_with_503() {
             ok = true;
             break;
         }
-        tokio::task::yield_now().await;
     }
     assert!(ok, "slots were not released");
     signer.stop().await;
@@ -478,4 +477,106 @@ async fn a_body_that_never_arrives_gets_408_and_is_counted() {
     assert!(signer.metrics().await.contains("tzkms_request_timeouts_total 1"));
     still_serves(&signer).await;
     signer.stop().await;
+}
+
+/// Open file descriptors of a process, from /proc.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// Sets a running process's soft open-file limit with util-linux's prlimit (the hard limit stays, so
+/// the soft one can be raised again without privileges).
+fn set_nofile(pid: u32, limit: usize) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success(), "prlimit --pid {pid} --nofile={limit}");
+}
+
+/// Out of file descriptors, accept fails at once, again and again: the loop waits (10 ms doubling to 1 s),
+/// logs once per wait with a count and the fix, and serves again as soon as descriptors are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sk = SecretKey::generate(Curve::P256);
+    let pkh = sk.public_key().hash();
+    tzkms::startup::write_new_key(&data, &pkh.to_string(), &sk).unwrap();
+    let server = crate::process::Server::start_env(&data, &[], &[("TZKMS_LOG", "info")])
+        .await
+        .unwrap();
+    let pid = server.child.id().unwrap();
+    // Room for two more descriptors: the third connection finds none.
+    set_nofile(pid, open_fds(pid) + 2);
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    let log_lines = |needle: &str| -> Vec<String> {
+        std::fs::read_to_string(&server.log_path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !log_lines("accept failed")
+        .iter()
+        .any(|l| l.contains("failures=5 "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fifth accept failure logged: {:?}",
+            log_lines("accept")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failures = log_lines("accept failed");
+    // One line per wait, each with its count: a spinning loop would have logged thousands by now.
+    let numbered: Vec<_> = failures
+        .iter()
+        .take(5)
+        .map(|l| {
+            l.split("retry_in_ms=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(numbered, ["10", "20", "40", "80", "160"], "{failures:#?}");
+    assert!(
+        failures[0].contains("LimitNOFILE"),
+        "the warning names the fix: {}",
+        failures[0]
+    );
+    assert!(
+        failures.len() < 12,
+        "{} accept warnings: {failures:#?}",
+        failures.len()
+    );
+
+    // Descriptors come back: the waiting connections are accepted and a request is served.
+    drop(held);
+    set_nofile(pid, 1024);
+    let (status, _) = {
+        let client = reqwest::Client::new();
+        let r = client
+            .get(format!("http://{}/keys/{pkh}", server.addr))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 200);
+    assert!(
+        !log_lines("accepting connections again").is_empty(),
+        "{}",
+        std::fs::read_to_string(&server.log_path).unwrap()
+    );
+    assert!(server.terminate().await.success());
 }
