@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod azure;
 pub mod azure_cli;
+mod azure_unreachable;
 mod azurite;
 mod cli;
 mod consensus_keys;
