@@ -21,6 +21,7 @@ mod policy;
 mod process;
 mod reload;
 mod routes;
+mod status;
 mod table;
 mod tls;
 mod watermark;
