@@ -110,6 +110,9 @@ pub struct AzureConfig {
     /// Total time one signature may take at Key Vault, retries included (milliseconds).
     #[serde(default = "default_sign_budget")]
     pub sign_budget_ms: u64,
+    /// Time one request that is not a signature may take (the vault's challenge at startup), in ms.
+    #[serde(default = "default_azure_request_timeout")]
+    pub request_timeout_ms: u64,
     /// An extra root CA (PEM) to trust for Azure endpoints, e.g. the emulator's.
     pub ca_file: Option<PathBuf>,
     /// USD per 10,000 operations, for the `tzkms_azure_estimated_cost_usd_total` metric. Default: 0.15
@@ -129,6 +132,7 @@ impl AzureConfig {
             keys: Vec::new(),
             refresh_interval_s: default_refresh(),
             sign_budget_ms: default_sign_budget(),
+            request_timeout_ms: default_azure_request_timeout(),
             ca_file: None,
             price_per_10k_operations: None,
             credential: CredentialConfig::default(),
@@ -144,6 +148,9 @@ fn default_refresh() -> u64 {
 }
 fn default_sign_budget() -> u64 {
     1500
+}
+fn default_azure_request_timeout() -> u64 {
+    10_000
 }
 
 /// How tzkms obtains Entra ID tokens for the vault.

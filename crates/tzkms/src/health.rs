@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::HealthConfig;
 use crate::signer::Signer;
 
 /// One readiness check.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Check {
     /// `keys`, `azure:<vault host>`, `azure-token:<vault host>`, `watermark:file`, `watermark:table`.
     pub name: String,

@@ -15,6 +15,7 @@ pub mod reload;
 pub mod server;
 pub mod signer;
 pub mod startup;
+pub mod status;
 pub mod watermark;
 
 /// The git commit this binary was built from (`unknown` outside a git checkout).

@@ -49,6 +49,11 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count
     }
+
+    /// Sum of the observed latencies, in seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
 }
 
 /// Writes the Prometheus text format: one `# HELP`/`# TYPE` header per family, then its samples.
@@ -237,6 +242,11 @@ impl Metrics {
         for result in ["ok", "error"] {
             calls.entry((backend, result)).or_default();
         }
+    }
+
+    /// Signatures returned (signed or replayed) so far, by (key, kind).
+    pub fn signatures(&self) -> BTreeMap<(String, &'static str), u64> {
+        lock(&self.signatures).clone()
     }
 
     /// Counts one call to a backend's `sign`.
@@ -501,12 +511,18 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::
     )
 }
 
-/// The operations router: `/metrics`, `/healthz`, `/readyz`.
+/// What `tzkms status` shows: keys, marks, readiness, vaults, signatures and cost (always 200).
+async fn status(State(state): State<OpsState>) -> Json<crate::status::Status> {
+    Json(crate::status::collect(&state.signer, &state.health).await)
+}
+
+/// The operations router: `/metrics`, `/healthz`, `/readyz`, `/status`.
 pub fn router(signer: Arc<Signer>, connections: Option<Arc<Connections>>, health: HealthConfig) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .with_state(OpsState {
             signer,
             connections,

@@ -734,7 +734,14 @@ async fn accept_loop(
                             let peer = Peer { addr, certificate };
                             serve_connection(tls, peer, router, &connections, stop).await;
                         }
-                        Ok(Err(e)) => tracing::info!(client = %addr, error = %e, "TLS handshake refused"),
+                        Ok(Err(e)) => match tls::handshake_failure(&e) {
+                            tls::HandshakeFailure::ClientCertificate(why) => {
+                                tracing::warn!(client = %addr, error = %e, "TLS handshake refused: {why}")
+                            }
+                            tls::HandshakeFailure::Other(_) => {
+                                tracing::info!(client = %addr, error = %e, "TLS handshake refused")
+                            }
+                        },
                         Err(_) => tracing::info!(client = %addr, "TLS handshake timed out"),
                     }
                 }

@@ -181,9 +181,14 @@ pub async fn connect_azure(azure: &AzureConfig, health: &HealthConfig) -> anyhow
         .map(|k| KeySelection::parse(k).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let resource = KeyVaultClient::discover_resource(&http, &azure.vault_url, &azure.api_version)
-        .await
-        .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
+    let resource = KeyVaultClient::discover_resource(
+        &http,
+        &azure.vault_url,
+        &azure.api_version,
+        Duration::from_millis(azure.request_timeout_ms),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
     let source = credential::from_config(&azure.credential, http.clone())?;
     let tokens = TokenCache::new(source, resource);
     tokens
@@ -265,9 +270,14 @@ pub async fn table_store(config: &Config, table: &TableConfig) -> anyhow::Result
 /// A Key Vault client with a first token in hand and its refresher running.
 pub async fn azure_client(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultClient>> {
     let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let resource = KeyVaultClient::discover_resource(&http, &azure.vault_url, &azure.api_version)
-        .await
-        .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
+    let resource = KeyVaultClient::discover_resource(
+        &http,
+        &azure.vault_url,
+        &azure.api_version,
+        Duration::from_millis(azure.request_timeout_ms),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
     let source = credential::from_config(&azure.credential, http.clone())?;
     let tokens = TokenCache::new(source, resource);
     tokens

@@ -310,12 +310,21 @@ def test_algorithm_must_match_curve(client):
     assert err.value.error.code == "BadParameter"
 
 
-def test_unsupported_api_version_is_rejected():
-    old = key_client(api_version="7.3")
+def test_unknown_api_version_is_rejected():
+    unknown = key_client(api_version="7.7")
     with pytest.raises(HttpResponseError) as err:
-        old.get_key(unique("any"))
+        unknown.get_key(unique("any"))
     assert err.value.status_code == 400
     assert err.value.error.code == "BadParameter"
+    assert "(7.7) is not recognized" in err.value.error.message
+
+
+def test_api_version_7_0_still_works(client):
+    # Older clients (the node.js signer, signatory) pin 7.0, which Key Vault still answers.
+    name = unique("v70")
+    created = client.create_ec_key(name, curve=KeyCurveName.p_256_k)
+    old = key_client(api_version="7.0")
+    assert old.get_key(name).id == created.id
 
 
 def test_foreign_token_is_unauthorized():

@@ -23,8 +23,26 @@ use sha2::Sha256;
 use std::collections::BTreeMap;
 use store::{Attributes, DeletedEntry, KeyEntry, KeyFile, KeyVersion, StoreState, RECOVERABLE_DAYS};
 
-/// Stable data-plane versions the emulator accepts (7.4 through 2026-04-01).
-pub const API_VERSIONS: &[&str] = &["7.4", "7.5", "7.6", "2025-07-01", "2026-04-01"];
+/// Every data-plane version the keys API documents, stable and preview (the emulator accepts them all, as
+/// Key Vault does: older clients such as signatory and the node.js signers still send `7.0`).
+pub const API_VERSIONS: &[&str] = &[
+    "2016-10-01",
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "2025-07-01",
+    "2026-04-01",
+    "7.6-preview.2",
+    "2025-06-01-preview",
+    "2026-01-01-preview",
+    "2026-03-01-preview",
+    "2026-05-01-preview",
+    "2026-07-01-preview",
+];
 
 /// Largest page `maxresults` allows.
 const MAX_PAGE: usize = 25;

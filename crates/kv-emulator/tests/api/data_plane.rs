@@ -37,15 +37,25 @@ async fn api_version_is_required_and_checked() {
     let missing = t.send(Method::GET, &base, Some(&t.token), None).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
     assert_eq!(missing.error_code(), "BadParameter");
-    let old = t
-        .send(
-            Method::GET,
-            &format!("{base}?api-version=7.3"),
-            Some(&t.token),
-            None,
-        )
-        .await;
-    assert_eq!(old.status, StatusCode::BAD_REQUEST);
+    // Versions the keys API never had are refused as Key Vault refuses them: 400 BadParameter naming it.
+    for unknown in ["7.7", "6.0", "2025-07-02", "2025-07-01-preview", "latest"] {
+        let r = t
+            .send(
+                Method::GET,
+                &format!("{base}?api-version={unknown}"),
+                Some(&t.token),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "api-version {unknown}");
+        assert_eq!(r.error_code(), "BadParameter", "api-version {unknown}");
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("({unknown}) is not recognized")),
+            "{message}"
+        );
+    }
+    // Every documented version, stable and preview, is accepted.
     for v in kv_emulator::API_VERSIONS {
         let ok = t
             .send(
@@ -57,6 +67,38 @@ async fn api_version_is_required_and_checked() {
             .await;
         assert_eq!(ok.status, StatusCode::OK, "api-version {v}");
     }
+    for documented in [
+        "2016-10-01",
+        "7.0",
+        "7.3",
+        "2025-07-01",
+        "2026-04-01",
+        "7.6-preview.2",
+    ] {
+        assert!(kv_emulator::API_VERSIONS.contains(&documented), "{documented}");
+    }
+}
+
+#[tokio::test]
+async fn api_version_7_0_signs_as_older_clients_send_it() {
+    // The node.js signer and signatory pin api-version 7.0; Key Vault still answers it.
+    let t = TestVault::start().await;
+    let key = t.create("old-client", "P-256K").await;
+    let kid = key["key"]["kid"].as_str().unwrap().to_owned();
+    let digest = [7u8; 32];
+    let r = t
+        .send(
+            Method::POST,
+            &format!("{kid}/sign?api-version=7.0"),
+            Some(&t.token),
+            Some(json!({ "alg": "ES256K", "value": b64(&digest) })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let signature = unb64(r.body["value"].as_str().unwrap());
+    assert_eq!(signature.len(), 64);
+    let version = kid.rsplit('/').next().unwrap();
+    assert!(t.emu.verify("old-client", Some(version), &digest, &signature));
 }
 
 #[tokio::test]

@@ -11,8 +11,12 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
+use crate::azure::connection;
 use crate::backend::BoxFuture;
 use crate::config::{CredentialConfig, CredentialKind};
+
+/// Time one token request (Entra ID, IMDS, App Service) may take.
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 const DEFAULT_IMDS: &str = "http://169.254.169.254";
@@ -220,10 +224,15 @@ impl TokenSource for ClientCredentials {
                 .post(&url)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body.as_str().to_owned())
-                .timeout(Duration::from_secs(10))
+                .timeout(TOKEN_REQUEST_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| cred_err(name, format!("{url}: {e}")))?;
+                .map_err(|e| {
+                    cred_err(
+                        name,
+                        format!("{url}: {}", connection::explain(&e, TOKEN_REQUEST_TIMEOUT)),
+                    )
+                })?;
             read_response(name, response).await
         })
     }
@@ -292,10 +301,10 @@ impl TokenSource for ManagedIdentity {
             };
             let response = request
                 .query(&query)
-                .timeout(Duration::from_secs(10))
+                .timeout(TOKEN_REQUEST_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| cred_err(name, e.to_string()))?;
+                .map_err(|e| cred_err(name, connection::explain(&e, TOKEN_REQUEST_TIMEOUT)))?;
             read_response(name, response).await
         })
     }

@@ -278,6 +278,7 @@ impl KeyVaultClient {
         http: &reqwest::Client,
         vault_url: &str,
         api_version: &str,
+        timeout: Duration,
     ) -> Result<String, String> {
         let url = format!(
             "{}/keys?api-version={api_version}&maxresults=1",
@@ -285,10 +286,10 @@ impl KeyVaultClient {
         );
         let response = http
             .get(&url)
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| format!("{url}: {}", crate::azure::connection::explain(&e, timeout)))?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Err(format!(
                 "{url}: expected a 401 challenge, got HTTP {}",
@@ -438,11 +439,7 @@ impl KeyVaultClient {
                     } else {
                         (AttemptResult::Connection, "connection")
                     };
-                    last = if e.is_timeout() {
-                        "timed out".into()
-                    } else {
-                        format!("connection: {e}")
-                    };
+                    last = crate::azure::connection::explain(&e, attempt_timeout);
                     self.stats.attempt(operation, result, sent.elapsed(), &last);
                     retry_cause = cause;
                     backoff(attempt)

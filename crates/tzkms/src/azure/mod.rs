@@ -1,6 +1,7 @@
 //! Azure: Entra ID credentials and the Key Vault / Managed HSM REST client. The backend that serves keys
 //! from a vault is `backend::azure`.
 
+pub mod connection;
 pub mod credential;
 pub mod import;
 pub mod keyvault;
@@ -24,6 +25,17 @@ pub fn http_client(extra_ca: Option<&std::path::Path>) -> Result<reqwest::Client
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
         builder = builder.add_root_certificate(cert);
+    }
+    // The built-in roots are compiled in (webpki-roots), so the usual variable for a TLS-re-signing
+    // proxy's CA is read here.
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
+        let path = std::path::PathBuf::from(path);
+        let pem = std::fs::read(&path).map_err(|e| format!("SSL_CERT_FILE {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("SSL_CERT_FILE {}: {e}", path.display()))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
     }
     builder.build().map_err(|e| e.to_string())
 }

@@ -206,6 +206,21 @@ impl KvStats {
         }
     }
 
+    /// The price used for the estimated cost (USD per 10,000 operations).
+    pub fn price_per_10k(&self) -> f64 {
+        f64::from_bits(self.price_per_10k.load(Ordering::Relaxed))
+    }
+
+    /// Mean time of one HTTP attempt so far, by operation (label form), in milliseconds.
+    pub fn mean_latency_ms(&self) -> BTreeMap<String, f64> {
+        self.lock()
+            .latency
+            .iter()
+            .filter(|(_, h)| h.count() > 0)
+            .map(|(op, h)| (label(op), h.sum() * 1000.0 / h.count() as f64))
+            .collect()
+    }
+
     /// Billable operations so far (successful calls).
     pub fn billable(&self) -> u64 {
         self.lock().billable.values().sum()

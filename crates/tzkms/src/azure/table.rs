@@ -278,11 +278,7 @@ impl TableClient {
                 Err(e) => {
                     let result = if e.is_timeout() { "timeout" } else { "connection" };
                     self.count(operation, result);
-                    last = if e.is_timeout() {
-                        "timed out".into()
-                    } else {
-                        format!("connection: {e}")
-                    };
+                    last = crate::azure::connection::explain(&e, remaining);
                     result
                 }
             };

@@ -359,6 +359,22 @@ impl KeyBackend for AzureBackend {
         checks
     }
 
+    fn vault_status(&self, config: &crate::config::HealthConfig) -> Option<crate::status::VaultStatus> {
+        let stats = self.client.stats();
+        let check = stats.check(Duration::from_millis(config.max_silence_ms));
+        let billable = stats.billable();
+        let price = stats.price_per_10k();
+        Some(crate::status::VaultStatus {
+            vault: stats.vault().to_owned(),
+            healthy: check.is_ok(),
+            detail: check.unwrap_or_else(|why| why),
+            latency_ms: stats.mean_latency_ms(),
+            billable_operations: billable,
+            price_per_10k_usd: price,
+            estimated_cost_usd: billable as f64 * price / 10_000.0,
+        })
+    }
+
     fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
         let vault = self.client.stats().vault();
         self.client.stats().write_metrics(out);

@@ -57,6 +57,10 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
     fn health(&self, _config: &crate::config::HealthConfig) -> Vec<crate::health::Check> {
         Vec::new()
     }
+    /// For `GET /status`: a remote backend's health, latency and estimated cost.
+    fn vault_status(&self, _config: &crate::config::HealthConfig) -> Option<crate::status::VaultStatus> {
+        None
+    }
     /// This backend's own metric families (calls, retries, tokens, cost).
     fn write_metrics(&self, _out: &mut crate::metrics::Exposition) {}
     /// One line for the startup summary: where the keys are.

@@ -4,6 +4,7 @@ pub(crate) mod azure;
 pub(crate) mod config;
 pub(crate) mod keys;
 pub(crate) mod serve;
+pub(crate) mod status;
 pub(crate) mod watermark;
 
 use std::io::IsTerminal;
@@ -85,6 +86,9 @@ pub(crate) enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask a running signer (its operations listener) for keys, marks, readiness, vaults and cost. Exits 2
+    /// when it is not ready.
+    Status(status::StatusArgs),
 }
 
 pub(crate) fn init_logging(format: LogFormat) {
@@ -155,6 +159,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
         Command::Watermark(cmd) => watermark::watermark(config, cmd),
         Command::Azure(AzureCommand::Keys(cmd)) => block_on(azure::azure_keys(config, cmd)),
         Command::Config(ConfigCommand::Check) => config::config_check(config),
+        Command::Status(args) => match block_on(status::status(config, args))? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
     }
 }
 

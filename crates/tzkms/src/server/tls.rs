@@ -240,3 +240,49 @@ fn build(settings: &TlsConfig) -> Result<Loaded, TlsError> {
         fingerprint,
     })
 }
+
+/// Why a TLS handshake failed, as logged: a client whose certificate was refused is an operator's
+/// misconfiguration (a warning naming the fix); anything else (a scanner, a client giving up) is noise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client presented a certificate that does not verify: the sentence says what is wrong and
+    /// how to issue one that works.
+    ClientCertificate(String),
+    Other(String),
+}
+
+/// The recipe for a client certificate rustls accepts.
+pub const CLIENT_CERTIFICATE_FIX: &str = "issue an X.509 v3 client certificate from the client_ca with \
+     basicConstraints=CA:FALSE, keyUsage=digitalSignature and extendedKeyUsage=clientAuth (docs/security.md, \
+     \"Client certificates for mTLS\")";
+
+/// Classifies the error of a failed server-side handshake.
+pub fn handshake_failure(error: &std::io::Error) -> HandshakeFailure {
+    let rustls_error = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let Some(rustls::Error::InvalidCertificate(cert)) = rustls_error else {
+        return HandshakeFailure::Other(error.to_string());
+    };
+    use rustls::CertificateError as C;
+    // webpki's own reasons (a v1 certificate) reach rustls as `Other`: only their debug form names them.
+    let detail = format!("{cert:?}");
+    let what = if detail.contains("UnsupportedCertVersion") {
+        "is an X.509 v1 certificate, and only v3 certificates (with extensions) are accepted".to_owned()
+    } else {
+        match cert {
+            C::UnknownIssuer => "was not issued by a CA in server.tls.client_ca".to_owned(),
+            C::BadSignature => "has a signature that does not verify against its issuer".to_owned(),
+            C::Expired | C::ExpiredContext { .. } => "has expired".to_owned(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet (check the clocks)".to_owned(),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "lacks extendedKeyUsage=clientAuth".to_owned()
+            }
+            C::BadEncoding => "cannot be parsed".to_owned(),
+            _ => format!("was refused ({cert})"),
+        }
+    };
+    HandshakeFailure::ClientCertificate(format!(
+        "mTLS: the client certificate {what}: {CLIENT_CERTIFICATE_FIX}"
+    ))
+}

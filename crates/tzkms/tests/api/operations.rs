@@ -111,7 +111,10 @@ async fn config_check_reports_what_it_would_serve_and_names_every_error() {
         (
             "unreachable vault",
             "[azure]\nvault_url = \"https://127.0.0.1:1\"\n".into(),
-            vec!["azure: https://127.0.0.1:1"],
+            vec![
+                "azure: https://127.0.0.1:1",
+                "connection to 127.0.0.1:1 refused: nothing listens there",
+            ],
         ),
         (
             "unreachable shared table",
@@ -119,7 +122,10 @@ async fn config_check_reports_what_it_would_serve_and_names_every_error() {
                 "[watermark.table]\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\ntable = \"marks\"\naccount_key_file = \"{}\"\nbudget_ms = 300\n",
                 private(dir.path(), "storage-key", "Zm9v")
             ),
-            vec!["table storage: marks at http://127.0.0.1:1/devstoreaccount1"],
+            vec![
+                "table storage: marks at http://127.0.0.1:1/devstoreaccount1",
+                "connection to 127.0.0.1:1 refused: nothing listens there",
+            ],
         ),
         (
             "missing TLS certificate",

@@ -344,25 +344,7 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     )
     .unwrap();
     let mut signer = crate::reload::Running::start(&data, &config, &[]).await;
-    // The HTTPS listener is announced after the HTTP one the process helper waits for: poll the log.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let https = loop {
-        let log = signer.log();
-        let found = log
-            .lines()
-            .find(|l| l.contains("listening") && l.contains("\"https\""))
-            .and_then(|l| l.split("addr=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
-        if let Some(addr) = found {
-            break addr;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no https listener in the log:\n{log}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let https = https_addr(&signer).await;
     let url = format!("https://{https}/authorized_keys");
     assert_eq!(
         get_json(&files.client(&files.server_ca, None), &url)
@@ -396,5 +378,217 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
         get_json(&files.client(&renewed_ca, None), &url).await.unwrap().0,
         200
     );
+    assert!(signer.server.terminate().await.success());
+}
+
+/// The address of the binary's HTTPS listener: it is announced after the HTTP one the process helper
+/// waits for, so this polls the log.
+async fn https_addr(signer: &crate::reload::Running) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = signer.log();
+        let found = log
+            .lines()
+            .find(|l| l.contains("listening") && l.contains("\"https\""))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no https listener in the log:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the openssl CLI in `dir`; returns its stdout.
+fn openssl_in(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A client holding an X.509 v1 certificate (openssl's `x509 -req` without extensions) fails the mTLS
+/// handshake, and the signer's log says so at WARN with the fix; a v3 certificate from the same CA, made
+/// with the recipe in docs/security.md, is accepted.
+#[tokio::test]
+async fn a_v1_client_certificate_is_logged_as_a_warning_naming_the_fix() {
+    let files = Files::new();
+    let dir = files.dir.path();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "clients-ca.pem",
+        "-subj",
+        "/CN=clients CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl_in(dir, &ca);
+    let mut csr = vec!["req", "-new"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=baker-1",
+    ]);
+    openssl_in(dir, &csr);
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "clients-ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+    ];
+    openssl_in(dir, &[&sign[..], &["-out", "v1.pem"]].concat());
+    let text = openssl_in(dir, &["x509", "-in", "v1.pem", "-noout", "-text"]);
+    if !text.contains("Version: 1 (0x0)") {
+        // OpenSSL 3.2+ adds key identifiers (so v3) by default; `req -x509v1` forces v1 there.
+        openssl_in(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-x509",
+                "-x509v1",
+                "-key",
+                "client.key",
+                "-subj",
+                "/CN=baker-1",
+                "-CA",
+                "clients-ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-days",
+                "2",
+                "-out",
+                "v1.pem",
+            ],
+        );
+    }
+    let text = openssl_in(dir, &["x509", "-in", "v1.pem", "-noout", "-text"]);
+    assert!(text.contains("Version: 1 (0x0)"), "not a v1 certificate:\n{text}");
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl_in(
+        dir,
+        &[&sign[..], &["-extfile", "client.ext", "-out", "v3.pem"]].concat(),
+    );
+
+    let data = dir.join("data");
+    tzkms::startup::write_new_key(&data, "k", &SecretKey::generate(Curve::P256)).unwrap();
+    let tls = files.config(true);
+    let config = dir.join("tzkms.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[keys]\ngenerate_if_empty = false\n[server.tls]\nlisten = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\n\
+             private_key = \"{}\"\nclient_ca = \"{}\"\n",
+            tls.certificate.display(),
+            tls.private_key.display(),
+            dir.join("clients-ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let signer = crate::reload::Running::start(&data, &config, &[]).await;
+    let url = format!("https://{}/authorized_keys", https_addr(&signer).await);
+    let key = std::fs::read_to_string(dir.join("client.key")).unwrap();
+    let holding = |cert: &str| Issued {
+        cert_pem: std::fs::read_to_string(dir.join(cert)).unwrap(),
+        key_pem: key.clone(),
+    };
+
+    // rustls will not even load a v1 certificate as a client identity, so the openssl CLI presents it.
+    write(dir, "server-ca.pem", &files.server_ca.pem(), 0o644);
+    let https = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut client = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &https,
+            "-cert",
+            "v1.pem",
+            "-key",
+            "client.key",
+            "-CAfile",
+            "server-ca.pem",
+            "-quiet",
+        ])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = client.stdin.take().unwrap();
+        let _ = stdin.write_all(b"GET /authorized_keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    }
+    let out = client.wait_with_output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !answer.contains("HTTP/1.1 200"),
+        "a v1 client certificate was accepted: {answer}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let warning = loop {
+        let log = signer.log();
+        if let Some(line) = log.lines().find(|l| l.contains("X.509 v1")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning about the v1 certificate:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(warning.contains(" WARN "), "{warning}");
+    assert!(
+        warning.contains("X.509 v3 client certificate") && warning.contains("extendedKeyUsage=clientAuth"),
+        "{warning}"
+    );
+    assert!(warning.contains("docs/security.md"), "{warning}");
+
+    let (status, _) = get_json(&files.client(&files.server_ca, Some(&holding("v3.pem"))), &url)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
     assert!(signer.server.terminate().await.success());
 }
