@@ -12,6 +12,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
+pub mod secret;
 pub mod server;
 pub mod signer;
 pub mod startup;

@@ -233,7 +233,7 @@ pub async fn table_store(config: &Config, table: &TableConfig) -> anyhow::Result
                 .context("the storage account key is not base64")?;
             TableAuth::SharedKey {
                 account: table.account_name(),
-                key: Zeroizing::new(key),
+                key: crate::secret::Secret::new(key),
             }
         }
         None => {

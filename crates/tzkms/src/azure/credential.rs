@@ -174,7 +174,7 @@ pub struct ClientCredentials {
 
 #[derive(Debug)]
 enum ClientProof {
-    Secret(Zeroizing<String>),
+    Secret(crate::secret::Secret<String>),
     /// Re-read at every fetch: the platform rotates it.
     FederatedTokenFile(PathBuf),
 }
@@ -251,7 +251,10 @@ pub struct ManagedIdentity {
 #[derive(Debug)]
 enum ManagedEndpoint {
     Imds(String),
-    AppService { url: String, header: Zeroizing<String> },
+    AppService {
+        url: String,
+        header: crate::secret::Secret<String>,
+    },
 }
 
 impl TokenSource for ManagedIdentity {
@@ -419,7 +422,7 @@ pub fn from_config(
             let secret = secret.ok_or_else(|| {
                 cred_err("client secret", "needs client_secret_file or AZURE_CLIENT_SECRET")
             })?;
-            client(ClientProof::Secret(secret), "client secret")
+            client(ClientProof::Secret(secret.into()), "client secret")
         }
         CredentialKind::WorkloadIdentity => {
             let file = federated.ok_or_else(|| {
@@ -433,14 +436,14 @@ pub fn from_config(
         CredentialKind::ManagedIdentity => Ok(match app_service {
             Some((url, header)) => managed(ManagedEndpoint::AppService {
                 url,
-                header: Zeroizing::new(header),
+                header: crate::secret::Secret::new(header),
             }),
             None => managed(imds()),
         }),
         CredentialKind::AzureCli => Ok(Arc::new(AzureCli { tenant })),
         CredentialKind::Auto => {
             if let (Some(secret), true, true) = (secret, tenant.is_some(), client_id.is_some()) {
-                return client(ClientProof::Secret(secret), "client secret");
+                return client(ClientProof::Secret(secret.into()), "client secret");
             }
             if let (Some(file), true, true) = (federated, tenant.is_some(), client_id.is_some()) {
                 return client(ClientProof::FederatedTokenFile(file), "workload identity");
@@ -448,7 +451,7 @@ pub fn from_config(
             if let Some((url, header)) = app_service {
                 return Ok(managed(ManagedEndpoint::AppService {
                     url,
-                    header: Zeroizing::new(header),
+                    header: crate::secret::Secret::new(header),
                 }));
             }
             if config.imds_endpoint.is_some() || on_azure_vm() {

@@ -10,7 +10,6 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
-use zeroize::Zeroizing;
 
 use super::credential::TokenCache;
 
@@ -21,7 +20,7 @@ pub const STORAGE_RESOURCE: &str = "https://storage.azure.com";
 pub enum TableAuth {
     SharedKey {
         account: String,
-        key: Zeroizing<Vec<u8>>,
+        key: crate::secret::Secret<Vec<u8>>,
     },
     Bearer(Arc<TokenCache>),
 }
@@ -576,6 +575,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_of_the_shared_key_auth_never_shows_the_key() {
+        let auth = TableAuth::SharedKey {
+            account: "acct".into(),
+            key: crate::secret::Secret::new(b"0123456789abcdef".to_vec()),
+        };
+        let text = format!("{auth:?}");
+        assert!(text.contains("[REDACTED]") && text.contains("acct"), "{text}");
+        assert!(!text.contains("48, 49"), "key bytes in {text}");
+    }
+
+    #[test]
     fn keys_are_quoted_for_odata() {
         assert_eq!(key_literal("a'b"), "a''b");
         let c = TableClient::new(
@@ -584,7 +594,7 @@ mod tests {
             "tzkms",
             TableAuth::SharedKey {
                 account: "devstoreaccount1".into(),
-                key: Zeroizing::new(vec![1]),
+                key: crate::secret::Secret::new(vec![1]),
             },
         )
         .unwrap();
@@ -599,7 +609,7 @@ mod tests {
             "t",
             TableAuth::SharedKey {
                 account: "a".into(),
-                key: Zeroizing::new(vec![])
+                key: crate::secret::Secret::new(vec![])
             }
         )
         .is_err());

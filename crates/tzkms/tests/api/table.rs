@@ -464,7 +464,7 @@ async fn a_credential_that_stops_working_mid_run_refuses_to_sign() {
         &table.table,
         TableAuth::SharedKey {
             account: table.account_name(),
-            key: zeroize::Zeroizing::new(b"rotated away".to_vec()),
+            key: tzkms::secret::Secret::new(b"rotated away".to_vec()),
         },
     )
     .unwrap();
