@@ -457,7 +457,7 @@ impl SecretKey {
     /// Signs `message` the way Tezos does (see [`PublicKey::verify`]). Every signature is a function of
     /// the key and the message: ed25519 and BLS by their definition, secp256k1 and P-256 with RFC 6979
     /// nonces (P-256's are exactly the `p256` crate's, computed faster: see
-    /// [`crate::p256_openssl::sign_digest_rfc6979`]). ECDSA signatures are low-S. Signing the same bytes
+    /// `p256_openssl::sign_digest_rfc6979`). ECDSA signatures are low-S. Signing the same bytes
     /// twice therefore releases one signature, not two, even where a stored signature was lost.
     pub fn sign(&self, message: &[u8], scheme: BlsScheme) -> Result<Signature, KeyError> {
         let signing = |e: String| KeyError::Signing(e);

@@ -202,7 +202,7 @@ impl Metrics {
         self.request_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one finished request. `key` is the label from [`Signer::key_label`].
+    /// Counts one finished request. `key` is the address if this signer serves it, else [`KEY_OTHER`].
     pub fn record(
         &self,
         record: &AuditRecord,
