@@ -286,3 +286,41 @@ pub fn handshake_failure(error: &std::io::Error) -> HandshakeFailure {
         "mTLS: the client certificate {what}: {CLIENT_CERTIFICATE_FIX}"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CertificateError as C;
+
+    fn refused(error: rustls::Error) -> HandshakeFailure {
+        handshake_failure(&std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+    }
+
+    #[test]
+    fn refused_client_certificates_name_the_cause_and_the_fix() {
+        for (cert, says) in [
+            (C::UnknownIssuer, "was not issued by a CA in server.tls.client_ca"),
+            (C::Expired, "has expired"),
+            (C::InvalidPurpose, "lacks extendedKeyUsage=clientAuth"),
+        ] {
+            match refused(rustls::Error::InvalidCertificate(cert)) {
+                HandshakeFailure::ClientCertificate(m) => {
+                    assert!(m.contains(says) && m.ends_with(CLIENT_CERTIFICATE_FIX), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_handshake_failures_are_not_about_the_certificate() {
+        assert!(matches!(
+            refused(rustls::Error::NoCertificatesPresented),
+            HandshakeFailure::Other(_)
+        ));
+        assert!(matches!(
+            handshake_failure(&std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            HandshakeFailure::Other(_)
+        ));
+    }
+}
