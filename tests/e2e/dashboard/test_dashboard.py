@@ -452,5 +452,12 @@ def main():
     return 1 if results["failed"] else 0
 
 
+def on_signal(signum, _frame):
+    # timeout(1) or run.sh stopping us: unwind through main's finally, which stops every child.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     sys.exit(main())
