@@ -6,7 +6,8 @@
 #   TZKMS_BIN       tzkms binary to test (default: target/release/tzkms)
 #   TZKMS_VECTORS   vectors directory (default: <repo>/../shared/vectors)
 #   E2E_SKIP_AZURE  set to skip tests/e2e/azure-sdk/run.sh
-#   E2E_ONLY        "node", "python" or "ops" to run only that suite
+#   E2E_ONLY        "node", "python", "ops" or "dashboard" to run only that suite
+#   TZKMS_LOAD_BIN  load tool for the dashboard suite (default: beside TZKMS_BIN)
 #   PYTHON          interpreter for the venv (default: python3)
 set -euo pipefail
 
@@ -153,6 +154,12 @@ if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = ops ]; then
   log "tests/e2e/ops/run.sh: promtool lints /metrics and tests the alert rules; /healthz, /readyz, SIGTERM"
   run_suite "$REPO_ROOT" timeout 600 bash tests/e2e/ops/run.sh
   [ "$rc" -eq 0 ] || failed+=("ops (exit $rc)")
+fi
+
+if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = dashboard ]; then
+  log "tests/e2e/dashboard/run.sh: every Grafana panel's query has data in a real Prometheus (tzkms, kv-emulator, tzkms-load)"
+  run_suite "$REPO_ROOT" timeout 300 bash tests/e2e/dashboard/run.sh
+  [ "$rc" -eq 0 ] || failed+=("dashboard (exit $rc)")
 fi
 
 log "e2e suites finished in $((SECONDS - start))s"

@@ -653,11 +653,15 @@ pub fn render(report: &Report) -> String {
                 b.bursts, b.size, b.worst_p99_ms, b.worst_duration_ms, b.mean_duration_ms, b.worst_level_ms, b.bursts_over_100ms_p99, b.bursts_with_errors
             );
         }
+        // A signature is one POST, after a GET /authorized_keys unless --no-authorized-keys.
+        let http_per_signature = if report.authorized_keys_get { 2.0 } else { 1.0 };
         if let Some(t) = &run.trivial {
             let _ = writeln!(
                 s,
-                "  trivial signer, same load: {}, {:.0} req/s",
-                t.latency_ms, t.throughput_per_s
+                "  trivial signer, same load: {}, {:.0} sig/s ({:.0} HTTP requests/s)",
+                t.latency_ms,
+                t.throughput_per_s,
+                t.throughput_per_s * http_per_signature
             );
             let _ = writeln!(
                 s,
@@ -695,6 +699,16 @@ pub fn render(report: &Report) -> String {
                 "  throughput = {} the in-process rate of the same work on the same cores",
                 ratio(l.throughput_per_s, in_process)
             );
+            if let Some(t) = run.trivial.as_ref().filter(|t| t.throughput_per_s > 0.0) {
+                // Both limits use the same two cores: a signature costs the trivial signer's time per
+                // signature (HTTP, the load generator included) plus the in-process time per signature.
+                let bound = 1.0 / (1.0 / in_process + 1.0 / t.throughput_per_s);
+                let _ = writeln!(
+                    s,
+                    "  HTTP + signing on the same cores allow {bound:.0} sig/s (1 / (1/in-process + 1/trivial)); throughput = {} of that",
+                    ratio(l.throughput_per_s, bound)
+                );
+            }
         }
         if let Some(a) = &run.azure {
             let _ = writeln!(
