@@ -11,7 +11,7 @@ use tzkms::startup;
 use tzkms::watermark;
 use zeroize::Zeroizing;
 
-use super::{block_on, history_note, import_line};
+use super::{block_on, history_note, print_import_line};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -77,9 +77,11 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
+                println!("{:<36}  {:<9}  {:<6}  NAME", "ADDRESS", "CURVE", "BACKEND");
                 for (pkh, k) in keys {
                     println!(
-                        "{pkh}  {:<9}  {:<6}  {}",
+                        "{:<36}  {:<9}  {:<6}  {}",
+                        pkh.to_string(),
                         pkh.curve().name(),
                         k.backend.kind(),
                         k.info.name
@@ -121,7 +123,7 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                     .unwrap_or_else(|| key.public_key().hash().to_string());
                 // Kept encrypted on disk, exactly as given.
                 let path = write_key_file(&data_dir, &name, text)?;
-                report_key(&key, &path);
+                report_key(&config, &key, &path);
                 history_note(&key.public_key().hash());
             } else {
                 let key: SecretKey = text.parse().context("parsing the secret key")?;
@@ -182,7 +184,7 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
             println!("public key: {}", key.info.public_key);
             println!("curve:      {}", pkh.curve());
             println!("backend:    {} ({})", key.backend.kind(), key.info.name);
-            println!("{}", import_line(&pkh, config.server.listen.first().copied()));
+            print_import_line(&pkh, &config);
         }
     }
     Ok(())
@@ -209,14 +211,14 @@ pub(crate) fn store_key(
     let pkh = key.public_key().hash();
     let name = alias.map_or_else(|| pkh.to_string(), str::to_owned);
     let path = write_key_file(data_dir, &name, &text)?;
-    report_key(key, &path);
+    report_key(config, key, &path);
     Ok(())
 }
 
-pub(crate) fn report_key(key: &SecretKey, path: &std::path::Path) {
+pub(crate) fn report_key(config: &Config, key: &SecretKey, path: &std::path::Path) {
     let pkh = key.public_key().hash();
     println!("{pkh}");
     println!("public key: {}", key.public_key());
     println!("key file:   {}", path.display());
-    println!("{}", import_line(&pkh, None));
+    print_import_line(&pkh, config);
 }
