@@ -1,5 +1,6 @@
 //! The `tzkms` command line: the clap definitions, one module per subcommand, and what they share.
 
+pub(crate) mod auth;
 pub(crate) mod azure;
 pub(crate) mod config;
 pub(crate) mod keys;
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tezos::PublicKeyHash;
 use tzkms::config::{Config, DEFAULT_LISTEN};
 
+pub(crate) use auth::AuthCommand;
 pub(crate) use azure::AzureCommand;
 pub(crate) use config::ConfigCommand;
 pub(crate) use keys::KeysCommand;
@@ -110,6 +112,9 @@ pub(crate) enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the keys allowed to authenticate signing requests (auth.authorized_keys_file).
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 /// The log filter: `--log-level` when given (a flag beats the environment, as everywhere else), else
@@ -251,6 +256,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         Command::Watermark(cmd) => watermark::watermark(config, cmd),
         Command::Azure(AzureCommand::Keys(cmd)) => block_on(azure::azure_keys(config, cmd)),
         Command::Config(ConfigCommand::Check) => config::config_check(config),
+        Command::Auth(cmd) => auth::auth(config, cli.config.as_deref(), cmd),
     }
 }
 

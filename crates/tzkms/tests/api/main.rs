@@ -9,6 +9,7 @@ mod azure;
 pub mod azure_cli;
 mod azurite;
 mod cli;
+mod cli_auth;
 mod cli_output;
 mod consensus_keys;
 mod crash;
