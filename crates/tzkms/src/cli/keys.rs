@@ -108,28 +108,7 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                 .lock()
                 .read_line(&mut line)
                 .context("reading the secret key from standard input")?;
-            let text = line.trim();
-            let text = text
-                .strip_prefix("unencrypted:")
-                .or_else(|| text.strip_prefix("encrypted:"))
-                .unwrap_or(text);
-            if encrypted::is_encrypted(text) {
-                let password = startup::key_password(&config)?
-                    .context("this key is encrypted: set TZKMS_KEY_PASSWORD or keys.password_file")?;
-                let key = encrypted::decrypt(text, &password).context("decrypting the key")?;
-                startup::ensure_data_dir(&data_dir)?;
-                let name = alias
-                    .clone()
-                    .unwrap_or_else(|| key.public_key().hash().to_string());
-                // Kept encrypted on disk, exactly as given.
-                let path = write_key_file(&data_dir, &name, text)?;
-                report_key(&config, &key, &path);
-                history_note(&key.public_key().hash());
-            } else {
-                let key: SecretKey = text.parse().context("parsing the secret key")?;
-                store_key(&config, &data_dir, &key, false, alias.as_deref())?;
-                history_note(&key.public_key().hash());
-            }
+            import_key_text(&config, &data_dir, &line, alias.as_deref())?;
         }
         KeysCommand::Proof {
             pkh,
@@ -188,6 +167,38 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Stores a secret key given as text (`p2sk…`, `unencrypted:…`, or encrypted `p2esk…`, kept encrypted on
+/// disk) as `keys import` does; returns its address. Its history is unknown: a note says what it needs.
+pub(crate) fn import_key_text(
+    config: &Config,
+    data_dir: &std::path::Path,
+    text: &str,
+    alias: Option<&str>,
+) -> anyhow::Result<PublicKeyHash> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("unencrypted:")
+        .or_else(|| text.strip_prefix("encrypted:"))
+        .unwrap_or(text);
+    let pkh = if encrypted::is_encrypted(text) {
+        let password = startup::key_password(config)?
+            .context("this key is encrypted: set TZKMS_KEY_PASSWORD or keys.password_file")?;
+        let key = encrypted::decrypt(text, &password).context("decrypting the key")?;
+        startup::ensure_data_dir(data_dir)?;
+        let name = alias.map_or_else(|| key.public_key().hash().to_string(), str::to_owned);
+        // Kept encrypted on disk, exactly as given.
+        let path = write_key_file(data_dir, &name, text)?;
+        report_key(config, &key, &path);
+        key.public_key().hash()
+    } else {
+        let key: SecretKey = text.parse().context("parsing the secret key")?;
+        store_key(config, data_dir, &key, false, alias)?;
+        key.public_key().hash()
+    };
+    history_note(&pkh);
+    Ok(pkh)
 }
 
 pub(crate) fn store_key(

@@ -3,6 +3,7 @@
 pub(crate) mod auth;
 pub(crate) mod azure;
 pub(crate) mod config;
+pub(crate) mod init;
 pub(crate) mod keys;
 pub(crate) mod serve;
 pub(crate) mod watermark;
@@ -112,6 +113,9 @@ pub(crate) enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Set up a new signer: a commented configuration (--config, default ./tzkms.toml), the data
+    /// directory (--data-dir) and its first key, checked as `config check` does.
+    Init(Box<init::InitArgs>),
     /// Manage the keys allowed to authenticate signing requests (auth.authorized_keys_file).
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -223,6 +227,10 @@ fn listen_from_env() -> anyhow::Result<Option<Vec<SocketAddr>>> {
 pub(crate) fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.log_level);
+    if let Command::Init(args) = &cli.command {
+        // Writes the configuration rather than reading it.
+        return init::init(cli.config.as_deref(), cli.data_dir.as_deref(), args);
+    }
     let mut config = load_config(&cli)?;
     if !matches!(cli.command, Command::Serve { .. }) {
         if let Some(listen) = listen_from_env()? {
@@ -257,6 +265,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         Command::Azure(AzureCommand::Keys(cmd)) => block_on(azure::azure_keys(config, cmd)),
         Command::Config(ConfigCommand::Check) => config::config_check(config),
         Command::Auth(cmd) => auth::auth(config, cli.config.as_deref(), cmd),
+        Command::Init(_) => unreachable!("handled before the configuration is loaded"),
     }
 }
 

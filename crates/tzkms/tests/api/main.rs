@@ -10,6 +10,7 @@ pub mod azure_cli;
 mod azurite;
 mod cli;
 mod cli_auth;
+mod cli_init;
 mod cli_output;
 mod consensus_keys;
 mod crash;
