@@ -342,3 +342,16 @@ async fn init_with_a_shared_table_writes_a_config_that_signs_through_the_table()
     serve_and_sign(dir.path(), &pk).await;
     azurite.stop().await;
 }
+
+#[tokio::test]
+async fn the_documented_init_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = crate::operator::documented_commands("configuration.md", "## Starting with `tzkms init`");
+    assert!(lines[0].starts_with("tzkms init"), "{lines:?}");
+    crate::operator::run_documented(&lines, dir.path()).await;
+    let config = tzkms::config::Config::load(&dir.path().join("tzkms.toml")).unwrap();
+    assert_eq!(
+        config.data_dir(),
+        dir.path().join("tzkms-data").canonicalize().unwrap()
+    );
+}
