@@ -11,7 +11,7 @@ use tzkms::startup;
 use tzkms::watermark;
 use zeroize::Zeroizing;
 
-use super::{history_note, import_line};
+use super::{history_note, print_import_line};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AzureCommand {
@@ -81,7 +81,7 @@ pub(crate) async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow
         println!("{}", pk.hash());
         println!("key:        {}/{}", b.name, b.version);
         println!("public key: {pk}");
-        println!("{}", import_line(&pk.hash(), None));
+        print_import_line(&pk.hash(), &config);
         Ok(())
     };
     match cmd {

@@ -11,7 +11,7 @@ use tzkms::startup;
 use tzkms::watermark;
 use zeroize::Zeroizing;
 
-use super::{block_on, history_note, import_line};
+use super::{block_on, history_note, print_import_line};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -77,9 +77,11 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
+                println!("{:<36}  {:<9}  {:<6}  NAME", "ADDRESS", "CURVE", "BACKEND");
                 for (pkh, k) in keys {
                     println!(
-                        "{pkh}  {:<9}  {:<6}  {}",
+                        "{:<36}  {:<9}  {:<6}  {}",
+                        pkh.to_string(),
                         pkh.curve().name(),
                         k.backend.kind(),
                         k.info.name
@@ -106,28 +108,7 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                 .lock()
                 .read_line(&mut line)
                 .context("reading the secret key from standard input")?;
-            let text = line.trim();
-            let text = text
-                .strip_prefix("unencrypted:")
-                .or_else(|| text.strip_prefix("encrypted:"))
-                .unwrap_or(text);
-            if encrypted::is_encrypted(text) {
-                let password = startup::key_password(&config)?
-                    .context("this key is encrypted: set TZKMS_KEY_PASSWORD or keys.password_file")?;
-                let key = encrypted::decrypt(text, &password).context("decrypting the key")?;
-                startup::ensure_data_dir(&data_dir)?;
-                let name = alias
-                    .clone()
-                    .unwrap_or_else(|| key.public_key().hash().to_string());
-                // Kept encrypted on disk, exactly as given.
-                let path = write_key_file(&data_dir, &name, text)?;
-                report_key(&key, &path);
-                history_note(&key.public_key().hash());
-            } else {
-                let key: SecretKey = text.parse().context("parsing the secret key")?;
-                store_key(&config, &data_dir, &key, false, alias.as_deref())?;
-                history_note(&key.public_key().hash());
-            }
+            import_key_text(&config, &data_dir, &line, alias.as_deref())?;
         }
         KeysCommand::Proof {
             pkh,
@@ -182,10 +163,42 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
             println!("public key: {}", key.info.public_key);
             println!("curve:      {}", pkh.curve());
             println!("backend:    {} ({})", key.backend.kind(), key.info.name);
-            println!("{}", import_line(&pkh, config.server.listen.first().copied()));
+            print_import_line(&pkh, &config);
         }
     }
     Ok(())
+}
+
+/// Stores a secret key given as text (`p2sk…`, `unencrypted:…`, or encrypted `p2esk…`, kept encrypted on
+/// disk) as `keys import` does; returns its address. Its history is unknown: a note says what it needs.
+pub(crate) fn import_key_text(
+    config: &Config,
+    data_dir: &std::path::Path,
+    text: &str,
+    alias: Option<&str>,
+) -> anyhow::Result<PublicKeyHash> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("unencrypted:")
+        .or_else(|| text.strip_prefix("encrypted:"))
+        .unwrap_or(text);
+    let pkh = if encrypted::is_encrypted(text) {
+        let password = startup::key_password(config)?
+            .context("this key is encrypted: set TZKMS_KEY_PASSWORD or keys.password_file")?;
+        let key = encrypted::decrypt(text, &password).context("decrypting the key")?;
+        startup::ensure_data_dir(data_dir)?;
+        let name = alias.map_or_else(|| key.public_key().hash().to_string(), str::to_owned);
+        // Kept encrypted on disk, exactly as given.
+        let path = write_key_file(data_dir, &name, text)?;
+        report_key(config, &key, &path);
+        key.public_key().hash()
+    } else {
+        let key: SecretKey = text.parse().context("parsing the secret key")?;
+        store_key(config, data_dir, &key, false, alias)?;
+        key.public_key().hash()
+    };
+    history_note(&pkh);
+    Ok(pkh)
 }
 
 pub(crate) fn store_key(
@@ -209,14 +222,14 @@ pub(crate) fn store_key(
     let pkh = key.public_key().hash();
     let name = alias.map_or_else(|| pkh.to_string(), str::to_owned);
     let path = write_key_file(data_dir, &name, &text)?;
-    report_key(key, &path);
+    report_key(config, key, &path);
     Ok(())
 }
 
-pub(crate) fn report_key(key: &SecretKey, path: &std::path::Path) {
+pub(crate) fn report_key(config: &Config, key: &SecretKey, path: &std::path::Path) {
     let pkh = key.public_key().hash();
     println!("{pkh}");
     println!("public key: {}", key.public_key());
     println!("key file:   {}", path.display());
-    println!("{}", import_line(&pkh, None));
+    print_import_line(&pkh, config);
 }

@@ -1,7 +1,9 @@
 //! The `tzkms` command line: the clap definitions, one module per subcommand, and what they share.
 
+pub(crate) mod auth;
 pub(crate) mod azure;
 pub(crate) mod config;
+pub(crate) mod init;
 pub(crate) mod keys;
 pub(crate) mod serve;
 pub(crate) mod status;
@@ -15,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tezos::PublicKeyHash;
 use tzkms::config::{Config, DEFAULT_LISTEN};
 
+pub(crate) use auth::AuthCommand;
 pub(crate) use azure::AzureCommand;
 pub(crate) use config::ConfigCommand;
 pub(crate) use keys::KeysCommand;
@@ -52,6 +55,10 @@ pub(crate) struct Cli {
         env = "TZKMS_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// Log level. When given it wins over TZKMS_LOG; without it, TZKMS_LOG (a filter such as
+    /// `tzkms=debug,info`) applies, else `info`.
+    #[arg(long, global = true, value_enum)]
+    log_level: Option<LogLevel>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +67,27 @@ pub(crate) struct Cli {
 pub(crate) enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,11 +117,22 @@ pub(crate) enum Command {
     /// Ask a running signer (its operations listener) for keys, marks, readiness, vaults and cost. Exits 2
     /// when it is not ready.
     Status(status::StatusArgs),
+    /// Set up a new signer: a commented configuration (--config, default ./tzkms.toml), the data
+    /// directory (--data-dir) and its first key, checked as `config check` does.
+    Init(Box<init::InitArgs>),
+    /// Manage the keys allowed to authenticate signing requests (auth.authorized_keys_file).
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
-pub(crate) fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TZKMS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter: `--log-level` when given (a flag beats the environment, as everywhere else), else
+/// the `TZKMS_LOG` filter, else `info`.
+pub(crate) fn init_logging(format: LogFormat, level: Option<LogLevel>) {
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::new(level.directive()),
+        None => tracing_subscriber::EnvFilter::try_from_env("TZKMS_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -113,8 +152,15 @@ pub(crate) fn load_config_from(
     data_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Config> {
     let mut config = match path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+        Some(path) => {
+            let config = Config::load(path)?;
+            tracing::debug!(path = %path.display(), "configuration file read");
+            config
+        }
+        None => {
+            tracing::debug!("no configuration file: defaults apply");
+            Config::default()
+        }
     };
     if let Some(dir) = data_dir {
         config.data_dir = Some(dir.to_owned());
@@ -122,16 +168,79 @@ pub(crate) fn load_config_from(
     Ok(config)
 }
 
-pub(crate) fn import_line(pkh: &PublicKeyHash, listen: Option<SocketAddr>) -> String {
-    let host = listen.map_or_else(|| DEFAULT_LISTEN.to_string(), |a| a.to_string());
-    format!("octez-client import secret key <alias> http://{host}/{pkh}")
+/// What a baker types to use `pkh` through a signer listening on `scheme://addr`.
+pub(crate) fn import_line(pkh: &PublicKeyHash, scheme: &str, addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        format!("{SIGNER_HOST}:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    format!("octez-client import secret key <alias> {scheme}://{host}/{pkh}")
+}
+
+/// Stands for this machine's address in an import line when the signer listens on every interface.
+pub(crate) const SIGNER_HOST: &str = "<signer-host>";
+
+/// Where the configured signer is reached: the first HTTPS listener when TLS is configured (the one a
+/// remote baker uses), else the first plain HTTP one, else the default.
+pub(crate) fn configured_endpoint(config: &Config) -> (&'static str, SocketAddr) {
+    if let Some(addr) = config.server.tls.as_ref().and_then(|t| t.listen.first()) {
+        return ("https", *addr);
+    }
+    let addr = config
+        .server
+        .listen
+        .first()
+        .copied()
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+    ("http", addr)
+}
+
+/// Prints the import line for the configured listener (stdout), and on stderr what to replace when the
+/// signer listens on every interface.
+pub(crate) fn print_import_line(pkh: &PublicKeyHash, config: &Config) {
+    let (scheme, addr) = configured_endpoint(config);
+    println!("{}", import_line(pkh, scheme, addr));
+    if addr.ip().is_unspecified() {
+        eprintln!(
+            "note: the signer listens on {addr} (every interface): replace {SIGNER_HOST} with this machine's \
+             address as the baker host reaches it"
+        );
+    }
+}
+
+/// `TZKMS_LISTEN` for the commands other than `serve` (which reads it as its `--listen`): the address the
+/// printed import lines use.
+fn listen_from_env() -> anyhow::Result<Option<Vec<SocketAddr>>> {
+    let Ok(text) = std::env::var("TZKMS_LISTEN") else {
+        return Ok(None);
+    };
+    let addrs = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim().parse().map_err(|e| {
+                anyhow::anyhow!("TZKMS_LISTEN: {s:?} is not an address like 127.0.0.1:6732: {e}")
+            })
+        })
+        .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
+    Ok((!addrs.is_empty()).then_some(addrs))
 }
 
 /// Parses the command line and runs the subcommand.
 pub(crate) fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    init_logging(cli.log_format, cli.log_level);
+    if let Command::Init(args) = &cli.command {
+        // Writes the configuration rather than reading it.
+        return init::init(cli.config.as_deref(), cli.data_dir.as_deref(), args);
+    }
     let mut config = load_config(&cli)?;
+    if !matches!(cli.command, Command::Serve { .. }) {
+        if let Some(listen) = listen_from_env()? {
+            config.server.listen = listen;
+        }
+    }
     match &cli.command {
         Command::Serve {
             listen,
@@ -163,6 +272,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
             0 => Ok(()),
             code => std::process::exit(code),
         },
+        Command::Auth(cmd) => auth::auth(config, cli.config.as_deref(), cmd),
+        Command::Init(_) => unreachable!("handled before the configuration is loaded"),
     }
 }
 

@@ -70,7 +70,6 @@ pub(crate) fn serve(
             );
         }
         let app = App::bind(signer.clone(), &config.server).await?;
-        let addrs = app.local_addrs();
         if let Some(addr) = config.metrics.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -89,7 +88,9 @@ pub(crate) fn serve(
             println!("Generated a P-256 key on first start: {pkh}");
             println!(
                 "Point octez-client at it: {}",
-                import_line(&pkh, addrs.first().copied())
+                app.endpoints()
+                    .first()
+                    .map_or_else(String::new, |(scheme, addr)| import_line(&pkh, scheme, *addr))
             );
         }
         let rules = signer.rules();

@@ -333,7 +333,7 @@ async fn a_relative_data_dir_in_a_config_file_is_relative_to_the_file() {
 }
 
 /// The `tzkms …` lines of the first shell block after `marker` in `docs/<doc>`, as written there.
-fn documented_commands(doc: &str, marker: &str) -> Vec<String> {
+pub(crate) fn documented_commands(doc: &str, marker: &str) -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(doc);
     let text = std::fs::read_to_string(&path).unwrap();
     let from = text
@@ -357,7 +357,7 @@ fn documented_commands(doc: &str, marker: &str) -> Vec<String> {
 }
 
 /// Runs documented command lines with bash in `dir`, with this build's `tzkms` first on PATH.
-async fn run_documented(lines: &[String], dir: &Path) {
+pub(crate) async fn run_documented(lines: &[String], dir: &Path) {
     let bin_dir = Path::new(crate::process::BIN).parent().unwrap();
     let path = format!(
         "{}:{}",
