@@ -6,7 +6,7 @@
 #   TZKMS_BIN       tzkms binary to test (default: target/release/tzkms)
 #   TZKMS_VECTORS   vectors directory (default: <repo>/../shared/vectors)
 #   E2E_SKIP_AZURE  set to skip tests/e2e/azure-sdk/run.sh
-#   E2E_ONLY        "node", "python" or "ops" to run only that suite
+#   E2E_ONLY        "node", "python", "ops" or "docs" to run only that suite
 #   PYTHON          interpreter for the venv (default: python3)
 set -euo pipefail
 
@@ -44,6 +44,9 @@ command -v npm >/dev/null || die "npm not found"
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 apt_needed=()
 command -v curl >/dev/null || apt_needed+=(curl ca-certificates)
+# openssl and socat: the docs-run suite runs the TLS recipe of docs/security.md (certificates, a TLS proxy).
+command -v openssl >/dev/null || apt_needed+=(openssl)
+command -v socat >/dev/null || apt_needed+=(socat)
 "$PYTHON" -c "import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library('sodium') else 1)" \
   || apt_needed+=(libsodium-dev)
 [ -f /usr/include/gmp.h ] || [ -f /usr/include/x86_64-linux-gnu/gmp.h ] || have_deb libgmp-dev \
@@ -153,6 +156,12 @@ if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = ops ]; then
   log "tests/e2e/ops/run.sh: promtool lints /metrics and tests the alert rules; /healthz, /readyz, SIGTERM"
   run_suite "$REPO_ROOT" timeout 600 bash tests/e2e/ops/run.sh
   [ "$rc" -eq 0 ] || failed+=("ops (exit $rc)")
+fi
+
+if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = docs ]; then
+  log "tests/e2e/docs: every shell block of README.md and docs/*.md, run as written or skipped with a reason"
+  run_suite "$REPO_ROOT" timeout 300 "$PYTHON" tests/e2e/docs/docs_run.py
+  [ "$rc" -eq 0 ] || failed+=("docs (exit $rc)")
 fi
 
 log "e2e suites finished in $((SECONDS - start))s"
