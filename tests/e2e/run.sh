@@ -160,6 +160,8 @@ fi
 
 if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = docs ]; then
   log "tests/e2e/docs: every shell block of README.md and docs/*.md, run as written or skipped with a reason"
+  run_suite "$REPO_ROOT/tests/e2e/docs" timeout 60 "$PYTHON" -B -m unittest -v test_docs_run
+  [ "$rc" -eq 0 ] || failed+=("docs-run unit tests (exit $rc)")
   run_suite "$REPO_ROOT" timeout 300 "$PYTHON" tests/e2e/docs/docs_run.py
   [ "$rc" -eq 0 ] || failed+=("docs (exit $rc)")
 fi
