@@ -254,7 +254,7 @@ pub enum HandshakeFailure {
 /// The recipe for a client certificate rustls accepts.
 pub const CLIENT_CERTIFICATE_FIX: &str = "issue an X.509 v3 client certificate from the client_ca with \
      basicConstraints=CA:FALSE, keyUsage=digitalSignature and extendedKeyUsage=clientAuth (docs/security.md, \
-     \"Client certificates for mTLS\")";
+     \"Certificates with openssl\")";
 
 /// Classifies the error of a failed server-side handshake.
 pub fn handshake_failure(error: &std::io::Error) -> HandshakeFailure {
