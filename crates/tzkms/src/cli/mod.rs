@@ -1,8 +1,10 @@
 //! The `tzkms` command line: the clap definitions, one module per subcommand, and what they share.
 
 pub(crate) mod azure;
+pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod keys;
+pub(crate) mod man;
 pub(crate) mod serve;
 pub(crate) mod watermark;
 
@@ -85,6 +87,8 @@ pub(crate) enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 pub(crate) fn init_logging(format: LogFormat) {
@@ -155,6 +159,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
         Command::Watermark(cmd) => watermark::watermark(config, cmd),
         Command::Azure(AzureCommand::Keys(cmd)) => block_on(azure::azure_keys(config, cmd)),
         Command::Config(ConfigCommand::Check) => config::config_check(config),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => man::man(args),
     }
 }
 

@@ -11,6 +11,7 @@ mod azurite;
 mod cli;
 mod consensus_keys;
 mod crash;
+mod docgen;
 mod health;
 mod helpers;
 mod metrics;
