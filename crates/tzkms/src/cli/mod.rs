@@ -2,9 +2,11 @@
 
 pub(crate) mod auth;
 pub(crate) mod azure;
+pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod init;
 pub(crate) mod keys;
+pub(crate) mod man;
 pub(crate) mod serve;
 pub(crate) mod status;
 pub(crate) mod watermark;
@@ -123,6 +125,8 @@ pub(crate) enum Command {
     /// Manage the keys allowed to authenticate signing requests (auth.authorized_keys_file).
     #[command(subcommand)]
     Auth(AuthCommand),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 /// The log filter: `--log-level` when given (a flag beats the environment, as everywhere else), else
@@ -274,6 +278,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
         },
         Command::Auth(cmd) => auth::auth(config, cli.config.as_deref(), cmd),
         Command::Init(_) => unreachable!("handled before the configuration is loaded"),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => man::man(args),
     }
 }
 

@@ -15,6 +15,7 @@ mod cli_init;
 mod cli_output;
 mod consensus_keys;
 mod crash;
+mod docgen;
 mod health;
 mod helpers;
 mod metrics;
