@@ -87,7 +87,7 @@ pub(crate) fn auth(config: Config, config_path: Option<&Path>, cmd: &AuthCommand
                 value: pk.to_string(),
             });
             write(&config, &file, &entries)?;
-            println!("added {pkh} ({name}) to {}", file.display());
+            outln!("added {pkh} ({name}) to {}", file.display());
             after_change(&config);
             Ok(())
         }
@@ -122,7 +122,7 @@ pub(crate) fn auth(config: Config, config_path: Option<&Path>, cmd: &AuthCommand
             }
             write(&config, &file, &kept)?;
             for (pkh, name) in removed {
-                println!("removed {pkh} ({name}) from {}", file.display());
+                outln!("removed {pkh} ({name}) from {}", file.display());
             }
             after_change(&config);
             Ok(())
@@ -231,7 +231,7 @@ fn write(config: &Config, file: &Path, entries: &[Entry]) -> anyhow::Result<()> 
 }
 
 fn after_change(config: &Config) {
-    println!("a running signer applies it on reload: systemctl reload tzkms (or kill -HUP <pid>)");
+    outln!("a running signer applies it on reload: systemctl reload tzkms (or kill -HUP <pid>)");
     if !config.auth.required {
         eprintln!(
             "note: auth.required is false: requests are not authenticated until it is set to true under [auth]"
@@ -280,14 +280,14 @@ fn list(config: &Config, json: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!("{:<36}  {:<20}  {:<24}  SOURCE", "ADDRESS", "NAME", "MAY SIGN");
+    outln!("{:<36}  {:<20}  {:<24}  SOURCE", "ADDRESS", "NAME", "MAY SIGN");
     for (pkh, _, name, source) in &rows {
         let bound = may_sign(pkh).map_or_else(|| "any key".to_string(), |l| l.join(","));
         let name = if name.is_empty() { "-" } else { name };
-        println!("{:<36}  {name:<20}  {bound:<24}  {source}", pkh.to_string());
+        outln!("{:<36}  {name:<20}  {bound:<24}  {source}", pkh.to_string());
     }
     if !config.auth.required {
         eprintln!(

@@ -78,9 +78,9 @@ pub(crate) async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow
             .and_then(KvCurve::from_crv)
             .context("not a P-256/P-256K key")?;
         let pk = tezos::PublicKey::from_affine(curve.tezos(), &b.x, &b.y)?;
-        println!("{}", pk.hash());
-        println!("key:        {}/{}", b.name, b.version);
-        println!("public key: {pk}");
+        outln!("{}", pk.hash());
+        outln!("key:        {}/{}", b.name, b.version);
+        outln!("public key: {pk}");
         print_import_line(&pk.hash(), &config);
         Ok(())
     };
@@ -88,14 +88,19 @@ pub(crate) async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow
         AzureKeysCommand::List { json } => {
             let rows = vault_key_versions(&client).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
+                outln!(
                     "{:<24} {:<32} {:<7} {:<36} {:<7} {:<20} usable",
-                    "NAME", "VERSION", "CURVE", "ADDRESS", "ENABLED", "CREATED (UTC)"
+                    "NAME",
+                    "VERSION",
+                    "CURVE",
+                    "ADDRESS",
+                    "ENABLED",
+                    "CREATED (UTC)"
                 );
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<24} {:<32} {:<7} {:<36} {:<7} {:<20} {}",
                         r["name"].as_str().unwrap_or(""),
                         r["version"].as_str().unwrap_or("-"),
@@ -122,7 +127,7 @@ pub(crate) async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow
             let data_dir = config.data_dir();
             startup::ensure_data_dir(&data_dir)?;
             watermark::floor::raise(&data_dir, &pk.hash(), None, "tzkms azure keys create")?;
-            println!(
+            outln!(
                 "consensus: vouched for in {} (a new key has no past); another data directory serving it needs \
                  the shared table, its marks, or `tzkms watermark floor`",
                 data_dir.display()
@@ -158,7 +163,7 @@ pub(crate) async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow
         AzureKeysCommand::Backup { name, file } => {
             let blob = client.backup_key(name, MANAGEMENT_BUDGET).await?;
             std::fs::write(file, blob).with_context(|| format!("writing {}", file.display()))?;
-            println!("backup of {name} written to {}", file.display());
+            outln!("backup of {name} written to {}", file.display());
         }
         AzureKeysCommand::Restore { file } => {
             let blob =

@@ -80,7 +80,7 @@ pub(crate) fn config_check(mut config: Config) -> anyhow::Result<()> {
         // and its key list, exactly as `serve` would.
         let (keyring, report) = startup::load_keyring(&config).await?;
         for (backend, n) in keyring.keys_per_backend() {
-            println!("backend: {} ({n} key(s))", backend.describe());
+            outln!("backend: {} ({n} key(s))", backend.describe());
         }
         if keyring.is_empty() {
             for s in &report.skipped {
@@ -102,13 +102,13 @@ pub(crate) fn config_check(mut config: Config) -> anyhow::Result<()> {
         let policy = tzkms::policy::Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
         if let Some(tls) = &config.server.tls {
             let loaded = tzkms::server::tls::Tls::load(tls)?;
-            println!("tls: certificate sha256:{}", loaded.fingerprint());
+            outln!("tls: certificate sha256:{}", loaded.fingerprint());
         }
         let data_dir = config.data_dir();
         let marks = watermark::file::read(&data_dir)?;
         watermark::file::probe_write(&data_dir)
             .with_context(|| format!("watermark store: {} is not writable", data_dir.display()))?;
-        println!(
+        outln!(
             "watermark: file {} and {} ({} mark(s), writable; {})",
             data_dir.join(watermark::file::STORE_FILE).display(),
             watermark::file::LOG_FILE,
@@ -126,18 +126,18 @@ pub(crate) fn config_check(mut config: Config) -> anyhow::Result<()> {
                     bail!("{}: {}", check.name, check.detail);
                 }
             }
-            println!("watermark: {} (writable)", store.describe());
+            outln!("watermark: {} (writable)", store.describe());
         }
         if let Some(addr) = config.metrics.listen {
-            println!("operations: http://{addr}/metrics, /healthz, /readyz");
+            outln!("operations: http://{addr}/metrics, /healthz, /readyz");
         }
         for s in &report.skipped {
-            println!("not served: {s}");
+            outln!("not served: {s}");
         }
         for line in security_summary(&config, &keyring, &auth, &policy) {
-            println!("{line}");
+            outln!("{line}");
         }
-        println!("configuration OK");
+        outln!("configuration OK");
         anyhow::Ok(())
     })
 }

@@ -188,14 +188,14 @@ pub(crate) fn init(
     std::io::Write::write_all(&mut file, text.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", config_path.display()))?;
-    println!("configuration: {}", config_path.display());
-    println!("data directory: {}", data_dir.display());
+    outln!("configuration: {}", config_path.display());
+    outln!("data directory: {}", data_dir.display());
 
-    println!("--- config check");
+    outln!("--- config check");
     let loaded = Config::load(config_path)?;
     super::config::config_check(loaded.clone())?;
-    println!("---");
-    println!(
+    outln!("---");
+    outln!(
         "Next: start the signer with `tzkms --config {} serve`, then on the baker host:",
         config_path.display()
     );
@@ -486,12 +486,13 @@ async fn vault_key(config: &Config, data_dir: &Path, a: &InitArgs) -> anyhow::Re
         let bundle = client.create_key(name, curve, budget).await?;
         let pk = tezos::PublicKey::from_affine(curve.tezos(), &bundle.x, &bundle.y)?;
         watermark::floor::raise(data_dir, &pk.hash(), None, "tzkms init --create-key")?;
-        println!("{}", pk.hash());
-        println!(
+        outln!("{}", pk.hash());
+        outln!(
             "key:        {}/{} (created in the vault)",
-            bundle.name, bundle.version
+            bundle.name,
+            bundle.version
         );
-        println!("public key: {pk}");
+        outln!("public key: {pk}");
         return Ok(Some(pk.hash()));
     }
     let versions = match client.list_versions(name, budget).await {
@@ -513,8 +514,8 @@ async fn vault_key(config: &Config, data_dir: &Path, a: &InitArgs) -> anyhow::Re
         bail!("the vault key {name} has no enabled EC P-256 or P-256K version tzkms could serve");
     };
     for pkh in &addresses {
-        println!("{pkh}");
-        println!("key:        {name} (existing vault key)");
+        outln!("{pkh}");
+        outln!("key:        {name} (existing vault key)");
     }
     super::history_note(&pkh);
     Ok(Some(pkh))

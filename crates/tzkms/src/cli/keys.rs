@@ -75,11 +75,11 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<36}  {:<9}  {:<6}  NAME", "ADDRESS", "CURVE", "BACKEND");
+                outln!("{:<36}  {:<9}  {:<6}  NAME", "ADDRESS", "CURVE", "BACKEND");
                 for (pkh, k) in keys {
-                    println!(
+                    outln!(
                         "{:<36}  {:<9}  {:<6}  {}",
                         pkh.to_string(),
                         pkh.curve().name(),
@@ -149,7 +149,7 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
                     key.backend.kind()
                 );
             };
-            println!("{proof}");
+            outln!("{proof}");
         }
         KeysCommand::Show { pkh } => {
             let pkh: PublicKeyHash = pkh.parse().map_err(|e| anyhow::anyhow!("{pkh}: {e}"))?;
@@ -159,10 +159,10 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
             let Some(key) = keyring.get(&pkh) else {
                 bail!("{pkh} is not served from {}", data_dir.display());
             };
-            println!("address:    {pkh}");
-            println!("public key: {}", key.info.public_key);
-            println!("curve:      {}", pkh.curve());
-            println!("backend:    {} ({})", key.backend.kind(), key.info.name);
+            outln!("address:    {pkh}");
+            outln!("public key: {}", key.info.public_key);
+            outln!("curve:      {}", pkh.curve());
+            outln!("backend:    {} ({})", key.backend.kind(), key.info.name);
             print_import_line(&pkh, &config);
         }
     }
@@ -228,8 +228,8 @@ pub(crate) fn store_key(
 
 pub(crate) fn report_key(config: &Config, key: &SecretKey, path: &std::path::Path) {
     let pkh = key.public_key().hash();
-    println!("{pkh}");
-    println!("public key: {}", key.public_key());
-    println!("key file:   {}", path.display());
+    outln!("{pkh}");
+    outln!("public key: {}", key.public_key());
+    outln!("key file:   {}", path.display());
     print_import_line(&pkh, config);
 }

@@ -29,7 +29,7 @@ pub(crate) fn man(args: &ManArgs) -> anyhow::Result<()> {
     let mut written = Vec::new();
     write_pages(&cmd, dir, &mut written)?;
     for path in written {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(())
 }

@@ -1,5 +1,15 @@
 //! The `tzkms` command line: the clap definitions, one module per subcommand, and what they share.
 
+/// `println!` for command output: a reader that closed the pipe (`tzkms keys list | head -1`) ends the
+/// command quietly, as SIGPIPE would, instead of a panic with a backtrace. Other write errors exit 1.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+/// `print!` for command output, with `outln!`'s handling of a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+
 pub(crate) mod auth;
 pub(crate) mod azure;
 pub(crate) mod completions;
@@ -204,7 +214,7 @@ pub(crate) fn configured_endpoint(config: &Config) -> (&'static str, SocketAddr)
 /// signer listens on every interface.
 pub(crate) fn print_import_line(pkh: &PublicKeyHash, config: &Config) {
     let (scheme, addr) = configured_endpoint(config);
-    println!("{}", import_line(pkh, scheme, addr));
+    outln!("{}", import_line(pkh, scheme, addr));
     if addr.ip().is_unspecified() {
         eprintln!(
             "note: the signer listens on {addr} (every interface): replace {SIGNER_HOST} with this machine's \
@@ -298,4 +308,16 @@ pub(crate) fn history_note(pkh: &PublicKeyHash) {
          (`tzkms watermark import --from octez|signatory|tzkms <path>`) or a floor is set \
          (`tzkms watermark floor {pkh} --level <current head level>`); see docs/watermark.md"
     );
+}
+
+/// Writes command output; see [`outln!`].
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("Error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
 }

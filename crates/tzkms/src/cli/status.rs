@@ -93,9 +93,9 @@ pub(crate) async fn status(config: Config, args: &StatusArgs) -> anyhow::Result<
         )
     })?;
     if args.json {
-        println!("{text}");
+        outln!("{text}");
     } else {
-        print!("{}", render(&base, &status));
+        out!("{}", render(&base, &status));
     }
     Ok(if status.ready { 0 } else { NOT_READY_EXIT })
 }

@@ -98,16 +98,20 @@ pub(crate) fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Resul
             let mut marks = read_marks(&config, *store)?;
             marks.retain(|k, _| pkh.is_none_or(|p| p == k.pkh) && chain.is_none_or(|c| c == k.chain));
             if *json {
-                print!("{}", interchange::encode(&marks));
+                out!("{}", interchange::encode(&marks));
             } else if marks.is_empty() {
-                println!("no marks");
+                outln!("no marks");
             } else {
-                println!(
+                outln!(
                     "{:<15}  {:<36}  {:<14}  {:>10}  {:>5}  signature",
-                    "chain", "pkh", "kind", "level", "round"
+                    "chain",
+                    "pkh",
+                    "kind",
+                    "level",
+                    "round"
                 );
                 for (k, m) in &marks {
-                    println!(
+                    outln!(
                         "{:<15}  {:<36}  {:<14}  {:>10}  {:>5}  {}",
                         k.chain.to_string(),
                         k.pkh.to_string(),
@@ -125,7 +129,7 @@ pub(crate) fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Resul
                 Some(path) => {
                     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
                 }
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
         }
         WatermarkCommand::Set {
@@ -167,10 +171,10 @@ pub(crate) fn watermark(config: Config, cmd: &WatermarkCommand) -> anyhow::Resul
             let data_dir = config.data_dir();
             startup::existing_data_dir(&data_dir)?;
             match watermark::floor::raise(&data_dir, &pkh, Some(tezos::Level(*level)), "tzkms watermark floor")? {
-                watermark::floor::Raised::Set => println!(
+                watermark::floor::Raised::Set => outln!(
                     "floor of {pkh} set to level {level}: consensus is signed only above it until the key has marks here"
                 ),
-                watermark::floor::Raised::Kept(existing) => println!(
+                watermark::floor::Raised::Kept(existing) => outln!(
                     "floor of {pkh} kept at {}: it is already at or above level {level}",
                     existing.map_or_else(|| "none".to_owned(), |l| format!("level {l}"))
                 ),
@@ -238,13 +242,13 @@ pub(crate) fn change_marks(
             let mut raised = 0;
             for (key, mark) in &incoming {
                 if table.raise(key, mark).await? {
-                    println!("raised {key} to level {} round {}", mark.level, mark.round);
+                    outln!("raised {key} to level {} round {}", mark.level, mark.round);
                     raised += 1;
                 }
             }
             anyhow::Ok(raised)
         })?;
-        println!("{raised} of {total} marks raised in the shared table; the others were already at or above");
+        outln!("{raised} of {total} marks raised in the shared table; the others were already at or above");
         return Ok(());
     }
     let data_dir = &config.data_dir();
@@ -260,9 +264,9 @@ pub(crate) fn change_marks(
     }
     for key in &raised {
         let m = &marks[key];
-        println!("raised {key} to level {} round {}", m.level, m.round);
+        outln!("raised {key} to level {} round {}", m.level, m.round);
     }
-    println!(
+    outln!(
         "{} of {total} marks raised; the others were already at or above",
         raised.len()
     );

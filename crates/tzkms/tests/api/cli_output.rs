@@ -276,3 +276,35 @@ async fn log_level_flag_wins_over_tzkms_log_and_json_lines_parse() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("tzkms starting"), "{log}");
 }
+
+/// `tzkms keys list | head -1` in a shell with pipefail: the reader closes the pipe after one line, and
+/// tzkms ends quietly (exit 0, no panic, no backtrace) with RUST_BACKTRACE unset and set.
+#[tokio::test]
+async fn a_reader_that_closes_the_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for i in 0..300 {
+        let sk = tezos::SecretKey::generate(tezos::Curve::Ed25519);
+        tzkms::startup::write_new_key(&data, &format!("k{i}"), &sk).unwrap();
+    }
+    for backtrace in [None, Some("1")] {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args([
+            "-c",
+            "set -o pipefail; \"$0\" --data-dir \"$1\" keys list | head -c 1 >/dev/null",
+            crate::process::BIN,
+            data.to_str().unwrap(),
+        ]);
+        cmd.env_remove("RUST_BACKTRACE");
+        if let Some(v) = backtrace {
+            cmd.env("RUST_BACKTRACE", v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{:?}: {stderr}", out.status);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{stderr}"
+        );
+    }
+}
