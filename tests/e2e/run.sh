@@ -6,7 +6,8 @@
 #   TZKMS_BIN       tzkms binary to test (default: target/release/tzkms)
 #   TZKMS_VECTORS   vectors directory (default: <repo>/../shared/vectors)
 #   E2E_SKIP_AZURE  set to skip tests/e2e/azure-sdk/run.sh
-#   E2E_ONLY        "node", "python" or "ops" to run only that suite
+#   E2E_ONLY        "node", "python", "ops" or "deb" to run only that suite
+#   E2E_SKIP_DEB    set to skip tests/e2e/deb/run.sh (it installs and purges the package on this machine)
 #   PYTHON          interpreter for the venv (default: python3)
 set -euo pipefail
 
@@ -153,6 +154,18 @@ if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = ops ]; then
   log "tests/e2e/ops/run.sh: promtool lints /metrics and tests the alert rules; /healthz, /readyz, SIGTERM"
   run_suite "$REPO_ROOT" timeout 600 bash tests/e2e/ops/run.sh
   [ "$rc" -eq 0 ] || failed+=("ops (exit $rc)")
+fi
+
+if [ -z "${E2E_SKIP_DEB:-}" ] && { [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = deb ]; }; then
+  if [ "$(id -u)" -eq 0 ] && command -v dpkg >/dev/null; then
+    log "tests/e2e/deb/run.sh: build the .deb, dpkg -i, run it as the tzkms user, dpkg -r and -P"
+    run_suite "$REPO_ROOT" timeout 1200 bash tests/e2e/deb/run.sh
+    [ "$rc" -eq 0 ] || failed+=("deb (exit $rc)")
+  elif [ -n "${CI:-}" ] || [ "${E2E_ONLY:-}" = deb ]; then
+    failed+=("deb (needs root and dpkg)")
+  else
+    log "tests/e2e/deb/run.sh skipped: needs root and dpkg"
+  fi
 fi
 
 log "e2e suites finished in $((SECONDS - start))s"
