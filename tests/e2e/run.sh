@@ -6,8 +6,9 @@
 #   TZKMS_BIN       tzkms binary to test (default: target/release/tzkms)
 #   TZKMS_VECTORS   vectors directory (default: <repo>/../shared/vectors)
 #   E2E_SKIP_AZURE  set to skip tests/e2e/azure-sdk/run.sh
-#   E2E_ONLY        "node", "python", "ops", "dashboard" or "docs" to run only that suite
+#   E2E_ONLY        "node", "python", "ops", "dashboard", "docs" or "deb" to run only that suite
 #   TZKMS_LOAD_BIN  load tool for the dashboard suite (default: beside TZKMS_BIN)
+#   E2E_SKIP_DEB    set to skip tests/e2e/deb/run.sh (it installs and purges the package on this machine)
 #   PYTHON          interpreter for the venv (default: python3)
 set -euo pipefail
 
@@ -159,8 +160,30 @@ if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = ops ]; then
   [ "$rc" -eq 0 ] || failed+=("ops (exit $rc)")
 fi
 
-#   E2E_ONLY        "node", "python", "ops", "dashboard" or "docs" to run only that suite
-#   TZKMS_LOAD_BIN  load tool for the dashboard suite (default: beside TZKMS_BIN)
+if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = dashboard ]; then
+  log "tests/e2e/dashboard/run.sh: every Grafana panel's query has data in a real Prometheus (tzkms, kv-emulator, tzkms-load)"
+  run_suite "$REPO_ROOT" timeout 300 bash tests/e2e/dashboard/run.sh
+  [ "$rc" -eq 0 ] || failed+=("dashboard (exit $rc)")
+fi
+
+if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = docs ]; then
+  log "tests/e2e/docs: every shell block of README.md and docs/*.md, run as written or skipped with a reason"
+  run_suite "$REPO_ROOT/tests/e2e/docs" timeout 60 "$PYTHON" -B -m unittest -v test_docs_run
+  [ "$rc" -eq 0 ] || failed+=("docs-run unit tests (exit $rc)")
+  run_suite "$REPO_ROOT" timeout 300 "$PYTHON" tests/e2e/docs/docs_run.py
+  [ "$rc" -eq 0 ] || failed+=("docs (exit $rc)")
+fi
+
+if [ -z "${E2E_SKIP_DEB:-}" ] && { [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = deb ]; }; then
+  if [ "$(id -u)" -eq 0 ] && command -v dpkg >/dev/null; then
+    log "tests/e2e/deb/run.sh: build the .deb, dpkg -i, run it as the tzkms user, dpkg -r and -P"
+    run_suite "$REPO_ROOT" timeout 1200 bash tests/e2e/deb/run.sh
+    [ "$rc" -eq 0 ] || failed+=("deb (exit $rc)")
+  elif [ -n "${CI:-}" ] || [ "${E2E_ONLY:-}" = deb ]; then
+    failed+=("deb (needs root and dpkg)")
+  else
+    log "tests/e2e/deb/run.sh skipped: needs root and dpkg"
+  fi
 fi
 
 log "e2e suites finished in $((SECONDS - start))s"
