@@ -249,6 +249,12 @@ pub(crate) fn run() -> anyhow::Result<()> {
         // Writes the configuration rather than reading it.
         return init::init(cli.config.as_deref(), cli.data_dir.as_deref(), args);
     }
+    // Generated from the clap definitions alone: a broken TZKMS_CONFIG must not stop them.
+    match &cli.command {
+        Command::Completions(args) => return completions::completions(args),
+        Command::Man(args) => return man::man(args),
+        _ => {}
+    }
     let mut config = load_config(&cli)?;
     if !matches!(cli.command, Command::Serve { .. }) {
         if let Some(listen) = listen_from_env()? {
@@ -287,9 +293,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
             code => std::process::exit(code),
         },
         Command::Auth(cmd) => auth::auth(config, cli.config.as_deref(), cmd),
-        Command::Init(_) => unreachable!("handled before the configuration is loaded"),
-        Command::Completions(args) => completions::completions(args),
-        Command::Man(args) => man::man(args),
+        Command::Init(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled before the configuration is loaded")
+        }
     }
 }
 

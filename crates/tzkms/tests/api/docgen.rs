@@ -237,3 +237,34 @@ fn man_refuses_an_unwritable_directory_and_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--out-dir") && err.contains("not-a-dir"), "{err}");
 }
+
+/// Completions and man pages come from the clap definitions alone: a configuration that does not load
+/// (here TZKMS_CONFIG names a missing file, as on a packaging machine) does not stop them.
+#[test]
+fn completions_and_man_pages_need_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .env("TZKMS_CONFIG", &missing)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tzkms"));
+    let pages = dir.path().join("man");
+    let out = Command::new(BIN)
+        .args(["man", "--out-dir", pages.to_str().unwrap()])
+        .env("TZKMS_CONFIG", &missing)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pages.join("tzkms.1").exists());
+    // The same missing file stops a command that needs the configuration, naming it.
+    let out = Command::new(BIN)
+        .args(["keys", "list"])
+        .env("TZKMS_CONFIG", &missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
