@@ -165,44 +165,63 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, String> {
     hex::decode(&text).map_err(|e| format!("body is not valid hex: {e}"))
 }
 
-fn audit_record(route: &'static str, peer: &Option<Extension<Peer>>) -> AuditRecord {
-    match peer {
-        Some(Extension(p)) => AuditRecord::new(route, Some(p.addr), p.certificate.clone()),
-        None => AuditRecord::new(route, None, None),
-    }
-}
-
-/// Emits the audit line for an answer.
-fn audited(
-    signer: &Signer,
-    record: &AuditRecord,
-    started: Instant,
+/// What a handler learned about its request, attached to its answer for [`audit_layer`].
+#[derive(Debug, Clone)]
+struct Audit {
+    record: AuditRecord,
     decision: Decision,
-    result: Result<Response, ApiError>,
-) -> Result<Response, ApiError> {
-    match &result {
-        Ok(r) => {
-            record.emit(decision, r.status().as_u16(), None, started.elapsed());
-            signer.observe(record, decision, r.status().as_u16(), started.elapsed());
-        }
-        Err(e) => {
-            record.emit(
-                Decision::Refused,
-                e.status.as_u16(),
-                Some(&e.message),
-                started.elapsed(),
-            );
-            signer.observe(record, Decision::Refused, e.status.as_u16(), started.elapsed());
-        }
-    }
-    result
+    /// The error message of a refusal.
+    reason: Option<String>,
 }
 
-async fn get_public_key(
-    State(state): State<AppState>,
-    Path(pkh): Path<String>,
-) -> Result<Response, ApiError> {
+/// The answer to a request, carrying its audit facts: `served` is the decision when it succeeded.
+fn answer(record: AuditRecord, served: Decision, result: Result<Response, ApiError>) -> Response {
+    let (mut response, decision, reason) = match result {
+        Ok(response) => (response, served, None),
+        Err(e) => {
+            let reason = Some(e.message.clone());
+            (e.into_response(), Decision::Refused, reason)
+        }
+    };
+    response.extensions_mut().insert(Audit {
+        record,
+        decision,
+        reason,
+    });
+    response
+}
+
+/// The one place a request is recorded: every answer a route handler gives (see [`answer`]) leaves one
+/// audit line and one count in the metrics, with the client's address and certificate and the time from
+/// request to answer. Answers no handler gave (no such route, the per-client limit, the request timeout)
+/// are counted elsewhere.
+async fn audit_layer(
+    State(signer): State<Arc<Signer>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let started = Instant::now();
+    let peer = request.extensions().get::<Peer>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(Audit {
+        mut record,
+        decision,
+        reason,
+    }) = response.extensions_mut().remove::<Audit>()
+    {
+        if let Some(peer) = peer {
+            record.client = Some(peer.addr);
+            record.tls_client = peer.certificate;
+        }
+        let status = response.status().as_u16();
+        let latency = started.elapsed();
+        record.emit(decision, status, reason.as_deref(), latency);
+        signer.observe(&record, decision, status, latency);
+    }
+    response
+}
+
+async fn get_public_key(State(state): State<AppState>, Path(pkh): Path<String>) -> Response {
     let result: Result<Response, ApiError> = async {
         let pkh = parse_pkh(&pkh)?;
         let pk = state.signer.public_key(&pkh).await?;
@@ -211,17 +230,7 @@ async fn get_public_key(
     .await;
     let mut record = AuditRecord::new("public_key", None, None);
     record.pkh = Some(pkh);
-    let status = match &result {
-        Ok(r) => r.status().as_u16(),
-        Err(e) => e.status.as_u16(),
-    };
-    let decision = if result.is_ok() {
-        Decision::Served
-    } else {
-        Decision::Refused
-    };
-    state.signer.observe(&record, decision, status, started.elapsed());
-    result
+    answer(record, Decision::Served, result)
 }
 
 async fn post_sign(
@@ -231,36 +240,23 @@ async fn post_sign(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let mut record = audit_record("sign", &peer);
+) -> Response {
+    let mut record = AuditRecord::new("sign", None, None);
     record.pkh = Some(pkh.clone());
-    let result = sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await;
-    match &result {
-        Ok((_, replayed)) => {
-            let decision = if *replayed {
+    match sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await {
+        Ok((response, replayed)) => {
+            let decision = if replayed {
                 Decision::Replayed
             } else {
                 Decision::Signed
             };
-            record.emit(decision, 200, None, started.elapsed());
-            state.signer.observe(&record, decision, 200, started.elapsed());
+            answer(record, decision, Ok(response))
         }
         Err((e, rule)) => {
-            record.rule = rule.clone().or(record.rule.take());
-            record.emit(
-                Decision::Refused,
-                e.status.as_u16(),
-                Some(&e.message),
-                started.elapsed(),
-            );
-            let status = e.status.as_u16();
-            state
-                .signer
-                .observe(&record, Decision::Refused, status, started.elapsed());
+            record.rule = rule.or(record.rule.take());
+            answer(record, Decision::Refused, Err(e))
         }
     }
-    result.map(|(r, _)| r).map_err(|(e, _)| e)
 }
 
 async fn sign(
@@ -304,25 +300,19 @@ async fn sign(
 
 async fn get_authorized_keys(State(state): State<AppState>) -> Response {
     let record = AuditRecord::new("authorized_keys", None, None);
-    state
-        .signer
-        .observe(&record, Decision::Served, 200, Duration::ZERO);
     // octez-client treats a list (even an empty one) as "authentication required"; `{}` means none.
-    match state.signer.rules().auth.advertised() {
+    let response = match state.signer.rules().auth.advertised() {
         None => Json(json!({})).into_response(),
         Some(hashes) => {
             let list: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
             Json(json!({ "authorized_keys": list })).into_response()
         }
-    }
+    };
+    answer(record, Decision::Served, Ok(response))
 }
 
-async fn get_known_keys(
-    State(state): State<AppState>,
-    peer: Option<Extension<Peer>>,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let mut record = audit_record("known_keys", &peer);
+async fn get_known_keys(State(state): State<AppState>) -> Response {
+    let mut record = AuditRecord::new("known_keys", None, None);
     let result = if state.allow_list_known_keys {
         record.rule = Some("server.allow_list_known_keys".into());
         let keys: Vec<String> = state
@@ -341,21 +331,19 @@ async fn get_known_keys(
             "List known keys request not allowed (server.allow_list_known_keys is off)",
         ))
     };
-    audited(&state.signer, &record, started, Decision::Served, result)
+    answer(record, Decision::Served, result)
 }
 
 async fn get_bls_prove_possession(
     State(state): State<AppState>,
-    peer: Option<Extension<Peer>>,
     Path(pkh): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let mut record = audit_record("bls_prove_possession", &peer);
+) -> Response {
+    let mut record = AuditRecord::new("bls_prove_possession", None, None);
     record.pkh = Some(pkh.clone());
     record.rule = Some("server.allow_prove_possession".into());
     let result = prove_possession(&state, &pkh, query.as_deref());
-    audited(&state.signer, &record, started, Decision::Served, result)
+    answer(record, Decision::Served, result)
 }
 
 fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<Response, ApiError> {
@@ -460,6 +448,7 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
         .route("/bls_prove_possession/{pkh}", get(get_bls_prove_possession))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(signer.clone(), audit_layer))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(config.request_timeout_ms),
