@@ -28,7 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::audit::{AuditRecord, Decision};
 use crate::config::ServerConfig;
 use crate::limits::RouteClass;
-use crate::signer::{SignError, SignRequest, Signer};
+use crate::signer::{Outcome, SignError, SignRequest, Signer};
 use tls::{ClientCertificate, Tls, TlsError};
 
 /// A TLS handshake not finished in this time closes the connection.
@@ -49,18 +49,52 @@ pub struct Peer {
     pub certificate: Option<ClientCertificate>,
 }
 
-/// An error answered in Octez's error-list format.
+/// What an [`Outcome`] is at the edge: its HTTP status, its audit decision (which also says whether the
+/// answer is the handler's JSON or an Octez error list, see [`answer`]) and its `outcome` label in
+/// `tzkms_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meaning {
+    status: StatusCode,
+    decision: Decision,
+    metric: &'static str,
+}
+
+/// The one place outcomes are mapped: a new [`Outcome`] does not compile until it has a row here.
+fn meaning(outcome: Outcome) -> Meaning {
+    let (status, decision, metric) = match outcome {
+        Outcome::Signed => (StatusCode::OK, Decision::Signed, "signed"),
+        Outcome::Replayed => (StatusCode::OK, Decision::Replayed, "replayed"),
+        Outcome::Served => (StatusCode::OK, Decision::Served, "served"),
+        Outcome::Unauthenticated => (StatusCode::UNAUTHORIZED, Decision::Refused, "unauthenticated"),
+        Outcome::RefusedAuth => (StatusCode::FORBIDDEN, Decision::Refused, "unauthenticated"),
+        Outcome::RefusedPolicy => (StatusCode::FORBIDDEN, Decision::Refused, "refused_policy"),
+        Outcome::RefusedWatermark => (StatusCode::CONFLICT, Decision::Refused, "refused_watermark"),
+        Outcome::RateLimited => (StatusCode::TOO_MANY_REQUESTS, Decision::Refused, "rate_limited"),
+        Outcome::NotFound => (StatusCode::NOT_FOUND, Decision::Refused, "not_found"),
+        Outcome::BadRequest => (StatusCode::BAD_REQUEST, Decision::Refused, "bad_request"),
+        Outcome::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Decision::Refused, "too_large"),
+        Outcome::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, Decision::Refused, "bad_request"),
+        Outcome::Failed => (StatusCode::INTERNAL_SERVER_ERROR, Decision::Refused, "error"),
+    };
+    Meaning {
+        status,
+        decision,
+        metric,
+    }
+}
+
+/// A refusal, answered in Octez's error-list format with the status of its outcome.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
+    outcome: Outcome,
     message: String,
     retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    fn new(outcome: Outcome, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            outcome,
             message: message.into(),
             retry_after: None,
         }
@@ -71,7 +105,7 @@ impl From<crate::limits::Limited> for ApiError {
     fn from(l: crate::limits::Limited) -> Self {
         Self {
             retry_after: Some(l.retry_after),
-            ..Self::new(429, l.to_string())
+            ..Self::new(Outcome::RateLimited, l.to_string())
         }
     }
 }
@@ -80,7 +114,7 @@ impl From<SignError> for ApiError {
     fn from(e: SignError) -> Self {
         Self {
             retry_after: e.retry_after(),
-            ..Self::new(e.status(), e.to_string())
+            ..Self::new(e.outcome(), e.to_string())
         }
     }
 }
@@ -88,7 +122,7 @@ impl From<SignError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!([{ "kind": "temporary", "id": "failure", "msg": self.message }]);
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (meaning(self.outcome).status, Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
@@ -100,8 +134,12 @@ impl IntoResponse for ApiError {
 }
 
 fn parse_pkh(text: &str) -> Result<PublicKeyHash, ApiError> {
-    text.parse()
-        .map_err(|e| ApiError::new(400, format!("invalid public key hash {text:?}: {e}")))
+    text.parse().map_err(|e| {
+        ApiError::new(
+            Outcome::BadRequest,
+            format!("invalid public key hash {text:?}: {e}"),
+        )
+    })
 }
 
 /// The query parameters of a signing request. Unknown parameters are ignored, as Octez does.
@@ -117,7 +155,11 @@ fn parse_query(raw: Option<&str>) -> Result<SignQuery, ApiError> {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "version" => {
-                query.version = Some(value.parse().map_err(|e: String| ApiError::new(400, e))?);
+                query.version = Some(
+                    value
+                        .parse()
+                        .map_err(|e: String| ApiError::new(Outcome::BadRequest, e))?,
+                );
             }
             "authentication" => query.authentication = Some(value.to_owned()),
             _ => {}
@@ -128,7 +170,12 @@ fn parse_query(raw: Option<&str>) -> Result<SignQuery, ApiError> {
 
 /// Reads the body (a JSON string of hex) within the size limit and decodes it.
 async fn read_payload(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || ApiError::new(413, format!("request body larger than {limit} bytes"));
+    let too_large = || {
+        ApiError::new(
+            Outcome::TooLarge,
+            format!("request body larger than {limit} bytes"),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -142,10 +189,10 @@ async fn read_payload(headers: &HeaderMap, body: Body, limit: usize) -> Result<V
         if is_limit {
             too_large()
         } else {
-            ApiError::new(400, format!("cannot read request body: {e}"))
+            ApiError::new(Outcome::BadRequest, format!("cannot read request body: {e}"))
         }
     })?;
-    decode_body(&bytes).map_err(|e| ApiError::new(400, e))
+    decode_body(&bytes).map_err(|e| ApiError::new(Outcome::BadRequest, e))
 }
 
 /// The JSON string a signing request's body holds.
@@ -169,23 +216,24 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, String> {
 #[derive(Debug, Clone)]
 struct Audit {
     record: AuditRecord,
-    decision: Decision,
+    outcome: Outcome,
     /// The error message of a refusal.
     reason: Option<String>,
 }
 
-/// The answer to a request, carrying its audit facts: `served` is the decision when it succeeded.
-fn answer(record: AuditRecord, served: Decision, result: Result<Response, ApiError>) -> Response {
-    let (mut response, decision, reason) = match result {
-        Ok(response) => (response, served, None),
+/// The answer to a request, carrying its audit facts: `done` is the outcome when it succeeded (the
+/// handler's JSON is the answer), a refusal is answered with an Octez error list.
+fn answer(record: AuditRecord, done: Outcome, result: Result<Response, ApiError>) -> Response {
+    let (mut response, outcome, reason) = match result {
+        Ok(response) => (response, done, None),
         Err(e) => {
-            let reason = Some(e.message.clone());
-            (e.into_response(), Decision::Refused, reason)
+            let (outcome, reason) = (e.outcome, Some(e.message.clone()));
+            (e.into_response(), outcome, reason)
         }
     };
     response.extensions_mut().insert(Audit {
         record,
-        decision,
+        outcome,
         reason,
     });
     response
@@ -205,7 +253,7 @@ async fn audit_layer(
     let mut response = next.run(request).await;
     if let Some(Audit {
         mut record,
-        decision,
+        outcome,
         reason,
     }) = response.extensions_mut().remove::<Audit>()
     {
@@ -213,10 +261,15 @@ async fn audit_layer(
             record.client = Some(peer.addr);
             record.tls_client = peer.certificate;
         }
-        let status = response.status().as_u16();
+        let meaning = meaning(outcome);
         let latency = started.elapsed();
-        record.emit(decision, status, reason.as_deref(), latency);
-        signer.observe(&record, decision, status, latency);
+        record.emit(
+            meaning.decision,
+            response.status().as_u16(),
+            reason.as_deref(),
+            latency,
+        );
+        signer.observe(&record, meaning.decision, meaning.metric, latency);
     }
     response
 }
@@ -230,7 +283,7 @@ async fn get_public_key(State(state): State<AppState>, Path(pkh): Path<String>) 
     .await;
     let mut record = AuditRecord::new("public_key", None, None);
     record.pkh = Some(pkh);
-    answer(record, Decision::Served, result)
+    answer(record, Outcome::Served, result)
 }
 
 async fn post_sign(
@@ -244,17 +297,10 @@ async fn post_sign(
     let mut record = AuditRecord::new("sign", None, None);
     record.pkh = Some(pkh.clone());
     match sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await {
-        Ok((response, replayed)) => {
-            let decision = if replayed {
-                Decision::Replayed
-            } else {
-                Decision::Signed
-            };
-            answer(record, decision, Ok(response))
-        }
+        Ok((response, outcome)) => answer(record, outcome, Ok(response)),
         Err((e, rule)) => {
             record.rule = rule.or(record.rule.take());
-            answer(record, Decision::Refused, Err(e))
+            answer(record, e.outcome, Err(e))
         }
     }
 }
@@ -267,13 +313,13 @@ async fn sign(
     headers: &HeaderMap,
     body: Body,
     record: &mut AuditRecord,
-) -> Result<(Response, bool), (ApiError, Option<String>)> {
+) -> Result<(Response, Outcome), (ApiError, Option<String>)> {
     let pkh = parse_pkh(pkh).map_err(|e| (e, None))?;
     let query = parse_query(query).map_err(|e| (e, None))?;
     if let Some(version) = query.version {
         version
             .check_curve(pkh.curve())
-            .map_err(|e| (ApiError::new(400, e), None))?;
+            .map_err(|e| (ApiError::new(Outcome::BadRequest, e), None))?;
     }
     let payload = read_payload(headers, body, state.max_body_bytes)
         .await
@@ -289,7 +335,7 @@ async fn sign(
     match state.signer.sign(&request, record).await {
         Ok(signed) => Ok((
             Json(json!({ "signature": signed.signature.to_string() })).into_response(),
-            signed.replayed,
+            signed.outcome(),
         )),
         Err(e) => {
             let rule = e.rule();
@@ -308,7 +354,7 @@ async fn get_authorized_keys(State(state): State<AppState>) -> Response {
             Json(json!({ "authorized_keys": list })).into_response()
         }
     };
-    answer(record, Decision::Served, Ok(response))
+    answer(record, Outcome::Served, Ok(response))
 }
 
 async fn get_known_keys(State(state): State<AppState>) -> Response {
@@ -327,11 +373,11 @@ async fn get_known_keys(State(state): State<AppState>) -> Response {
     } else {
         record.rule = Some("server.allow_list_known_keys".into());
         Err(ApiError::new(
-            403,
+            Outcome::RefusedPolicy,
             "List known keys request not allowed (server.allow_list_known_keys is off)",
         ))
     };
-    answer(record, Decision::Served, result)
+    answer(record, Outcome::Served, result)
 }
 
 async fn get_bls_prove_possession(
@@ -343,13 +389,13 @@ async fn get_bls_prove_possession(
     record.pkh = Some(pkh.clone());
     record.rule = Some("server.allow_prove_possession".into());
     let result = prove_possession(&state, &pkh, query.as_deref());
-    answer(record, Decision::Served, result)
+    answer(record, Outcome::Served, result)
 }
 
 fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<Response, ApiError> {
     if !state.allow_prove_possession {
         return Err(ApiError::new(
-            403,
+            Outcome::RefusedPolicy,
             "Request to prove possession is not allowed (server.allow_prove_possession is off)",
         ));
     }
@@ -359,9 +405,12 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
         if let Some(("bls_pk", value)) = pair.split_once('=') {
             let pk: PublicKey = value
                 .parse()
-                .map_err(|e| ApiError::new(400, format!("invalid bls_pk {value:?}: {e}")))?;
+                .map_err(|e| ApiError::new(Outcome::BadRequest, format!("invalid bls_pk {value:?}: {e}")))?;
             if pk.curve() != tezos::Curve::Bls {
-                return Err(ApiError::new(400, "bls_pk must be a BLS public key (BLpk…)"));
+                return Err(ApiError::new(
+                    Outcome::BadRequest,
+                    "bls_pk must be a BLS public key (BLpk…)",
+                ));
             }
             override_pk = Some(pk);
         }
@@ -374,7 +423,7 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
         .ok_or(SignError::UnknownKey(pkh))?;
     if pkh.curve() != tezos::Curve::Bls {
         return Err(ApiError::new(
-            400,
+            Outcome::BadRequest,
             format!("{pkh} is not a BLS key: only tz4 keys have proofs of possession"),
         ));
     }
@@ -383,7 +432,7 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
         .bls_prove_possession(&pkh, override_pk.as_ref())
         .ok_or_else(|| {
             ApiError::new(
-                500,
+                Outcome::Failed,
                 format!("the backend of {pkh} cannot make a proof of possession"),
             )
         })?;
@@ -391,11 +440,11 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(404, "no such route")
+    ApiError::new(Outcome::NotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(405, "method not allowed on this route")
+    ApiError::new(Outcome::MethodNotAllowed, "method not allowed on this route")
 }
 
 /// Counts the 408s of the request timeout, which no handler sees.
@@ -802,5 +851,74 @@ async fn serve_connection<I>(
     connection.as_mut().graceful_shutdown();
     if let Err(e) = connection.await {
         tracing::debug!(error = %e, "connection ended with an error while shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthError;
+    use crate::policy::PolicyError;
+    use crate::watermark::WatermarkError;
+
+    /// (status, metrics label) of a refusal.
+    fn edge(e: SignError) -> (u16, &'static str) {
+        let m = meaning(e.outcome());
+        assert_eq!(m.decision, Decision::Refused);
+        (m.status.as_u16(), m.metric)
+    }
+
+    #[test]
+    fn outcomes_cover_every_status() {
+        let pkh: PublicKeyHash = "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx".parse().unwrap();
+        let refused = |rule: &str| {
+            SignError::Policy(PolicyError::Refused {
+                rule: rule.into(),
+                message: "no".into(),
+            })
+        };
+        assert_eq!(
+            edge(WatermarkError::UnknownHistory { pkh }.into()),
+            (409, "refused_watermark")
+        );
+        assert_eq!(edge(SignError::ReplayVersionMismatch), (409, "refused_watermark"));
+        assert_eq!(edge(refused("policy.default.allow")), (403, "refused_policy"));
+        assert_eq!(edge(AuthError::NotAuthorized.into()), (403, "unauthenticated"));
+        assert_eq!(edge(AuthError::Missing.into()), (401, "unauthenticated"));
+        // The policy's refusal of an authentication request keeps the label it always had.
+        assert_eq!(
+            edge(refused("authentication requests are never signed")),
+            (403, "unauthenticated")
+        );
+        let limited = crate::limits::Limited {
+            what: "per_client".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        assert_eq!(edge(limited.into()), (429, "rate_limited"));
+        assert_eq!(edge(SignError::UnknownKey(pkh)), (404, "not_found"));
+        assert_eq!(edge(SignError::BadRequest("no".into())), (400, "bad_request"));
+        assert_eq!(
+            edge(SignError::Backend {
+                pkh,
+                message: "down".into()
+            }),
+            (500, "error")
+        );
+        assert_eq!(edge(SignError::VerificationFailed(pkh)), (500, "error"));
+        let signed = meaning(Outcome::Signed);
+        assert_eq!(
+            (signed.status.as_u16(), signed.decision, signed.metric),
+            (200, Decision::Signed, "signed")
+        );
+        let replayed = meaning(Outcome::Replayed);
+        assert_eq!(
+            (replayed.status.as_u16(), replayed.decision, replayed.metric),
+            (200, Decision::Replayed, "replayed")
+        );
+        let served = meaning(Outcome::Served);
+        assert_eq!(
+            (served.status.as_u16(), served.decision, served.metric),
+            (200, Decision::Served, "served")
+        );
     }
 }
