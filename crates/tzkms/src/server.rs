@@ -768,7 +768,7 @@ async fn accept_loop(
                 Some(acceptor) => {
                     match tokio::time::timeout(connections.handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let certificate = ClientCertificate::of_connection(tls.get_ref().1);
+                            let certificate = tls::client_certificate(tls.get_ref().1);
                             let peer = Peer { addr, certificate };
                             serve_connection(tls, peer, router, &connections, stop).await;
                         }

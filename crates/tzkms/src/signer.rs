@@ -13,11 +13,10 @@ use tezos::{
 };
 
 use crate::audit::AuditRecord;
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, ClientCertificate};
 use crate::backend::{Keyring, ServedKey};
 use crate::limits::{Limited, Limits, RouteClass};
 use crate::policy::{Caller, Policy, PolicyError};
-use crate::server::tls::ClientCertificate;
 use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
 
 /// One signing request, as parsed from HTTP.
