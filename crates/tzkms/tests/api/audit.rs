@@ -11,7 +11,7 @@ use tzkms::config::KeyPolicyConfig;
 use crate::helpers::{vector_payload, TestSigner};
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -46,7 +46,7 @@ impl Write for ThreadWriter {
 }
 
 /// Stops capturing when dropped.
-struct CaptureGuard;
+pub(crate) struct CaptureGuard;
 
 impl Drop for CaptureGuard {
     fn drop(&mut self) {
@@ -58,7 +58,7 @@ impl Captured {
     /// Captures this thread's JSON log lines (the test runtime is single-threaded, so the server's tasks
     /// log here too). One global subscriber serves every test: a thread-scoped one shares tracing's
     /// per-callsite interest cache with threads that have none, and could lose events to it.
-    fn install(&self) -> CaptureGuard {
+    pub(crate) fn install(&self) -> CaptureGuard {
         static GLOBAL: std::sync::Once = std::sync::Once::new();
         GLOBAL.call_once(|| {
             let subscriber = tracing_subscriber::fmt()
@@ -77,7 +77,7 @@ impl Captured {
     }
 
     /// The `fields` of every audit line.
-    fn audit_lines(&self) -> Vec<Value> {
+    pub(crate) fn audit_lines(&self) -> Vec<Value> {
         self.text()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -229,11 +229,13 @@ async fn every_read_leaves_one_audit_line_and_one_count() {
         signer.sign(&pkh, "", &vector_payload("tezt-attestation")).await.0,
         200
     );
+    // Switched off by default: refused by the configuration.
+    assert_eq!(signer.get("/known_keys").await.0, 403);
     let m = signer.metrics().await;
     signer.stop().await;
 
     let lines = captured.audit_lines();
-    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(lines.len(), 6, "{lines:#?}");
     for line in &lines {
         assert!(
             line["client"].as_str().unwrap().starts_with("127.0.0.1:"),
@@ -275,6 +277,12 @@ async fn every_read_leaves_one_audit_line_and_one_count() {
     assert_eq!(lines[4]["route"], "sign");
     assert_eq!(lines[4]["decision"], "signed");
 
+    let known_keys = &lines[5];
+    assert_eq!(known_keys["route"], "known_keys");
+    assert_eq!(known_keys["decision"], "refused");
+    assert_eq!(known_keys["status"], 403);
+    assert_eq!(known_keys["rule"], "server.allow_list_known_keys");
+
     // The same requests, counted once each; addresses this signer does not serve are "other".
     let count = |route: &str, key: &str, outcome: &str| {
         let series = format!(
@@ -290,6 +298,7 @@ async fn every_read_leaves_one_audit_line_and_one_count() {
     assert_eq!(count("public_key", "other", "not_found"), 1);
     assert_eq!(count("public_key", "other", "bad_request"), 1);
     assert_eq!(count("authorized_keys", "none", "served"), 1);
+    assert_eq!(count("known_keys", "none", "refused_policy"), 1);
     assert!(!m.contains(unknown) && !m.contains("not-a-key"), "{m}");
     for (route, n) in [("public_key", 3), ("authorized_keys", 1), ("sign", 1)] {
         assert!(
