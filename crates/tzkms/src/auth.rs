@@ -87,15 +87,6 @@ pub enum AuthError {
     NotBound { auth: PublicKeyHash, pkh: PublicKeyHash },
 }
 
-impl AuthError {
-    pub fn status(&self) -> u16 {
-        match self {
-            AuthError::Missing => 401,
-            _ => 403,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
     #[error("cannot read authorized keys file {path}: {source}")]
@@ -296,8 +287,6 @@ mod tests {
             auth.authenticate(&pkh, &data, Some("edsigNOPE"), scheme),
             Err(AuthError::Malformed(_))
         ));
-        assert_eq!(AuthError::Missing.status(), 401);
-        assert_eq!(AuthError::NotAuthorized.status(), 403);
     }
 
     #[test]

@@ -885,6 +885,14 @@ mod tests {
         assert_eq!(edge(refused("policy.default.allow")), (403, "refused_policy"));
         assert_eq!(edge(AuthError::NotAuthorized.into()), (403, "unauthenticated"));
         assert_eq!(edge(AuthError::Missing.into()), (401, "unauthenticated"));
+        assert_eq!(
+            edge(AuthError::Malformed("x".into()).into()),
+            (403, "unauthenticated")
+        );
+        assert_eq!(
+            edge(AuthError::NotBound { auth: pkh, pkh }.into()),
+            (403, "unauthenticated")
+        );
         // The policy's refusal of an authentication request keeps the label it always had.
         assert_eq!(
             edge(refused("authentication requests are never signed")),
