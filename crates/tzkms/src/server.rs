@@ -222,10 +222,14 @@ struct Audit {
 }
 
 /// The answer to a request, carrying its audit facts: `done` is the outcome when it succeeded (the
-/// handler's JSON is the answer), a refusal is answered with an Octez error list.
+/// handler's JSON is the answer, with the outcome's status), a refusal is answered with an Octez error
+/// list.
 fn answer(record: AuditRecord, done: Outcome, result: Result<Response, ApiError>) -> Response {
     let (mut response, outcome, reason) = match result {
-        Ok(response) => (response, done, None),
+        Ok(mut response) => {
+            *response.status_mut() = meaning(done).status;
+            (response, done, None)
+        }
         Err(e) => {
             let (outcome, reason) = (e.outcome, Some(e.message.clone()));
             (e.into_response(), outcome, reason)
