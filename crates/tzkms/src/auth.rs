@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use tezos::{BlsScheme, PublicKey, PublicKeyHash, Signature};
 
 use crate::config::AuthConfig;
@@ -19,6 +20,44 @@ pub fn authenticated_bytes(pkh: &PublicKeyHash, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&pkh.to_binary());
     out.extend_from_slice(payload);
     out
+}
+
+/// Who a TLS client is, from its verified certificate (mTLS): what the policy can require of a caller
+/// and the audit line records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub fingerprint: String,
+    /// The subject's common name, if it has one.
+    pub common_name: Option<String>,
+}
+
+impl ClientCertificate {
+    pub fn from_der(der: &[u8]) -> Self {
+        let common_name = x509_parser::parse_x509_certificate(der)
+            .ok()
+            .and_then(|(_, cert)| {
+                cert.subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .map(str::to_owned)
+            });
+        Self {
+            fingerprint: hex::encode(Sha256::digest(der)),
+            common_name,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.fingerprint)?;
+        if let Some(cn) = &self.common_name {
+            write!(f, " (cn:{cn})")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,15 +85,6 @@ pub enum AuthError {
     /// HTTP 403.
     #[error("authentication: authorized key {auth} may not ask for signatures by {pkh} (auth.may_sign)")]
     NotBound { auth: PublicKeyHash, pkh: PublicKeyHash },
-}
-
-impl AuthError {
-    pub fn status(&self) -> u16 {
-        match self {
-            AuthError::Missing => 401,
-            _ => 403,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,8 +287,6 @@ mod tests {
             auth.authenticate(&pkh, &data, Some("edsigNOPE"), scheme),
             Err(AuthError::Malformed(_))
         ));
-        assert_eq!(AuthError::Missing.status(), 401);
-        assert_eq!(AuthError::NotAuthorized.status(), 403);
     }
 
     #[test]

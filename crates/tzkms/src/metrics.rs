@@ -144,25 +144,6 @@ pub struct Metrics {
     config_loaded_at: std::sync::atomic::AtomicU64,
 }
 
-/// The outcome label of a finished request.
-pub fn outcome(decision: Decision, status: u16, rule: Option<&str>) -> &'static str {
-    match (decision, status) {
-        (Decision::Signed, _) => "signed",
-        (Decision::Replayed, _) => "replayed",
-        (Decision::Served, _) => "served",
-        (_, 401) => "unauthenticated",
-        (_, 403) if rule.is_some_and(|r| r.starts_with("auth")) => "unauthenticated",
-        (_, 403) => "refused_policy",
-        (_, 409) => "refused_watermark",
-        (_, 429) => "rate_limited",
-        (_, 404) => "not_found",
-        (_, 408) => "timeout",
-        (_, 413) | (_, 431) => "too_large",
-        (_, s) if s < 500 => "bad_request",
-        _ => "error",
-    }
-}
-
 /// The kind label: the audit's kind name in Prometheus style (`generic operation` -> `generic_operation`).
 fn kind_label(kind: Option<&'static str>) -> &'static str {
     match kind {
@@ -202,17 +183,17 @@ impl Metrics {
         self.request_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one finished request. `key` is the address if this signer serves it, else [`KEY_OTHER`].
+    /// Counts one finished request under its `outcome` label (given by the server, see
+    /// `server::Meaning`). `key` is the address if this signer serves it, else [`KEY_OTHER`].
     pub fn record(
         &self,
         record: &AuditRecord,
         key: String,
         decision: Decision,
-        status: u16,
+        out: &'static str,
         latency: Duration,
     ) {
         let kind = kind_label(record.kind);
-        let out = outcome(decision, status, record.rule.as_deref());
         if matches!(decision, Decision::Signed | Decision::Replayed) {
             *lock(&self.signatures).entry((key.clone(), kind)).or_default() += 1;
         }
@@ -544,29 +525,5 @@ pub async fn serve_with(
 ) {
     if let Err(e) = axum::serve(listener, router(signer, connections, health)).await {
         tracing::error!(error = %e, "operations listener stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcomes_cover_every_status() {
-        assert_eq!(
-            outcome(Decision::Refused, 409, Some("watermark")),
-            "refused_watermark"
-        );
-        assert_eq!(
-            outcome(Decision::Refused, 403, Some("policy.default.allow")),
-            "refused_policy"
-        );
-        assert_eq!(
-            outcome(Decision::Refused, 403, Some("auth.required")),
-            "unauthenticated"
-        );
-        assert_eq!(outcome(Decision::Refused, 429, Some("limits")), "rate_limited");
-        assert_eq!(outcome(Decision::Refused, 500, None), "error");
-        assert_eq!(outcome(Decision::Signed, 200, None), "signed");
     }
 }

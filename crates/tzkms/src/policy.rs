@@ -13,8 +13,8 @@ use tezos::{
     SmartRollupAddress,
 };
 
+use crate::auth::ClientCertificate;
 use crate::config::{KeyPolicyConfig, PolicyConfig};
-use crate::server::tls::ClientCertificate;
 
 /// What a key may be asked to sign, as written in `allow`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -28,7 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::audit::{AuditRecord, Decision};
 use crate::config::ServerConfig;
 use crate::limits::RouteClass;
-use crate::signer::{SignError, SignRequest, Signer};
+use crate::signer::{Outcome, SignError, SignRequest, Signer};
 use tls::{ClientCertificate, Tls, TlsError};
 
 /// A TLS handshake not finished in this time closes the connection.
@@ -49,18 +49,52 @@ pub struct Peer {
     pub certificate: Option<ClientCertificate>,
 }
 
-/// An error answered in Octez's error-list format.
+/// What an [`Outcome`] is at the edge: its HTTP status, its audit decision (which also says whether the
+/// answer is the handler's JSON or an Octez error list, see [`answer`]) and its `outcome` label in
+/// `tzkms_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meaning {
+    status: StatusCode,
+    decision: Decision,
+    metric: &'static str,
+}
+
+/// The one place outcomes are mapped: a new [`Outcome`] does not compile until it has a row here.
+fn meaning(outcome: Outcome) -> Meaning {
+    let (status, decision, metric) = match outcome {
+        Outcome::Signed => (StatusCode::OK, Decision::Signed, "signed"),
+        Outcome::Replayed => (StatusCode::OK, Decision::Replayed, "replayed"),
+        Outcome::Served => (StatusCode::OK, Decision::Served, "served"),
+        Outcome::Unauthenticated => (StatusCode::UNAUTHORIZED, Decision::Refused, "unauthenticated"),
+        Outcome::RefusedAuth => (StatusCode::FORBIDDEN, Decision::Refused, "unauthenticated"),
+        Outcome::RefusedPolicy => (StatusCode::FORBIDDEN, Decision::Refused, "refused_policy"),
+        Outcome::RefusedWatermark => (StatusCode::CONFLICT, Decision::Refused, "refused_watermark"),
+        Outcome::RateLimited => (StatusCode::TOO_MANY_REQUESTS, Decision::Refused, "rate_limited"),
+        Outcome::NotFound => (StatusCode::NOT_FOUND, Decision::Refused, "not_found"),
+        Outcome::BadRequest => (StatusCode::BAD_REQUEST, Decision::Refused, "bad_request"),
+        Outcome::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Decision::Refused, "too_large"),
+        Outcome::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, Decision::Refused, "bad_request"),
+        Outcome::Failed => (StatusCode::INTERNAL_SERVER_ERROR, Decision::Refused, "error"),
+    };
+    Meaning {
+        status,
+        decision,
+        metric,
+    }
+}
+
+/// A refusal, answered in Octez's error-list format with the status of its outcome.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
+    outcome: Outcome,
     message: String,
     retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    fn new(outcome: Outcome, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            outcome,
             message: message.into(),
             retry_after: None,
         }
@@ -71,7 +105,7 @@ impl From<crate::limits::Limited> for ApiError {
     fn from(l: crate::limits::Limited) -> Self {
         Self {
             retry_after: Some(l.retry_after),
-            ..Self::new(429, l.to_string())
+            ..Self::new(Outcome::RateLimited, l.to_string())
         }
     }
 }
@@ -80,7 +114,7 @@ impl From<SignError> for ApiError {
     fn from(e: SignError) -> Self {
         Self {
             retry_after: e.retry_after(),
-            ..Self::new(e.status(), e.to_string())
+            ..Self::new(e.outcome(), e.to_string())
         }
     }
 }
@@ -88,7 +122,7 @@ impl From<SignError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!([{ "kind": "temporary", "id": "failure", "msg": self.message }]);
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (meaning(self.outcome).status, Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
@@ -100,8 +134,12 @@ impl IntoResponse for ApiError {
 }
 
 fn parse_pkh(text: &str) -> Result<PublicKeyHash, ApiError> {
-    text.parse()
-        .map_err(|e| ApiError::new(400, format!("invalid public key hash {text:?}: {e}")))
+    text.parse().map_err(|e| {
+        ApiError::new(
+            Outcome::BadRequest,
+            format!("invalid public key hash {text:?}: {e}"),
+        )
+    })
 }
 
 /// The query parameters of a signing request. Unknown parameters are ignored, as Octez does.
@@ -117,7 +155,11 @@ fn parse_query(raw: Option<&str>) -> Result<SignQuery, ApiError> {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "version" => {
-                query.version = Some(value.parse().map_err(|e: String| ApiError::new(400, e))?);
+                query.version = Some(
+                    value
+                        .parse()
+                        .map_err(|e: String| ApiError::new(Outcome::BadRequest, e))?,
+                );
             }
             "authentication" => query.authentication = Some(value.to_owned()),
             _ => {}
@@ -128,7 +170,12 @@ fn parse_query(raw: Option<&str>) -> Result<SignQuery, ApiError> {
 
 /// Reads the body (a JSON string of hex) within the size limit and decodes it.
 async fn read_payload(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || ApiError::new(413, format!("request body larger than {limit} bytes"));
+    let too_large = || {
+        ApiError::new(
+            Outcome::TooLarge,
+            format!("request body larger than {limit} bytes"),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -142,10 +189,10 @@ async fn read_payload(headers: &HeaderMap, body: Body, limit: usize) -> Result<V
         if is_limit {
             too_large()
         } else {
-            ApiError::new(400, format!("cannot read request body: {e}"))
+            ApiError::new(Outcome::BadRequest, format!("cannot read request body: {e}"))
         }
     })?;
-    decode_body(&bytes).map_err(|e| ApiError::new(400, e))
+    decode_body(&bytes).map_err(|e| ApiError::new(Outcome::BadRequest, e))
 }
 
 /// The JSON string a signing request's body holds.
@@ -165,44 +212,73 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, String> {
     hex::decode(&text).map_err(|e| format!("body is not valid hex: {e}"))
 }
 
-fn audit_record(route: &'static str, peer: &Option<Extension<Peer>>) -> AuditRecord {
-    match peer {
-        Some(Extension(p)) => AuditRecord::new(route, Some(p.addr), p.certificate.clone()),
-        None => AuditRecord::new(route, None, None),
-    }
+/// What a handler learned about its request, attached to its answer for [`audit_layer`].
+#[derive(Debug, Clone)]
+struct Audit {
+    record: AuditRecord,
+    outcome: Outcome,
+    /// The error message of a refusal.
+    reason: Option<String>,
 }
 
-/// Emits the audit line for an answer.
-fn audited(
-    signer: &Signer,
-    record: &AuditRecord,
-    started: Instant,
-    decision: Decision,
-    result: Result<Response, ApiError>,
-) -> Result<Response, ApiError> {
-    match &result {
-        Ok(r) => {
-            record.emit(decision, r.status().as_u16(), None, started.elapsed());
-            signer.observe(record, decision, r.status().as_u16(), started.elapsed());
+/// The answer to a request, carrying its audit facts: `done` is the outcome when it succeeded (the
+/// handler's JSON is the answer, with the outcome's status), a refusal is answered with an Octez error
+/// list.
+fn answer(record: AuditRecord, done: Outcome, result: Result<Response, ApiError>) -> Response {
+    let (mut response, outcome, reason) = match result {
+        Ok(mut response) => {
+            *response.status_mut() = meaning(done).status;
+            (response, done, None)
         }
         Err(e) => {
-            record.emit(
-                Decision::Refused,
-                e.status.as_u16(),
-                Some(&e.message),
-                started.elapsed(),
-            );
-            signer.observe(record, Decision::Refused, e.status.as_u16(), started.elapsed());
+            let (outcome, reason) = (e.outcome, Some(e.message.clone()));
+            (e.into_response(), outcome, reason)
         }
-    }
-    result
+    };
+    response.extensions_mut().insert(Audit {
+        record,
+        outcome,
+        reason,
+    });
+    response
 }
 
-async fn get_public_key(
-    State(state): State<AppState>,
-    Path(pkh): Path<String>,
-) -> Result<Response, ApiError> {
+/// The one place a request is recorded: every answer a route handler gives (see [`answer`]) leaves one
+/// audit line and one count in the metrics, with the client's address and certificate and the time from
+/// request to answer. Answers no handler gave (no such route, the per-client limit, the request timeout)
+/// are counted elsewhere.
+async fn audit_layer(
+    State(signer): State<Arc<Signer>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let started = Instant::now();
+    let peer = request.extensions().get::<Peer>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(Audit {
+        mut record,
+        outcome,
+        reason,
+    }) = response.extensions_mut().remove::<Audit>()
+    {
+        if let Some(peer) = peer {
+            record.client = Some(peer.addr);
+            record.tls_client = peer.certificate;
+        }
+        let meaning = meaning(outcome);
+        let latency = started.elapsed();
+        record.emit(
+            meaning.decision,
+            response.status().as_u16(),
+            reason.as_deref(),
+            latency,
+        );
+        signer.observe(&record, meaning.decision, meaning.metric, latency);
+    }
+    response
+}
+
+async fn get_public_key(State(state): State<AppState>, Path(pkh): Path<String>) -> Response {
     let result: Result<Response, ApiError> = async {
         let pkh = parse_pkh(&pkh)?;
         let pk = state.signer.public_key(&pkh).await?;
@@ -211,17 +287,7 @@ async fn get_public_key(
     .await;
     let mut record = AuditRecord::new("public_key", None, None);
     record.pkh = Some(pkh);
-    let status = match &result {
-        Ok(r) => r.status().as_u16(),
-        Err(e) => e.status.as_u16(),
-    };
-    let decision = if result.is_ok() {
-        Decision::Served
-    } else {
-        Decision::Refused
-    };
-    state.signer.observe(&record, decision, status, started.elapsed());
-    result
+    answer(record, Outcome::Served, result)
 }
 
 async fn post_sign(
@@ -231,36 +297,16 @@ async fn post_sign(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let mut record = audit_record("sign", &peer);
+) -> Response {
+    let mut record = AuditRecord::new("sign", None, None);
     record.pkh = Some(pkh.clone());
-    let result = sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await;
-    match &result {
-        Ok((_, replayed)) => {
-            let decision = if *replayed {
-                Decision::Replayed
-            } else {
-                Decision::Signed
-            };
-            record.emit(decision, 200, None, started.elapsed());
-            state.signer.observe(&record, decision, 200, started.elapsed());
-        }
+    match sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await {
+        Ok((response, outcome)) => answer(record, outcome, Ok(response)),
         Err((e, rule)) => {
-            record.rule = rule.clone().or(record.rule.take());
-            record.emit(
-                Decision::Refused,
-                e.status.as_u16(),
-                Some(&e.message),
-                started.elapsed(),
-            );
-            let status = e.status.as_u16();
-            state
-                .signer
-                .observe(&record, Decision::Refused, status, started.elapsed());
+            record.rule = rule.or(record.rule.take());
+            answer(record, e.outcome, Err(e))
         }
     }
-    result.map(|(r, _)| r).map_err(|(e, _)| e)
 }
 
 async fn sign(
@@ -271,13 +317,13 @@ async fn sign(
     headers: &HeaderMap,
     body: Body,
     record: &mut AuditRecord,
-) -> Result<(Response, bool), (ApiError, Option<String>)> {
+) -> Result<(Response, Outcome), (ApiError, Option<String>)> {
     let pkh = parse_pkh(pkh).map_err(|e| (e, None))?;
     let query = parse_query(query).map_err(|e| (e, None))?;
     if let Some(version) = query.version {
         version
             .check_curve(pkh.curve())
-            .map_err(|e| (ApiError::new(400, e), None))?;
+            .map_err(|e| (ApiError::new(Outcome::BadRequest, e), None))?;
     }
     let payload = read_payload(headers, body, state.max_body_bytes)
         .await
@@ -293,7 +339,7 @@ async fn sign(
     match state.signer.sign(&request, record).await {
         Ok(signed) => Ok((
             Json(json!({ "signature": signed.signature.to_string() })).into_response(),
-            signed.replayed,
+            signed.outcome(),
         )),
         Err(e) => {
             let rule = e.rule();
@@ -304,25 +350,19 @@ async fn sign(
 
 async fn get_authorized_keys(State(state): State<AppState>) -> Response {
     let record = AuditRecord::new("authorized_keys", None, None);
-    state
-        .signer
-        .observe(&record, Decision::Served, 200, Duration::ZERO);
     // octez-client treats a list (even an empty one) as "authentication required"; `{}` means none.
-    match state.signer.rules().auth.advertised() {
+    let response = match state.signer.rules().auth.advertised() {
         None => Json(json!({})).into_response(),
         Some(hashes) => {
             let list: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
             Json(json!({ "authorized_keys": list })).into_response()
         }
-    }
+    };
+    answer(record, Outcome::Served, Ok(response))
 }
 
-async fn get_known_keys(
-    State(state): State<AppState>,
-    peer: Option<Extension<Peer>>,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let mut record = audit_record("known_keys", &peer);
+async fn get_known_keys(State(state): State<AppState>) -> Response {
+    let mut record = AuditRecord::new("known_keys", None, None);
     let result = if state.allow_list_known_keys {
         record.rule = Some("server.allow_list_known_keys".into());
         let keys: Vec<String> = state
@@ -337,31 +377,29 @@ async fn get_known_keys(
     } else {
         record.rule = Some("server.allow_list_known_keys".into());
         Err(ApiError::new(
-            403,
+            Outcome::RefusedPolicy,
             "List known keys request not allowed (server.allow_list_known_keys is off)",
         ))
     };
-    audited(&state.signer, &record, started, Decision::Served, result)
+    answer(record, Outcome::Served, result)
 }
 
 async fn get_bls_prove_possession(
     State(state): State<AppState>,
-    peer: Option<Extension<Peer>>,
     Path(pkh): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let mut record = audit_record("bls_prove_possession", &peer);
+) -> Response {
+    let mut record = AuditRecord::new("bls_prove_possession", None, None);
     record.pkh = Some(pkh.clone());
     record.rule = Some("server.allow_prove_possession".into());
     let result = prove_possession(&state, &pkh, query.as_deref());
-    audited(&state.signer, &record, started, Decision::Served, result)
+    answer(record, Outcome::Served, result)
 }
 
 fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<Response, ApiError> {
     if !state.allow_prove_possession {
         return Err(ApiError::new(
-            403,
+            Outcome::RefusedPolicy,
             "Request to prove possession is not allowed (server.allow_prove_possession is off)",
         ));
     }
@@ -371,9 +409,12 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
         if let Some(("bls_pk", value)) = pair.split_once('=') {
             let pk: PublicKey = value
                 .parse()
-                .map_err(|e| ApiError::new(400, format!("invalid bls_pk {value:?}: {e}")))?;
+                .map_err(|e| ApiError::new(Outcome::BadRequest, format!("invalid bls_pk {value:?}: {e}")))?;
             if pk.curve() != tezos::Curve::Bls {
-                return Err(ApiError::new(400, "bls_pk must be a BLS public key (BLpk…)"));
+                return Err(ApiError::new(
+                    Outcome::BadRequest,
+                    "bls_pk must be a BLS public key (BLpk…)",
+                ));
             }
             override_pk = Some(pk);
         }
@@ -386,7 +427,7 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
         .ok_or(SignError::UnknownKey(pkh))?;
     if pkh.curve() != tezos::Curve::Bls {
         return Err(ApiError::new(
-            400,
+            Outcome::BadRequest,
             format!("{pkh} is not a BLS key: only tz4 keys have proofs of possession"),
         ));
     }
@@ -395,7 +436,7 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
         .bls_prove_possession(&pkh, override_pk.as_ref())
         .ok_or_else(|| {
             ApiError::new(
-                500,
+                Outcome::Failed,
                 format!("the backend of {pkh} cannot make a proof of possession"),
             )
         })?;
@@ -403,11 +444,11 @@ fn prove_possession(state: &AppState, pkh: &str, query: Option<&str>) -> Result<
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(404, "no such route")
+    ApiError::new(Outcome::NotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(405, "method not allowed on this route")
+    ApiError::new(Outcome::MethodNotAllowed, "method not allowed on this route")
 }
 
 /// Counts the 408s of the request timeout, which no handler sees.
@@ -460,6 +501,7 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
         .route("/bls_prove_possession/{pkh}", get(get_bls_prove_possession))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(signer.clone(), audit_layer))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(config.request_timeout_ms),
@@ -730,7 +772,7 @@ async fn accept_loop(
                 Some(acceptor) => {
                     match tokio::time::timeout(connections.handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let certificate = ClientCertificate::of_connection(tls.get_ref().1);
+                            let certificate = tls::client_certificate(tls.get_ref().1);
                             let peer = Peer { addr, certificate };
                             serve_connection(tls, peer, router, &connections, stop).await;
                         }
@@ -813,5 +855,82 @@ async fn serve_connection<I>(
     connection.as_mut().graceful_shutdown();
     if let Err(e) = connection.await {
         tracing::debug!(error = %e, "connection ended with an error while shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthError;
+    use crate::policy::PolicyError;
+    use crate::watermark::WatermarkError;
+
+    /// (status, metrics label) of a refusal.
+    fn edge(e: SignError) -> (u16, &'static str) {
+        let m = meaning(e.outcome());
+        assert_eq!(m.decision, Decision::Refused);
+        (m.status.as_u16(), m.metric)
+    }
+
+    #[test]
+    fn outcomes_cover_every_status() {
+        let pkh: PublicKeyHash = "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx".parse().unwrap();
+        let refused = |rule: &str| {
+            SignError::Policy(PolicyError::Refused {
+                rule: rule.into(),
+                message: "no".into(),
+            })
+        };
+        assert_eq!(
+            edge(WatermarkError::UnknownHistory { pkh }.into()),
+            (409, "refused_watermark")
+        );
+        assert_eq!(edge(SignError::ReplayVersionMismatch), (409, "refused_watermark"));
+        assert_eq!(edge(refused("policy.default.allow")), (403, "refused_policy"));
+        assert_eq!(edge(AuthError::NotAuthorized.into()), (403, "unauthenticated"));
+        assert_eq!(edge(AuthError::Missing.into()), (401, "unauthenticated"));
+        assert_eq!(
+            edge(AuthError::Malformed("x".into()).into()),
+            (403, "unauthenticated")
+        );
+        assert_eq!(
+            edge(AuthError::NotBound { auth: pkh, pkh }.into()),
+            (403, "unauthenticated")
+        );
+        // The policy's refusal of an authentication request keeps the label it always had.
+        assert_eq!(
+            edge(refused("authentication requests are never signed")),
+            (403, "unauthenticated")
+        );
+        let limited = crate::limits::Limited {
+            what: "per_client".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        assert_eq!(edge(limited.into()), (429, "rate_limited"));
+        assert_eq!(edge(SignError::UnknownKey(pkh)), (404, "not_found"));
+        assert_eq!(edge(SignError::BadRequest("no".into())), (400, "bad_request"));
+        assert_eq!(
+            edge(SignError::Backend {
+                pkh,
+                message: "down".into()
+            }),
+            (500, "error")
+        );
+        assert_eq!(edge(SignError::VerificationFailed(pkh)), (500, "error"));
+        let signed = meaning(Outcome::Signed);
+        assert_eq!(
+            (signed.status.as_u16(), signed.decision, signed.metric),
+            (200, Decision::Signed, "signed")
+        );
+        let replayed = meaning(Outcome::Replayed);
+        assert_eq!(
+            (replayed.status.as_u16(), replayed.decision, replayed.metric),
+            (200, Decision::Replayed, "replayed")
+        );
+        let served = meaning(Outcome::Served);
+        assert_eq!(
+            (served.status.as_u16(), served.decision, served.metric),
+            (200, Decision::Served, "served")
+        );
     }
 }

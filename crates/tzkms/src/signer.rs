@@ -13,11 +13,10 @@ use tezos::{
 };
 
 use crate::audit::AuditRecord;
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, ClientCertificate};
 use crate::backend::{Keyring, ServedKey};
 use crate::limits::{Limited, Limits, RouteClass};
 use crate::policy::{Caller, Policy, PolicyError};
-use crate::server::tls::ClientCertificate;
 use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
 
 /// One signing request, as parsed from HTTP.
@@ -34,7 +33,7 @@ pub struct SignRequest {
     pub client: Option<std::net::IpAddr>,
 }
 
-/// Why a request was not signed. Each kind maps to one HTTP status.
+/// Why a request was not signed. Each kind has one [`Outcome`].
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
     #[error("{0}")]
@@ -63,18 +62,62 @@ pub enum SignError {
     WrongKeyType(#[from] WrongKeyType),
 }
 
+/// How a request ended. The server gives each outcome its HTTP status, its answer, its audit decision and
+/// its metrics label in one exhaustive match, so a new outcome does not compile until each is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A signature made now.
+    Signed,
+    /// The stored signature of identical bytes; the backend was not called.
+    Replayed,
+    /// Answered without a signature (public key, key lists, proof of possession).
+    Served,
+    /// No authentication where one is required.
+    Unauthenticated,
+    /// An authentication that does not verify, or whose key may not ask for this key's signatures.
+    RefusedAuth,
+    /// A policy rule, or a route switched off by the configuration, refused it.
+    RefusedPolicy,
+    /// The high watermark refused it.
+    RefusedWatermark,
+    /// A rate limit refused it.
+    RateLimited,
+    /// No such key.
+    NotFound,
+    /// The request is malformed (key, query, body or payload).
+    BadRequest,
+    /// The request body is over `max_body_bytes`.
+    TooLarge,
+    /// A route asked with a method it does not answer.
+    MethodNotAllowed,
+    /// tzkms, its backend or its watermark store failed.
+    Failed,
+}
+
 impl SignError {
-    pub fn status(&self) -> u16 {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            SignError::BadRequest(_) | SignError::Payload(_) | SignError::WrongKeyType(_) => 400,
-            SignError::Auth(e) => e.status(),
-            SignError::Policy(PolicyError::Malformed(_)) => 400,
-            SignError::Policy(PolicyError::Refused { .. }) => 403,
-            SignError::UnknownKey(_) => 404,
-            SignError::Watermark(e) if e.is_refusal() => 409,
-            SignError::ReplayVersionMismatch => 409,
-            SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => 500,
-            SignError::Limited(_) => 429,
+            SignError::BadRequest(_) | SignError::Payload(_) | SignError::WrongKeyType(_) => {
+                Outcome::BadRequest
+            }
+            SignError::Auth(AuthError::Missing) => Outcome::Unauthenticated,
+            SignError::Auth(
+                AuthError::Malformed(_) | AuthError::NotAuthorized | AuthError::NotBound { .. },
+            ) => Outcome::RefusedAuth,
+            SignError::Policy(PolicyError::Malformed(_)) => Outcome::BadRequest,
+            // Counted as an authentication refusal since its rule was first named (the metrics used to
+            // tell authentication refusals by a rule starting with "auth"); kept so the label stays.
+            SignError::Policy(PolicyError::Refused { rule, .. }) if rule == AUTHENTICATION_REQUEST_RULE => {
+                Outcome::RefusedAuth
+            }
+            SignError::Policy(PolicyError::Refused { .. }) => Outcome::RefusedPolicy,
+            SignError::UnknownKey(_) => Outcome::NotFound,
+            SignError::Watermark(e) if e.is_refusal() => Outcome::RefusedWatermark,
+            SignError::ReplayVersionMismatch => Outcome::RefusedWatermark,
+            SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => {
+                Outcome::Failed
+            }
+            SignError::Limited(_) => Outcome::RateLimited,
         }
     }
 
@@ -101,6 +144,9 @@ impl SignError {
     }
 }
 
+/// The rule of the policy's refusal of an authentication request (magic byte 0x04).
+const AUTHENTICATION_REQUEST_RULE: &str = "authentication requests are never signed";
+
 /// A signature and how it was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signed {
@@ -108,6 +154,16 @@ pub struct Signed {
     /// The stored signature of an identical earlier request; the backend was not called.
     pub replayed: bool,
     pub consensus: Option<(MarkKey, MarkRequest)>,
+}
+
+impl Signed {
+    pub fn outcome(&self) -> Outcome {
+        if self.replayed {
+            Outcome::Replayed
+        } else {
+            Outcome::Signed
+        }
+    }
 }
 
 /// What a reload (SIGHUP) replaces, as one value: the served keys, who may ask, and what each key may
@@ -169,12 +225,13 @@ impl Signer {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Counts a finished request in the metrics, labelled with its key if this signer serves it.
+    /// Counts a finished request in the metrics under its `outcome` label, with its key if this signer
+    /// serves it.
     pub fn observe(
         &self,
         record: &AuditRecord,
         decision: crate::audit::Decision,
-        status: u16,
+        outcome: &'static str,
         latency: std::time::Duration,
     ) {
         let key = match record.pkh.as_deref() {
@@ -184,7 +241,7 @@ impl Signer {
                 _ => crate::metrics::KEY_OTHER.to_owned(),
             },
         };
-        self.metrics.record(record, key, decision, status, latency);
+        self.metrics.record(record, key, decision, outcome, latency);
     }
 
     /// Creates the zero-valued series of every served key (see [`crate::metrics::Metrics::init_key`]).

@@ -168,6 +168,8 @@ def test_authentication_vector_over_http_and_each_failure(serve):
     url = s.urls["http"]
     r = h.request(f"{url}/authorized_keys")
     assert r.status == 200 and r.json() == {"authorized_keys": [AUTH["authorized_key"]["pkh"]]}
+    read = s.audit()
+    assert (read["route"], read["decision"], read["status"]) == ("authorized_keys", "served", 200), read
     path, query = AUTH["request"]["path"], AUTH["request"]["query"]
     body = AUTH["request"]["body"].encode()
     hdr = {"Content-Type": "application/json"}

@@ -1,7 +1,6 @@
 //! HTTPS: a rustls server configuration built from PEM files, swapped in place on reload (SIGHUP) so
 //! the listeners stay open, and the identity of a client certificate when mTLS is on.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -39,49 +38,15 @@ pub enum TlsError {
     ClientCa { path: PathBuf, message: String },
 }
 
-/// Who a TLS client is, from its verified certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertificate {
-    /// SHA-256 of the DER certificate, lowercase hex.
-    pub fingerprint: String,
-    /// The subject's common name, if it has one.
-    pub common_name: Option<String>,
-}
+/// Who a TLS client is (defined with authentication, which the signing path and the policy use).
+pub use crate::auth::ClientCertificate;
 
-impl ClientCertificate {
-    pub fn from_der(der: &[u8]) -> Self {
-        let common_name = x509_parser::parse_x509_certificate(der)
-            .ok()
-            .and_then(|(_, cert)| {
-                cert.subject()
-                    .iter_common_name()
-                    .next()
-                    .and_then(|cn| cn.as_str().ok())
-                    .map(str::to_owned)
-            });
-        Self {
-            fingerprint: hex::encode(Sha256::digest(der)),
-            common_name,
-        }
-    }
-
-    /// The identity of the verified end-entity certificate of a finished handshake.
-    pub fn of_connection(connection: &ServerConnection) -> Option<Self> {
-        connection
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|der| Self::from_der(der))
-    }
-}
-
-impl fmt::Display for ClientCertificate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.fingerprint)?;
-        if let Some(cn) = &self.common_name {
-            write!(f, " (cn:{cn})")?;
-        }
-        Ok(())
-    }
+/// The identity of the verified end-entity certificate of a finished handshake.
+pub fn client_certificate(connection: &ServerConnection) -> Option<ClientCertificate> {
+    connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|der| ClientCertificate::from_der(der))
 }
 
 /// The HTTPS settings and the configuration currently served.

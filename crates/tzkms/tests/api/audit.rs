@@ -11,7 +11,7 @@ use tzkms::config::KeyPolicyConfig;
 use crate::helpers::{vector_payload, TestSigner};
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -46,7 +46,7 @@ impl Write for ThreadWriter {
 }
 
 /// Stops capturing when dropped.
-struct CaptureGuard;
+pub(crate) struct CaptureGuard;
 
 impl Drop for CaptureGuard {
     fn drop(&mut self) {
@@ -58,7 +58,7 @@ impl Captured {
     /// Captures this thread's JSON log lines (the test runtime is single-threaded, so the server's tasks
     /// log here too). One global subscriber serves every test: a thread-scoped one shares tracing's
     /// per-callsite interest cache with threads that have none, and could lose events to it.
-    fn install(&self) -> CaptureGuard {
+    pub(crate) fn install(&self) -> CaptureGuard {
         static GLOBAL: std::sync::Once = std::sync::Once::new();
         GLOBAL.call_once(|| {
             let subscriber = tracing_subscriber::fmt()
@@ -77,7 +77,7 @@ impl Captured {
     }
 
     /// The `fields` of every audit line.
-    fn audit_lines(&self) -> Vec<Value> {
+    pub(crate) fn audit_lines(&self) -> Vec<Value> {
         self.text()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -210,4 +210,102 @@ async fn signed_generic_operations_list_their_operation_kinds() {
     assert_eq!(lines[0]["operations"], "transaction");
     assert_eq!(lines[0]["kind"], "generic operation");
     assert_eq!(lines[0]["decision"], "signed");
+}
+
+#[tokio::test]
+async fn every_read_leaves_one_audit_line_and_one_count() {
+    let captured = Captured::default();
+    let _guard = captured.install();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let pkh = keys[0].public_key().hash();
+    let signer = TestSigner::start_with(&keys, |_| {}).await;
+    let unknown = "tz1KqTpEZ7Yob7QbPE4Hy4Wo8fHG8LhKxZSx";
+
+    assert_eq!(signer.get(&format!("/keys/{pkh}")).await.0, 200);
+    assert_eq!(signer.get(&format!("/keys/{unknown}")).await.0, 404);
+    assert_eq!(signer.get("/keys/not-a-key").await.0, 400);
+    assert_eq!(signer.get("/authorized_keys").await.0, 200);
+    assert_eq!(
+        signer.sign(&pkh, "", &vector_payload("tezt-attestation")).await.0,
+        200
+    );
+    // Switched off by default: refused by the configuration.
+    assert_eq!(signer.get("/known_keys").await.0, 403);
+    let m = signer.metrics().await;
+    signer.stop().await;
+
+    let lines = captured.audit_lines();
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    for line in &lines {
+        assert!(
+            line["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
+        assert!(line["latency_us"].is_u64(), "{line}");
+    }
+    let public_key = &lines[0];
+    assert_eq!(public_key["route"], "public_key");
+    assert_eq!(public_key["pkh"], pkh.to_string());
+    assert_eq!(public_key["decision"], "served");
+    assert_eq!(public_key["status"], 200);
+    assert!(public_key.get("reason").is_none(), "{public_key}");
+
+    let missing = &lines[1];
+    assert_eq!(missing["route"], "public_key");
+    assert_eq!(missing["pkh"], unknown);
+    assert_eq!(missing["decision"], "refused");
+    assert_eq!(missing["status"], 404);
+    assert!(
+        missing["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not served by this signer"),
+        "{missing}"
+    );
+
+    let malformed = &lines[2];
+    assert_eq!(malformed["pkh"], "not-a-key");
+    assert_eq!(malformed["decision"], "refused");
+    assert_eq!(malformed["status"], 400);
+
+    let authorized = &lines[3];
+    assert_eq!(authorized["route"], "authorized_keys");
+    assert!(authorized.get("pkh").is_none(), "{authorized}");
+    assert_eq!(authorized["decision"], "served");
+    assert_eq!(authorized["status"], 200);
+
+    assert_eq!(lines[4]["route"], "sign");
+    assert_eq!(lines[4]["decision"], "signed");
+
+    let known_keys = &lines[5];
+    assert_eq!(known_keys["route"], "known_keys");
+    assert_eq!(known_keys["decision"], "refused");
+    assert_eq!(known_keys["status"], 403);
+    assert_eq!(known_keys["rule"], "server.allow_list_known_keys");
+
+    // The same requests, counted once each; addresses this signer does not serve are "other".
+    let count = |route: &str, key: &str, outcome: &str| {
+        let series = format!(
+            "tzkms_requests_total{{route=\"{route}\",kind=\"none\",key=\"{key}\",outcome=\"{outcome}\"}} "
+        );
+        m.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no series {series} in:\n{m}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(count("public_key", &pkh.to_string(), "served"), 1);
+    assert_eq!(count("public_key", "other", "not_found"), 1);
+    assert_eq!(count("public_key", "other", "bad_request"), 1);
+    assert_eq!(count("authorized_keys", "none", "served"), 1);
+    assert_eq!(count("known_keys", "none", "refused_policy"), 1);
+    assert!(!m.contains(unknown) && !m.contains("not-a-key"), "{m}");
+    for (route, n) in [("public_key", 3), ("authorized_keys", 1), ("sign", 1)] {
+        assert!(
+            m.contains(&format!(
+                "tzkms_request_duration_seconds_count{{route=\"{route}\"}} {n}\n"
+            )),
+            "{route}: {m}"
+        );
+    }
 }

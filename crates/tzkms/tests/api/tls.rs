@@ -237,6 +237,51 @@ async fn a_key_can_be_restricted_to_listed_tls_clients() {
 }
 
 #[tokio::test]
+async fn audit_lines_name_the_client_certificate_on_every_route() {
+    let captured = crate::audit::Captured::default();
+    let _guard = captured.install();
+    let files = Files::new();
+    let keys = [SecretKey::generate(Curve::P256)];
+    let pkh = keys[0].public_key().hash();
+    let tls = files.config(true);
+    let signer = TestSigner::start_with(&keys, |c| c.server.tls = Some(tls)).await;
+    let baker = files.client_ca.issue("baker-1", false);
+    let client = files.client(&files.server_ca, Some(&baker));
+    let url = signer.https_url(&format!("/keys/{pkh}"));
+    let read = client.get(&url).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    let signed = client
+        .post(&url)
+        .json(&hex::encode(attestation()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    let authorized = client
+        .get(signer.https_url("/authorized_keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorized.status(), 200);
+    signer.stop().await;
+    let lines = captured.audit_lines();
+    let routes: Vec<&str> = lines.iter().map(|l| l["route"].as_str().unwrap()).collect();
+    assert_eq!(routes, ["public_key", "sign", "authorized_keys"], "{lines:#?}");
+    for line in &lines {
+        assert_eq!(line["tls_client_cn"], "baker-1", "{line}");
+        let fingerprint = line["tls_client"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap();
+        assert!(
+            fingerprint.len() == 64 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn reloading_swaps_the_certificate_without_closing_the_listener() {
     let files = Files::new();
     let keys = [SecretKey::generate(Curve::P256)];
