@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::retry::RetryPolicy;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use rand_core::{OsRng, RngCore};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -206,11 +206,6 @@ struct ErrorDetail {
     message: String,
 }
 
-fn jitter(base: Duration) -> Duration {
-    let spread = base.as_millis() as u64 / 2 + 1;
-    base + Duration::from_millis(OsRng.next_u64() % spread)
-}
-
 /// Resource (token audience) named by a 401 challenge's `WWW-Authenticate` header.
 pub fn resource_from_challenge(header: &str) -> Option<String> {
     let find = |key: &str| {
@@ -405,7 +400,7 @@ impl KeyVaultClient {
                             continue;
                         }
                         StatusCode::TOO_MANY_REQUESTS => {
-                            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+                            let wait = RetryPolicy::AZURE.wait(attempt, retry_after);
                             if Instant::now() + wait >= deadline {
                                 return Err(KvError::Throttled {
                                     operation,
@@ -417,7 +412,7 @@ impl KeyVaultClient {
                         }
                         s if s.is_server_error() => {
                             retry_cause = "server_error";
-                            backoff(attempt)
+                            RetryPolicy::AZURE.wait(attempt, None)
                         }
                         _ => {
                             if status == StatusCode::UNAUTHORIZED {
@@ -442,10 +437,10 @@ impl KeyVaultClient {
                     last = crate::azure::connection::explain(&e, attempt_timeout);
                     self.stats.attempt(operation, result, sent.elapsed(), &last);
                     retry_cause = cause;
-                    backoff(attempt)
+                    RetryPolicy::AZURE.wait(attempt, None)
                 }
             };
-            if Instant::now() + retry_wait >= deadline {
+            if !RetryPolicy::AZURE.fits(retry_wait, deadline) {
                 return Err(KvError::Timeout {
                     operation,
                     budget,
@@ -662,10 +657,6 @@ impl KeyVaultClient {
             .await?;
         bundle("update key", &answer)
     }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    jitter(Duration::from_millis(25u64 << attempt.min(5)).min(Duration::from_millis(800)))
 }
 
 /// Refuses to send a token for `resource` to a host that does not belong to it (a rogue endpoint harvesting

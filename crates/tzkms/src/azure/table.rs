@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::credential::TokenCache;
+use super::retry::RetryPolicy;
 
 const STORAGE_VERSION: &str = "2019-02-02";
 pub const STORAGE_RESOURCE: &str = "https://storage.azure.com";
@@ -281,8 +282,8 @@ impl TableClient {
                     result
                 }
             };
-            let wait = Duration::from_millis(20u64 << attempt.min(5));
-            if Instant::now() + wait >= deadline {
+            let wait = RetryPolicy::AZURE.wait(attempt, None);
+            if !RetryPolicy::AZURE.fits(wait, deadline) {
                 return Err(TableError::Unreachable {
                     operation,
                     budget,
