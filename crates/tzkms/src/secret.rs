@@ -40,6 +40,31 @@ impl<T: Zeroize> fmt::Debug for Secret<T> {
     }
 }
 
+/// How a secret read from a file is trimmed: a password keeps everything but its line end (spaces may be
+/// part of it); a client secret or an account key is one token, so surrounding whitespace goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trim {
+    LineEnd,
+    Whitespace,
+}
+
+/// The one place secrets are read: from `file` (refused unless private: mode 0600 or stricter), else from
+/// the environment variable `env` (unset or empty: `None`). Errors name the file and the cause.
+pub fn read(file: Option<&std::path::Path>, env: &str, trim: Trim) -> Result<Option<Secret<String>>, String> {
+    let Some(path) = file else {
+        return Ok(std::env::var(env).ok().filter(|v| !v.is_empty()).map(Secret::new));
+    };
+    crate::backend::file::check_private(path).map_err(|e| e.to_string())?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?,
+    );
+    let value = match trim {
+        Trim::LineEnd => text.trim_end_matches(['\n', '\r']),
+        Trim::Whitespace => text.trim(),
+    };
+    Ok(Some(Secret::new(value.to_owned())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +75,23 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[REDACTED]");
         assert_eq!(format!("{:#?}", Some(&s)), "Some(\n    [REDACTED],\n)");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn read_trims_as_asked_refuses_loose_files_and_falls_back_to_the_environment() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, " pass word \n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let got = |t| read(Some(&path), "TZKMS_TEST_UNSET_SECRET", t).unwrap().unwrap();
+        assert_eq!(got(Trim::LineEnd).expose(), " pass word ");
+        assert_eq!(got(Trim::Whitespace).expose(), "pass word");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read(Some(&path), "X", Trim::LineEnd).unwrap_err();
+        assert!(err.contains("0644") || err.contains("644"), "{err}");
+        assert!(read(None, "TZKMS_TEST_UNSET_SECRET", Trim::LineEnd)
+            .unwrap()
+            .is_none());
     }
 }

@@ -98,19 +98,13 @@ pub struct StartupReport {
 
 /// The password for encrypted file keys: `keys.password_file`, else `TZKMS_KEY_PASSWORD`.
 pub fn key_password(config: &Config) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
-    if let Some(path) = &config.keys.password_file {
-        file::check_private(path)?;
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading password file {}", path.display()))?,
-        );
-        return Ok(Some(Zeroizing::new(
-            text.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
-        )));
-    }
-    Ok(std::env::var(PASSWORD_ENV)
-        .ok()
-        .map(|p| Zeroizing::new(p.into_bytes())))
+    let password = crate::secret::read(
+        config.keys.password_file.as_deref(),
+        PASSWORD_ENV,
+        crate::secret::Trim::LineEnd,
+    )
+    .map_err(|e| anyhow::anyhow!("password file: {e}"))?;
+    Ok(password.map(|p| Zeroizing::new(p.expose().as_bytes().to_vec())))
 }
 
 /// Creates the data directory (0700) if it does not exist yet.
@@ -216,15 +210,12 @@ pub async fn connect_azure(azure: &AzureConfig, health: &HealthConfig) -> anyhow
 /// The shared watermark store of `[watermark.table]`, with its table created if missing.
 pub async fn table_store(config: &Config, table: &TableConfig) -> anyhow::Result<TableStore> {
     let http = crate::azure::http_client(table.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let key = match &table.account_key_file {
-        Some(path) => {
-            file::check_private(path)?;
-            Some(Zeroizing::new(
-                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-            ))
-        }
-        None => std::env::var("TZKMS_TABLE_ACCOUNT_KEY").ok().map(Zeroizing::new),
-    };
+    let key = crate::secret::read(
+        table.account_key_file.as_deref(),
+        "TZKMS_TABLE_ACCOUNT_KEY",
+        crate::secret::Trim::Whitespace,
+    )
+    .map_err(|e| anyhow::anyhow!("storage account key: {e}"))?;
     let auth = match key {
         Some(text) => {
             use base64::Engine as _;

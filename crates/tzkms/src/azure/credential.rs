@@ -367,24 +367,22 @@ pub fn from_config(
         .clone()
         .or_else(|| env("AZURE_AUTHORITY_HOST"))
         .unwrap_or_else(|| DEFAULT_AUTHORITY.into());
-    let secret = match &config.client_secret_file {
-        Some(path) => {
-            crate::backend::file::check_private(path)
-                .map_err(|e| cred_err("client secret", e.to_string()))?;
-            Some(Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| cred_err("client secret", format!("{}: {e}", path.display())))?
-                    .trim()
-                    .to_owned(),
-            ))
-        }
-        None => env("AZURE_CLIENT_SECRET").map(Zeroizing::new),
-    };
+    let secret = crate::secret::read(
+        config.client_secret_file.as_deref(),
+        "AZURE_CLIENT_SECRET",
+        crate::secret::Trim::Whitespace,
+    )
+    .map_err(|e| cred_err("client secret", e))?;
     let federated = config
         .federated_token_file
         .clone()
         .or_else(|| env("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from));
-    let app_service = env("IDENTITY_ENDPOINT").zip(env("IDENTITY_HEADER"));
+    // The identity header is a secret: read where every secret is read (None: no file, only the variable).
+    let app_service = env("IDENTITY_ENDPOINT").zip(
+        crate::secret::read(None, "IDENTITY_HEADER", crate::secret::Trim::Whitespace)
+            .ok()
+            .flatten(),
+    );
     let managed = |endpoint| -> Arc<dyn TokenSource> {
         Arc::new(ManagedIdentity {
             http: http.clone(),
@@ -422,7 +420,7 @@ pub fn from_config(
             let secret = secret.ok_or_else(|| {
                 cred_err("client secret", "needs client_secret_file or AZURE_CLIENT_SECRET")
             })?;
-            client(ClientProof::Secret(secret.into()), "client secret")
+            client(ClientProof::Secret(secret), "client secret")
         }
         CredentialKind::WorkloadIdentity => {
             let file = federated.ok_or_else(|| {
@@ -434,25 +432,19 @@ pub fn from_config(
             client(ClientProof::FederatedTokenFile(file), "workload identity")
         }
         CredentialKind::ManagedIdentity => Ok(match app_service {
-            Some((url, header)) => managed(ManagedEndpoint::AppService {
-                url,
-                header: crate::secret::Secret::new(header),
-            }),
+            Some((url, header)) => managed(ManagedEndpoint::AppService { url, header }),
             None => managed(imds()),
         }),
         CredentialKind::AzureCli => Ok(Arc::new(AzureCli { tenant })),
         CredentialKind::Auto => {
             if let (Some(secret), true, true) = (secret, tenant.is_some(), client_id.is_some()) {
-                return client(ClientProof::Secret(secret.into()), "client secret");
+                return client(ClientProof::Secret(secret), "client secret");
             }
             if let (Some(file), true, true) = (federated, tenant.is_some(), client_id.is_some()) {
                 return client(ClientProof::FederatedTokenFile(file), "workload identity");
             }
             if let Some((url, header)) = app_service {
-                return Ok(managed(ManagedEndpoint::AppService {
-                    url,
-                    header: crate::secret::Secret::new(header),
-                }));
+                return Ok(managed(ManagedEndpoint::AppService { url, header }));
             }
             if config.imds_endpoint.is_some() || on_azure_vm() {
                 return Ok(managed(imds()));
