@@ -174,31 +174,7 @@ pub async fn connect_azure(azure: &AzureConfig, health: &HealthConfig) -> anyhow
         .iter()
         .map(|k| KeySelection::parse(k).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let resource = KeyVaultClient::discover_resource(
-        &http,
-        &azure.vault_url,
-        &azure.api_version,
-        Duration::from_millis(azure.request_timeout_ms),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
-    let source = credential::from_config(&azure.credential, http.clone())?;
-    let tokens = TokenCache::new(source, resource);
-    tokens
-        .get()
-        .await
-        .with_context(|| format!("azure: first token for {}", azure.vault_url))?;
-    tokens.spawn_refresher();
-    let client = Arc::new(KeyVaultClient::new(
-        http,
-        &azure.vault_url,
-        &azure.api_version,
-        tokens,
-    ));
-    if let Some(price) = azure.price_per_10k_operations {
-        client.stats().set_price_per_10k(price);
-    }
+    let client = azure_client(azure).await?;
     let backend = AzureBackend::start(client, selection, Duration::from_millis(azure.sign_budget_ms))
         .await
         .with_context(|| format!("azure: listing the keys of {}", azure.vault_url))?;
@@ -258,7 +234,9 @@ pub async fn table_store(config: &Config, table: &TableConfig) -> anyhow::Result
     Ok(TableStore::new(Arc::new(client), budget, writer))
 }
 
-/// A Key Vault client with a first token in hand and its refresher running.
+/// The one Key Vault / Managed HSM client constructor (serve and the management commands): the token
+/// audience discovered from the vault's 401 challenge, a first token in hand, its refresher running, and
+/// the configured price for the cost estimate.
 pub async fn azure_client(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultClient>> {
     let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
     let resource = KeyVaultClient::discover_resource(
@@ -276,12 +254,16 @@ pub async fn azure_client(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultCli
         .await
         .with_context(|| format!("azure: first token for {}", azure.vault_url))?;
     tokens.spawn_refresher();
-    Ok(Arc::new(KeyVaultClient::new(
+    let client = Arc::new(KeyVaultClient::new(
         http,
         &azure.vault_url,
         &azure.api_version,
         tokens,
-    )))
+    ));
+    if let Some(price) = azure.price_per_10k_operations {
+        client.stats().set_price_per_10k(price);
+    }
+    Ok(client)
 }
 
 /// Loads every configured key backend (generating a first key file if configured and no key exists).
