@@ -1,6 +1,7 @@
 //! Key state: names, versions, attributes, soft-deleted keys; kept in memory and optionally in `state.json`.
 
-use super::ec::{Curve, PrivateKey};
+use super::ec::Curve;
+use super::material::KeyMaterial;
 use crate::error::{StartError, VaultError};
 use axum::http::StatusCode;
 use rand_core::{OsRng, RngCore};
@@ -27,7 +28,7 @@ pub struct Attributes {
 #[derive(Debug, Clone)]
 pub struct KeyVersion {
     pub version: String,
-    pub key: PrivateKey,
+    pub key: KeyMaterial,
     pub hsm: bool,
     pub key_ops: Vec<String>,
     pub attributes: Attributes,
@@ -227,9 +228,13 @@ struct DeletedFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct VersionFile {
     version: String,
-    crv: Curve,
+    /// `RSA` or `oct`; absent for EC keys (the only type of format 1's first files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kty: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crv: Option<Curve>,
     hsm: bool,
-    /// Private scalar, hex. This is an emulator: keys are test keys.
+    /// Private part, hex: EC scalar, RSA PKCS#1 DER, AES key. This is an emulator: keys are test keys.
     d: String,
     key_ops: Vec<String>,
     enabled: bool,
@@ -249,9 +254,10 @@ impl KeyFile {
                 .iter()
                 .map(|v| VersionFile {
                     version: v.version.clone(),
-                    crv: v.key.curve(),
+                    kty: (v.key.kty() != "EC").then(|| v.key.kty().to_owned()),
+                    crv: v.key.ec().map(|k| k.curve()),
                     hsm: v.hsm,
-                    d: hex::encode(v.key.scalar_bytes()),
+                    d: hex::encode(v.key.private_bytes()),
                     key_ops: v.key_ops.clone(),
                     enabled: v.attributes.enabled,
                     nbf: v.attributes.nbf,
@@ -267,8 +273,10 @@ impl KeyFile {
     pub(crate) fn into_entry(self) -> Result<KeyEntry, String> {
         let mut versions = Vec::with_capacity(self.versions.len());
         for v in self.versions {
-            let d = hex::decode(&v.d).map_err(|e| format!("key {}: bad scalar: {e}", self.name))?;
-            let key = PrivateKey::from_scalar(v.crv, &d).map_err(|e| format!("key {}: {e}", self.name))?;
+            let d = hex::decode(&v.d).map_err(|e| format!("key {}: bad private part: {e}", self.name))?;
+            let kty = v.kty.as_deref().unwrap_or("EC");
+            let key = KeyMaterial::from_private_bytes(kty, v.crv, &d)
+                .map_err(|e| format!("key {}: {e}", self.name))?;
             versions.push(KeyVersion {
                 version: v.version,
                 key,
@@ -354,7 +362,7 @@ mod tests {
             name: "Baker1".to_owned(),
             versions: vec![KeyVersion {
                 version: "0123456789abcdef0123456789abcdef".to_owned(),
-                key: PrivateKey::generate(Curve::P256K),
+                key: KeyMaterial::Ec(super::super::ec::PrivateKey::generate(Curve::P256K)),
                 hsm: true,
                 key_ops: vec!["sign".to_owned(), "verify".to_owned()],
                 attributes: Attributes {
@@ -373,7 +381,7 @@ mod tests {
     fn state_survives_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let entry = sample_entry();
-        let public = entry.versions[0].key.public_xy();
+        let public = entry.versions[0].key.ec().expect("EC").public_xy();
         let secret = {
             let store = Store::open(Some(dir.path())).expect("open");
             store
@@ -394,7 +402,7 @@ mod tests {
         store.read(|s| {
             let k = s.key("BAKER1").expect("present");
             assert_eq!(k.name, "Baker1");
-            assert_eq!(k.versions[0].key.public_xy(), public);
+            assert_eq!(k.versions[0].key.ec().expect("EC").public_xy(), public);
             assert_eq!(k.versions[0].attributes.exp, Some(2_000_000_000));
             assert_eq!(s.token_secret, secret);
         });
