@@ -83,8 +83,17 @@ pub async fn reload(
     // checks as at startup: private modes, readable, decryptable.
     let data_dir = running_config.data_dir();
     let password = crate::startup::key_password(new)?;
-    let (files, load) = FileBackend::load(&data_dir, new.keys.octez_base_dir.as_deref(), password.as_ref())
+    // Sealed files are unsealed again (one vault call each): a reload may bring new ones.
+    let unsealed = crate::backend::sealed::Unsealed::key_files(new, &data_dir)
+        .await
         .context("key files")?;
+    let (files, load) = FileBackend::load(
+        &data_dir,
+        new.keys.octez_base_dir.as_deref(),
+        password.as_ref(),
+        &unsealed,
+    )
+    .context("key files")?;
     report.skipped.extend(load.skipped);
     let auth = Authenticator::from_config(&new.auth).context("auth")?;
     let policy = Policy::from_config(&new.policy)

@@ -280,10 +280,13 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
         report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
+    // Sealed key files: unsealed once here (a vault call each), before the synchronous file loading.
+    let unsealed = crate::backend::sealed::Unsealed::key_files(config, &data_dir).await?;
     let (mut files, load) = FileBackend::load(
         &data_dir,
         config.keys.octez_base_dir.as_deref(),
         password.as_ref(),
+        &unsealed,
     )?;
     report.skipped.extend(load.skipped);
     if files.is_empty() && !any_key && config.keys.generate_if_empty {
@@ -295,6 +298,7 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
             &data_dir,
             config.keys.octez_base_dir.as_deref(),
             password.as_ref(),
+            &unsealed,
         )?;
     }
     let backend: Arc<dyn KeyBackend> = Arc::new(files);

@@ -4,6 +4,7 @@
 
 pub mod azure;
 pub mod file;
+pub mod sealed;
 
 use std::collections::HashMap;
 use std::future::Future;
