@@ -274,14 +274,15 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
     let mut report = StartupReport::default();
     let mut keyring = Keyring::default();
     let mut any_key = false;
+    // Sealed key files: unsealed once here (a vault call each), before anything else may fail for another
+    // reason and before the synchronous file loading.
+    let unsealed = crate::backend::sealed::Unsealed::key_files(config, &data_dir).await?;
     if let Some(azure) = &config.azure {
         let backend = connect_azure(azure, &config.health).await?;
         any_key |= !backend.keys().is_empty();
         report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
-    // Sealed key files: unsealed once here (a vault call each), before the synchronous file loading.
-    let unsealed = crate::backend::sealed::Unsealed::key_files(config, &data_dir).await?;
     let (mut files, load) = FileBackend::load(
         &data_dir,
         config.keys.octez_base_dir.as_deref(),

@@ -149,7 +149,7 @@ impl TestSigner {
             ..Config::default()
         };
         config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let (files, _) = FileBackend::load(data_dir.path(), None, None).unwrap();
+        let (files, _) = FileBackend::load(data_dir.path(), None, None, &Default::default()).unwrap();
         let mut keyring = Keyring::default();
         keyring.add_backend(wrap(files));
         let (store, _) = FileStore::open(data_dir.path()).unwrap();

@@ -25,6 +25,7 @@ mod policy;
 mod process;
 mod reload;
 mod routes;
+mod sealed;
 mod status;
 mod table;
 mod tls;
