@@ -351,7 +351,7 @@ impl<'a> Vaults<'a> {
 fn padded(text: &Zeroizing<String>, alg: &str) -> Zeroizing<Vec<u8>> {
     let mut bytes = Zeroizing::new(text.as_bytes().to_vec());
     if alg.starts_with('A') {
-        while bytes.len() < 16 || bytes.len() % 8 != 0 {
+        while bytes.len() < 16 || !bytes.len().is_multiple_of(8) {
             bytes.push(b' ');
         }
     }
