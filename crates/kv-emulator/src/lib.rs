@@ -304,6 +304,18 @@ impl Emulator {
         self.insert_material(name, material, ops)
     }
 
+    /// Create an `oct-HSM` (AES) key of `bits` (128, 192, 256) with `key_ops`, as `POST /keys/{name}/create`
+    /// on a Managed HSM would; returns its versioned kid. (The HTTP API refuses oct keys on a vault.)
+    pub fn create_oct_key(&self, name: &str, bits: u32, key_ops: &[&str]) -> Result<String, KeyError> {
+        if !vault::material::OCT_SIZES.contains(&bits) {
+            return Err(
+                VaultError::bad_parameter(format!("Invalid key size {bits} for an oct-HSM key.")).into(),
+            );
+        }
+        let ops = key_ops.iter().map(|o| (*o).to_owned()).collect();
+        self.insert_material(name, vault::material::KeyMaterial::generate_oct(bits), ops)
+    }
+
     /// Import a private scalar (big-endian) as a new key version, as `PUT /keys/{name}` with `Hsm: true` would.
     pub fn import_key(&self, name: &str, curve: Curve, d: &[u8]) -> Result<KeyInfo, KeyError> {
         let key = PrivateKey::from_scalar(curve, d).map_err(|e| VaultError::bad_parameter(e.to_string()))?;

@@ -195,7 +195,14 @@ fn refusal_hint(e: &KvError, kid: &str, op: &str, key: &str) -> Option<(u16, Str
         }
         _ => format!("the vault answered HTTP {status}"),
     };
-    Some((*status, code.clone(), hint, message.clone()))
+    // The vault's message spans lines (RBAC denials): one line, so it reads as one log entry.
+    let message = message
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    Some((*status, code.clone(), hint, message))
 }
 
 /// `appid=…;oid=…` from a ForbiddenByRbac message, to name the identity that lacks the role.
@@ -400,13 +407,10 @@ impl Unsealed {
             }
             let sealed =
                 SealedSecret::parse(text).map_err(|e| anyhow::anyhow!("{}: {e}", source.display()))?;
-            let inner = vaults.unseal(&sealed).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: sealed by {}: cannot unseal: {e}",
-                    source.display(),
-                    sealed.kid()
-                )
-            })?;
+            let inner = vaults
+                .unseal(&sealed)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: cannot unseal: {e}", source.display()))?;
             tracing::info!(file = %source.display(), key = %sealed.kid(), "unsealed a key file");
             out.secrets.insert(text.to_owned(), inner);
         }

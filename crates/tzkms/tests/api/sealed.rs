@@ -426,3 +426,61 @@ async fn an_unreachable_vault_fails_startup_naming_the_cause() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_managed_hsm_aes_key_seals_with_aes_key_wrap_and_a_refusal_names_the_hsm_role() {
+    let emu = Emulator::start(kv_emulator::Config {
+        tls: true,
+        flavour: kv_emulator::Flavour::ManagedHsm,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    emu.create_oct_key(SEAL, 256, &["wrapKey", "unwrapKey"])
+        .expect("AES key");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), CLIENT_SECRET);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let s = Setup {
+        emu,
+        _dir: dir,
+        config,
+        data,
+    };
+    let (ok, out, err) = s
+        .tzkms(
+            &[
+                "keys",
+                "generate",
+                "--curve",
+                "bls",
+                "--alias",
+                "tz4",
+                "--seal-with",
+                SEAL,
+            ],
+            &[],
+            None,
+        )
+        .await;
+    assert!(ok, "{err}");
+    let pkh: PublicKeyHash = out.lines().next().unwrap().trim().parse().unwrap();
+    let text = s.key_file("tz4");
+    assert_only_ciphertext(&text, None);
+    assert_eq!(sealed_json(&text)["alg"], "A256KW");
+    let server = s.serve(&[]).await.expect("serves the sealed tz4 key");
+    let pk = public_key_of(&s, &pkh.to_string()).await;
+    sign_verified(&server, &pkh, &pk).await;
+    server.terminate().await;
+    s.emu.faults().deny_key_operation(SEAL, Operation::UnwrapKey);
+    start_fails(
+        &s,
+        &[
+            "tz4.key",
+            "managedHsm/keys/unwrap/action",
+            "'Managed HSM Crypto Service Encryption User'",
+        ],
+    )
+    .await;
+}
