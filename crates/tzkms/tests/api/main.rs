@@ -23,7 +23,7 @@ mod operations;
 mod operator;
 mod policy;
 mod process;
-mod reload;
+pub(crate) mod reload;
 mod routes;
 mod sealed;
 mod status;

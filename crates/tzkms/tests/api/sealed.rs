@@ -484,3 +484,68 @@ async fn a_managed_hsm_aes_key_seals_with_aes_key_wrap_and_a_refusal_names_the_h
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_reload_unseals_new_sealed_files_and_a_refusing_vault_fails_the_reload_and_changes_nothing() {
+    let s = setup().await;
+    let generate = |alias: &'static str| {
+        let s = &s;
+        async move {
+            let (ok, out, err) = s
+                .tzkms(
+                    &[
+                        "keys",
+                        "generate",
+                        "--curve",
+                        "bls",
+                        "--alias",
+                        alias,
+                        "--seal-with",
+                        SEAL,
+                    ],
+                    &[],
+                    None,
+                )
+                .await;
+            assert!(ok, "{err}");
+            out.lines()
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<PublicKeyHash>()
+                .unwrap()
+        }
+    };
+    let first = generate("first").await;
+    // Generic payloads for both keys, as the reload tests do.
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let mut signer = crate::reload::Running::start(&s.data, &s.config, &[]).await;
+    let payload = b"\x03\x42\x42";
+    assert_eq!(signer.sign(&first, payload).await, 200);
+    let second = generate("second").await;
+    assert_eq!(
+        signer.sign(&second, payload).await,
+        404,
+        "not served before the reload"
+    );
+    let before = s.unwraps();
+    signer.reload_and_wait("ok", 1).await;
+    assert_eq!(
+        s.unwraps() - before,
+        2,
+        "each sealed file unsealed once by the reload"
+    );
+    assert_eq!(signer.sign(&second, payload).await, 200);
+    // The vault now refuses: the reload fails, says why, and both keys keep signing.
+    s.emu.faults().deny_key_operation(SEAL, Operation::UnwrapKey);
+    signer.reload_and_wait("failed", 1).await;
+    assert!(
+        signer.log().contains("Key Vault Crypto Service Encryption User"),
+        "{}",
+        signer.log()
+    );
+    assert_eq!(signer.sign(&first, payload).await, 200);
+    assert_eq!(signer.sign(&second, payload).await, 200);
+    assert_eq!(std::fs::read_to_string(&s.config).unwrap(), config);
+    signer.server.terminate().await;
+}
