@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tezos::{Curve, SecretKey};
 use tzkms::config::{Config, TableConfig};
 
-use tzkms::server::App;
+use tzkms::app::Application;
 use tzkms::watermark::azure_table::BothStores;
 use tzkms::watermark::file::FileStore;
 use tzkms::watermark::WatermarkStore;
@@ -53,12 +53,13 @@ async fn run(table: Option<TableConfig>, n: u32) -> (Vec<Duration>, Option<u64>)
         }
         None => local,
     };
-    let (signer, _) = tzkms::startup::build_signer_with(&config, store)
+    let app = Application::builder(&config)
+        .watermarks(store)
+        .build()
         .await
-        .expect("signer");
-    let app = App::bind(signer, &config.server).await.expect("bind");
+        .expect("application");
     let addr = app.local_addrs()[0];
-    tokio::spawn(app.run(std::future::pending()));
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
     let client = reqwest::Client::new();
     let mut lat = Vec::new();
     let mut requests_before = 0;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tezos::{ChainId, Level, OperationKind, PublicKeyHash, Round};
 
-use crate::auth::ClientCertificate;
+use crate::peer::ClientCertificate;
 
 /// What is known about one request.
 #[derive(Debug, Default, Clone)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 use tezos::{Address, Ballot, ChainId, PublicKey, PublicKeyHash, SmartRollupAddress};
 
-use crate::policy::{ClientPattern, RequestKind};
+use crate::request::{ClientPattern, RequestKind};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6732";
 pub const DEFAULT_DATA_DIR: &str = "./tzkms-data";
@@ -240,8 +240,11 @@ impl Default for WatermarkConfig {
     }
 }
 
+/// Distinct chains the watermark store accepts marks on unless `[watermark] max_chains` says otherwise.
+pub const DEFAULT_MAX_CHAINS: usize = 8;
+
 fn default_max_chains() -> usize {
-    crate::watermark::file::DEFAULT_MAX_CHAINS
+    DEFAULT_MAX_CHAINS
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,9 +13,10 @@ use tezos::{
 };
 
 use crate::audit::AuditRecord;
-use crate::auth::{AuthError, Authenticator, ClientCertificate};
+use crate::auth::{AuthError, Authenticator};
 use crate::backend::{Keyring, ServedKey};
 use crate::limits::{Limited, Limits, RouteClass};
+use crate::peer::ClientCertificate;
 use crate::policy::{Caller, Policy, PolicyError};
 use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
 

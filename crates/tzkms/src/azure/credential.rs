@@ -12,8 +12,8 @@ use tokio::sync::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
 use crate::azure::connection;
-use crate::backend::BoxFuture;
 use crate::config::{CredentialConfig, CredentialKind};
+use crate::futures::BoxFuture;
 
 /// Time one token request (Entra ID, IMDS, App Service) may take.
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

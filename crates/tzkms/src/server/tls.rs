@@ -11,8 +11,8 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig, ServerConnection};
 use tokio_rustls::TlsAcceptor;
 
-use crate::backend::file::check_private;
 use crate::config::TlsConfig;
+use crate::secret::check_private;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -39,7 +39,7 @@ pub enum TlsError {
 }
 
 /// Who a TLS client is (defined with authentication, which the signing path and the policy use).
-pub use crate::auth::ClientCertificate;
+pub use crate::peer::ClientCertificate;
 
 /// The identity of the verified end-entity certificate of a finished handshake.
 pub fn client_certificate(connection: &ServerConnection) -> Option<ClientCertificate> {

@@ -18,7 +18,7 @@ use super::{
     decide, Begin, Decision, History, Mark, MarkKey, MarkRequest, Ticket, WatermarkError, WatermarkStore,
 };
 use crate::azure::table::{Entity, TableClient, TableError, WriteOutcome};
-use crate::backend::BoxFuture;
+use crate::futures::BoxFuture;
 
 /// Attempts at one decision when other instances keep winning the race.
 const MAX_RACES: usize = 16;

@@ -20,7 +20,7 @@ use super::{
     decide, floor, Begin, Decision, History, Mark, MarkKey, MarkRequest, Refusal, Ticket, WatermarkError,
     WatermarkStore,
 };
-use crate::backend::BoxFuture;
+use crate::futures::BoxFuture;
 
 /// The snapshot, in the format of `tzkms watermark export`.
 pub const STORE_FILE: &str = "watermarks.json";
@@ -29,8 +29,7 @@ pub const LOG_FILE: &str = "watermarks.log";
 /// Written once when the store is created. If it exists and the store does not, the store was lost and
 /// tzkms refuses to start rather than begin again from level 0.
 pub const MARKER_FILE: &str = "watermarks.initialized";
-/// Distinct chains the store accepts marks on unless `[watermark] max_chains` says otherwise.
-pub const DEFAULT_MAX_CHAINS: usize = 8;
+pub use crate::config::DEFAULT_MAX_CHAINS;
 const TMP_FILE: &str = "watermarks.json.tmp";
 const LOG_TMP_FILE: &str = "watermarks.log.tmp";
 const MARKER_TMP_FILE: &str = "watermarks.initialized.tmp";

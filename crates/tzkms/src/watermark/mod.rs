@@ -16,7 +16,7 @@ use std::fmt;
 
 use tezos::{ChainId, ConsensusKind, Level, PublicKeyHash, Round, Signature};
 
-use crate::backend::BoxFuture;
+use crate::futures::BoxFuture;
 
 /// What a mark is kept for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
 use tokio::sync::oneshot;
+use tzkms::app::Application;
 use tzkms::backend::file::FileBackend;
-use tzkms::backend::{BackendError, BoxFuture, KeyBackend, KeyInfo, Keyring};
+use tzkms::backend::{BackendError, KeyBackend, KeyInfo};
 use tzkms::config::Config;
-use tzkms::server::App;
-use tzkms::signer::Signer;
-use tzkms::watermark::file::FileStore;
+use tzkms::futures::BoxFuture;
+use tzkms::startup::WrapFiles;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -93,30 +93,7 @@ impl TestSigner {
     }
 
     pub async fn start_with(secrets: &[SecretKey], tweak: impl FnOnce(&mut Config)) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut keys = Vec::new();
-        for sk in secrets {
-            let pkh = sk.public_key().hash();
-            if keys.iter().any(|(_, known, _)| *known == pkh) {
-                continue;
-            }
-            tzkms::startup::write_new_key(data_dir.path(), &pkh.to_string(), sk).unwrap();
-            keys.push((sk.curve(), pkh, sk.public_key().clone()));
-        }
-        let mut config = Config {
-            data_dir: Some(data_dir.path().to_owned()),
-            ..Config::default()
-        };
-        config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.keys.generate_if_empty = false;
-        tweak(&mut config);
-        let (signer, _) = tzkms::startup::build_signer(&config).await.unwrap();
-        // Every key here, vault keys included, was made for the test: vouched for as `keys generate` and
-        // `azure keys create` do. Keys without history have tests of their own (operator.rs).
-        for (pkh, _) in signer.rules().keyring.sorted() {
-            tzkms::watermark::floor::raise(data_dir.path(), &pkh, None, "made for the test").unwrap();
-        }
-        Self::serve(signer, &config, keys, data_dir).await
+        Self::start_built(secrets, tweak, None).await
     }
 
     /// Like `start_with`, with every backend call counted.
@@ -136,54 +113,52 @@ impl TestSigner {
     /// The keys in files, served through the backend `wrap` makes of the file backend.
     pub async fn start_with_backend(
         secrets: &[SecretKey],
-        wrap: impl FnOnce(FileBackend) -> Arc<dyn KeyBackend>,
+        wrap: impl FnOnce(FileBackend) -> Arc<dyn KeyBackend> + Send + 'static,
+    ) -> Self {
+        Self::start_built(secrets, |_| {}, Some(Box::new(wrap))).await
+    }
+
+    /// The one way a test signer starts: key files in a fresh data directory, a configuration serving
+    /// them on 127.0.0.1:0 (signing and operations listeners), built by `Application`.
+    async fn start_built(
+        secrets: &[SecretKey],
+        tweak: impl FnOnce(&mut Config),
+        wrap: Option<WrapFiles>,
     ) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let mut keys = Vec::new();
         for sk in secrets {
-            tzkms::startup::write_new_key(data_dir.path(), &sk.public_key().hash().to_string(), sk).unwrap();
-            keys.push((sk.curve(), sk.public_key().hash(), sk.public_key().clone()));
+            let pkh = sk.public_key().hash();
+            if keys.iter().any(|(_, known, _)| *known == pkh) {
+                continue;
+            }
+            tzkms::startup::write_new_key(data_dir.path(), &pkh.to_string(), sk).unwrap();
+            keys.push((sk.curve(), pkh, sk.public_key().clone()));
         }
         let mut config = Config {
             data_dir: Some(data_dir.path().to_owned()),
             ..Config::default()
         };
         config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let (files, _) = FileBackend::load(data_dir.path(), None, None).unwrap();
-        let mut keyring = Keyring::default();
-        keyring.add_backend(wrap(files));
-        let (store, _) = FileStore::open(data_dir.path()).unwrap();
-        let signer = Signer::new(
-            keyring,
-            Default::default(),
-            tzkms::policy::Policy::from_config(&config.policy).unwrap(),
-            Arc::new(store),
-            Default::default(),
-            Default::default(),
-        );
-        Self::serve(signer, &config, keys, data_dir).await
-    }
-
-    async fn serve(
-        signer: Arc<Signer>,
-        config: &Config,
-        keys: Vec<(Curve, PublicKeyHash, PublicKey)>,
-        data_dir: tempfile::TempDir,
-    ) -> Self {
-        let app = App::bind(signer.clone(), &config.server).await.unwrap();
+        config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.keys.generate_if_empty = false;
+        tweak(&mut config);
+        let mut builder = Application::builder(&config);
+        if let Some(wrap) = wrap {
+            builder = builder.wrap_file_backend(wrap);
+        }
+        let app = builder.build().await.unwrap();
+        // Every key here, vault keys included, was made for the test: vouched for as `keys generate` and
+        // `azure keys create` do. Keys without history have tests of their own (operator.rs).
+        for (pkh, _) in app.signer().rules().keyring.sorted() {
+            tzkms::watermark::floor::raise(data_dir.path(), &pkh, None, "made for the test").unwrap();
+        }
         let addr = app.local_addrs()[0];
         let endpoints = app.endpoints();
-        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_addr = metrics_listener.local_addr().unwrap();
-        tokio::spawn(tzkms::metrics::serve_with(
-            metrics_listener,
-            signer,
-            Some(app.connections()),
-            config.health.clone(),
-        ));
+        let metrics_addr = app.ops_addr().unwrap();
         let tls = app.tls();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app.run(async move {
+        let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         Self {
