@@ -19,7 +19,7 @@ use crate::server::tls::Tls;
 use crate::server::{App, Connections, ServerError};
 use crate::signer::Signer;
 use crate::startup::{StartupReport, WrapFiles};
-use crate::watermark::WatermarkStore;
+use crate::watermark::Watermarks;
 
 /// A built tzkms: listeners bound, nothing served until [`Application::run_until_stopped`].
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub struct Application {
 pub struct Builder<'c> {
     config: &'c Config,
     wrap_files: Option<WrapFiles>,
-    watermarks: Option<Arc<dyn WatermarkStore>>,
+    watermarks: Option<Arc<dyn Watermarks>>,
 }
 
 impl std::fmt::Debug for Builder<'_> {
@@ -60,7 +60,7 @@ impl<'c> Builder<'c> {
     }
 
     /// Uses `store` instead of the watermark store the configuration names.
-    pub fn watermarks(mut self, store: Arc<dyn WatermarkStore>) -> Self {
+    pub fn watermarks(mut self, store: Arc<dyn Watermarks>) -> Self {
         self.watermarks = Some(store);
         self
     }

@@ -18,7 +18,7 @@ use crate::backend::{Keyring, ServedKey};
 use crate::limits::{Limited, Limits, RouteClass};
 use crate::peer::ClientCertificate;
 use crate::policy::{Caller, Policy, PolicyError};
-use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
+use crate::watermark::{History, MarkKey, MarkRequest, Reserved, WatermarkError, Watermarks};
 
 /// One signing request, as parsed from HTTP.
 #[derive(Debug)]
@@ -181,7 +181,7 @@ pub struct Rules {
 #[derive(Debug)]
 pub struct Signer {
     rules: std::sync::RwLock<Arc<Rules>>,
-    watermarks: Arc<dyn WatermarkStore>,
+    watermarks: Arc<dyn Watermarks>,
     unprotected: BTreeSet<PublicKeyHash>,
     limits: Arc<Limits>,
     metrics: crate::metrics::Metrics,
@@ -195,7 +195,7 @@ impl Signer {
         keyring: Keyring,
         auth: Authenticator,
         policy: Policy,
-        watermarks: Arc<dyn WatermarkStore>,
+        watermarks: Arc<dyn Watermarks>,
         unprotected: BTreeSet<PublicKeyHash>,
         limits: Arc<Limits>,
     ) -> Arc<Self> {
@@ -282,7 +282,7 @@ impl Signer {
         &self.limits
     }
 
-    pub fn watermarks(&self) -> &Arc<dyn WatermarkStore> {
+    pub fn watermarks(&self) -> &Arc<dyn Watermarks> {
         &self.watermarks
     }
 
@@ -375,8 +375,8 @@ impl Signer {
             }
             History::Known | History::Floor(_) => {}
         }
-        let signed = match self.watermarks.begin(mark_key, mark_request).await? {
-            Begin::Replay(signature) => {
+        let signed = match self.watermarks.reserve(mark_key, mark_request).await? {
+            Reserved::Replay(signature) => {
                 // The stored signature answers identical bytes, but only under the same BLS scheme.
                 if !key
                     .info
@@ -391,16 +391,16 @@ impl Signer {
                     consensus,
                 })
             }
-            Begin::Sign(ticket) => {
+            Reserved::Sign(ticket) => {
                 let signature = match self.sign_and_verify(&key, pkh, request, true).await {
                     Ok(signature) => signature,
                     Err(e) => {
                         // Nothing was released: the position is free again.
-                        self.watermarks.abort(ticket).await;
+                        ticket.abort().await;
                         return Err(e);
                     }
                 };
-                self.watermarks.finish(ticket, signature).await?;
+                ticket.finish(signature).await?;
                 Ok(Signed {
                     signature,
                     replayed: false,

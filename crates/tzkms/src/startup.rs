@@ -23,7 +23,7 @@ use crate::policy::Policy;
 use crate::signer::Signer;
 use crate::watermark::azure_table::{BothStores, TableStore};
 use crate::watermark::file::{FileStore, Opened};
-use crate::watermark::WatermarkStore;
+use crate::watermark::Watermarks;
 
 /// The file older versions locked instead of the directory. A file can be unlinked under a running server
 /// (after which a second server would lock a new file of the same name), so the directory itself is locked
@@ -151,12 +151,12 @@ pub type WrapFiles = Box<dyn FnOnce(FileBackend) -> Arc<dyn KeyBackend> + Send>;
 
 /// The watermark store of `config`: the file store in the data directory, joined with the shared table
 /// when `[watermark.table]` is set; and whether the file store was created now or loaded.
-pub async fn open_watermarks(config: &Config) -> anyhow::Result<(Arc<dyn WatermarkStore>, Option<Opened>)> {
+pub async fn open_watermarks(config: &Config) -> anyhow::Result<(Arc<dyn Watermarks>, Option<Opened>)> {
     let data_dir = config.data_dir();
     existing_data_dir(&data_dir)?;
     let (store, opened) = FileStore::open_with(&data_dir, config.watermark.max_chains)?;
     let local = Arc::new(store);
-    let store: Arc<dyn WatermarkStore> = match &config.watermark.table {
+    let store: Arc<dyn Watermarks> = match &config.watermark.table {
         Some(table) => {
             let shared = Arc::new(table_store(config, table).await?);
             let (both, raised) = BothStores::new(local, shared)
@@ -178,7 +178,7 @@ pub async fn open_watermarks(config: &Config) -> anyhow::Result<(Arc<dyn Waterma
 /// The signer of `config` over `watermarks`, its file backend wrapped by `wrap` if given.
 pub async fn build_signer_from(
     config: &Config,
-    (watermarks, opened): (Arc<dyn WatermarkStore>, Option<Opened>),
+    (watermarks, opened): (Arc<dyn Watermarks>, Option<Opened>),
     wrap: Option<WrapFiles>,
 ) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
     let (keyring, mut report) = load_keyring_wrapped(config, wrap).await?;
@@ -364,7 +364,7 @@ pub async fn load_keyring_wrapped(
 /// Like [`build_signer`] with a given watermark store.
 pub async fn build_signer_with(
     config: &Config,
-    watermarks: Arc<dyn crate::watermark::WatermarkStore>,
+    watermarks: Arc<dyn crate::watermark::Watermarks>,
 ) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
     build_signer_from(config, (watermarks, None), None).await
 }

@@ -146,9 +146,15 @@ impl Drop for ChainClaim {
 }
 
 /// What a file store's ticket holds: the key's slot, locked, and the claim on a new chain if any.
-struct Reservation {
+pub struct Reservation {
     guard: OwnedMutexGuard<Option<Mark>>,
     claim: Option<ChainClaim>,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").finish_non_exhaustive()
+    }
 }
 
 /// The distinct chains of `marks`.
@@ -686,11 +692,13 @@ async fn compact_log(log: &mut Log, writes: &WriteCounters) {
 }
 
 impl WatermarkStore for FileStore {
+    type Reservation = Reservation;
+
     fn begin<'a>(
         &'a self,
         key: MarkKey,
         request: MarkRequest,
-    ) -> BoxFuture<'a, Result<Begin, WatermarkError>> {
+    ) -> BoxFuture<'a, Result<Begin<Reservation>, WatermarkError>> {
         Box::pin(async move {
             let claim = self.claim_chain(key, &request)?;
             let guard: OwnedMutexGuard<Option<Mark>> = self.slot(&key).lock_owned().await;
@@ -698,7 +706,7 @@ impl WatermarkStore for FileStore {
                 Decision::Sign => Ok(Begin::Sign(Ticket {
                     key,
                     request,
-                    state: Box::new(Reservation { guard, claim }),
+                    state: Reservation { guard, claim },
                 })),
                 Decision::Replay(signature) => Ok(Begin::Replay(signature)),
                 Decision::Refuse(refusal) => Err(WatermarkError::Refused {
@@ -710,11 +718,13 @@ impl WatermarkStore for FileStore {
         })
     }
 
-    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>> {
+    fn finish(
+        &self,
+        ticket: Ticket<Reservation>,
+        signature: Signature,
+    ) -> BoxFuture<'_, Result<(), WatermarkError>> {
         Box::pin(async move {
-            let Ok(mut reservation) = ticket.state.downcast::<Reservation>() else {
-                return Err(WatermarkError::Store("ticket from another store".into()));
-            };
+            let mut reservation = ticket.state;
             let mark = Mark {
                 level: ticket.request.level,
                 round: ticket.request.round,
