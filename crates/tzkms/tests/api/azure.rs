@@ -484,7 +484,7 @@ async fn a_wrong_secret_fails_startup_with_the_entra_error() {
         ..Default::default()
     };
     config.keys.generate_if_empty = false;
-    let err = tzkms::startup::build_signer(&config).await.unwrap_err();
+    let err = tzkms::app::Application::build(&config).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(
         text.contains("client secret") && text.contains("HTTP 401"),
