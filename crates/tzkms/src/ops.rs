@@ -20,7 +20,7 @@ use crate::status::readiness;
 
 /// The Prometheus text exposition: the signer's counters, the limits, the connections, the keys, each
 /// observed backend's and the watermark store's own families, and readiness.
-pub fn render(
+pub(crate) fn render(
     signer: &Signer,
     observers: &Observers,
     connections: Option<&Connections>,
@@ -165,7 +165,7 @@ async fn status(State(state): State<OpsState>) -> Json<crate::status::Status> {
 /// What the operations endpoints read: the signer, the observed backends, the signing listeners'
 /// connection counters (when there are listeners), and the readiness thresholds.
 #[derive(Debug, Clone)]
-pub struct Ops {
+pub(crate) struct Ops {
     pub signer: Arc<Signer>,
     pub observers: Observers,
     pub connections: Option<Arc<Connections>>,
@@ -173,7 +173,7 @@ pub struct Ops {
 }
 
 /// The operations router: `/metrics`, `/healthz`, `/readyz`, `/status`.
-pub fn router(ops: Ops) -> Router {
+pub(crate) fn router(ops: Ops) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -188,7 +188,7 @@ pub fn router(ops: Ops) -> Router {
 }
 
 /// Serves the operations endpoints on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, ops: Ops) {
+pub(crate) async fn serve(listener: TcpListener, ops: Ops) {
     if let Err(e) = axum::serve(listener, router(ops)).await {
         tracing::error!(error = %e, "operations listener stopped");
     }

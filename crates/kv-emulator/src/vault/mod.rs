@@ -1,8 +1,8 @@
 //! The Key Vault / Managed HSM keys data plane: authentication (401 challenge), api-version, RBAC denial, and the
 //! create/import/get/list/update/sign/verify/backup/restore/delete handlers with Azure's JSON shapes.
 
-pub mod ec;
-pub mod store;
+pub(crate) mod ec;
+pub(crate) mod store;
 
 use crate::clock;
 use crate::config::Flavour;
@@ -53,7 +53,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// The `WWW-Authenticate` challenge Key Vault / Managed HSM sends.
-pub fn challenge(shared: &Shared) -> String {
+pub(crate) fn challenge(shared: &Shared) -> String {
     format!(
         "Bearer authorization=\"https://login.windows.net/{}\", resource=\"{}\"",
         shared.config.tenant_id,
