@@ -117,7 +117,7 @@ impl Authenticator {
     }
 
     /// What `GET /authorized_keys` lists: None (`{}`) when authentication is not required.
-    pub fn advertised(&self) -> Option<Vec<PublicKeyHash>> {
+    pub(crate) fn advertised(&self) -> Option<Vec<PublicKeyHash>> {
         self.required.then(|| self.keys.iter().map(|k| k.hash).collect())
     }
 

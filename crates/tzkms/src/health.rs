@@ -42,7 +42,7 @@ impl Check {
         }
     }
 
-    pub fn from_result(name: impl Into<String>, result: Result<String, String>) -> Self {
+    pub(crate) fn from_result(name: impl Into<String>, result: Result<String, String>) -> Self {
         match result {
             Ok(detail) => Self::pass(name, detail),
             Err(detail) => Self::fail(name, detail),

@@ -81,7 +81,7 @@ impl Exposition {
     }
 
     /// The `_bucket`, `_sum` and `_count` samples of one histogram series.
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+    pub(crate) fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
         let bucket = format!("{name}_bucket");
         for (i, bound) in BUCKETS.iter().enumerate() {
             let le = bound.to_string();
@@ -168,7 +168,7 @@ impl Metrics {
         self.config_loaded_at.store(now, Ordering::Relaxed);
     }
 
-    pub fn count_request_timeout(&self) {
+    pub(crate) fn count_request_timeout(&self) {
         self.request_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -198,7 +198,7 @@ impl Metrics {
     /// Creates, at 0, the series alerts compute increases on, so the first event is an increase (a
     /// series that appears with value 1 is no increase to Prometheus): for a key that may sign `kinds`
     /// (consensus kind names), its signatures, errors and watermark refusals; its backend's calls.
-    pub fn init_key(&self, pkh: &tezos::PublicKeyHash, backend: &'static str, kinds: &[&'static str]) {
+    pub(crate) fn init_key(&self, pkh: &tezos::PublicKeyHash, backend: &'static str, kinds: &[&'static str]) {
         let key = pkh.to_string();
         let mut requests = lock(&self.requests);
         let mut signatures = lock(&self.signatures);
@@ -220,7 +220,7 @@ impl Metrics {
     }
 
     /// Counts one call to a backend's `sign`.
-    pub fn backend_call(&self, backend: &'static str, ok: bool, latency: Duration) {
+    pub(crate) fn backend_call(&self, backend: &'static str, ok: bool, latency: Duration) {
         let result = if ok { "ok" } else { "error" };
         *lock(&self.backend_calls).entry((backend, result)).or_default() += 1;
         lock(&self.backend_latency)
@@ -239,7 +239,7 @@ impl Metrics {
     }
 
     /// The build, request, signature, backend-call and watermark families.
-    pub fn write_requests(&self, e: &mut Exposition) {
+    pub(crate) fn write_requests(&self, e: &mut Exposition) {
         e.family(
             "tzkms_build_info",
             "gauge",
@@ -326,7 +326,7 @@ impl Metrics {
     }
 
     /// The request-timeout and reload families.
-    pub fn write_lifecycle(&self, e: &mut Exposition) {
+    pub(crate) fn write_lifecycle(&self, e: &mut Exposition) {
         e.family(
             "tzkms_request_timeouts_total",
             "counter",

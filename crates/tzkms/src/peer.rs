@@ -14,7 +14,7 @@ pub struct ClientCertificate {
 }
 
 impl ClientCertificate {
-    pub fn from_der(der: &[u8]) -> Self {
+    pub(crate) fn from_der(der: &[u8]) -> Self {
         let common_name = x509_parser::parse_x509_certificate(der)
             .ok()
             .and_then(|(_, cert)| {

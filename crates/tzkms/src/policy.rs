@@ -182,7 +182,7 @@ impl Policy {
     }
 
     /// The global magic-byte list, checked before the payload is parsed (as Octez does).
-    pub fn check_magic_byte(&self, magic: u8) -> Result<(), PolicyError> {
+    pub(crate) fn check_magic_byte(&self, magic: u8) -> Result<(), PolicyError> {
         if magic == 0x04 {
             return Err(PolicyError::Refused {
                 rule: "authentication requests are never signed".into(),

@@ -19,7 +19,7 @@ impl<T: Zeroize> Secret<T> {
     }
 
     /// The value, for the one place that sends or uses it.
-    pub fn expose(&self) -> &T {
+    pub(crate) fn expose(&self) -> &T {
         &self.0
     }
 }
@@ -87,7 +87,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PrivateFileError + '_ {
 }
 
 /// Refuses files that anyone but their owner can read or write (key files, TLS keys, secret files).
-pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
+pub(crate) fn check_private(path: &Path) -> Result<(), PrivateFileError> {
     let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(PrivateFileError::UnsafePermissions {
@@ -99,7 +99,7 @@ pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
 }
 
 /// Creates `dir` (and parents) with mode 0700 if missing.
-pub fn create_private_dir(dir: &Path) -> Result<(), PrivateFileError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), PrivateFileError> {
     if dir.exists() {
         return Ok(());
     }

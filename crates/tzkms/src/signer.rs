@@ -218,7 +218,7 @@ impl Signer {
     }
 
     /// Marks the signer as shutting down (readiness turns red; requests in flight still finish).
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -246,7 +246,7 @@ impl Signer {
     }
 
     /// Creates the zero-valued series of every served key (see [`crate::metrics::Metrics::init_key`]).
-    pub fn init_metrics(&self) {
+    pub(crate) fn init_metrics(&self) {
         use crate::policy::RequestKind;
         let rules = self.rules();
         for (pkh, key) in rules.keyring.sorted() {
@@ -265,7 +265,7 @@ impl Signer {
     }
 
     /// Sets the watermark gauges from the store (at startup; signatures keep them current after).
-    pub async fn load_watermark_gauges(&self) -> Result<usize, WatermarkError> {
+    pub(crate) async fn load_watermark_gauges(&self) -> Result<usize, WatermarkError> {
         let marks = self.watermarks.snapshot().await?;
         let mut n = 0;
         // A shared table may hold other signers' keys: only served keys become series.
@@ -293,7 +293,7 @@ impl Signer {
 
     /// Puts `rules` in force for the requests that start from now on (those in flight finish under
     /// their snapshot) and returns the previous ones.
-    pub fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
+    pub(crate) fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
         let new = Arc::new(rules);
         std::mem::replace(&mut *self.rules.write().unwrap_or_else(|p| p.into_inner()), new)
     }

@@ -139,19 +139,14 @@ pub fn existing_data_dir(dir: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// Loads every configured key backend and the watermark store into a signer. Must run inside a tokio
-/// runtime (the store's writer task).
-pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
-    let store = open_watermarks(config).await?;
-    build_signer_from(config, store, None).await
-}
-
 /// A key backend made of the file backend: tests wrap it to count or fail its calls.
 pub type WrapFiles = Box<dyn FnOnce(FileBackend) -> Arc<dyn KeyBackend> + Send>;
 
 /// The watermark store of `config`: the file store in the data directory, joined with the shared table
 /// when `[watermark.table]` is set; and whether the file store was created now or loaded.
-pub async fn open_watermarks(config: &Config) -> anyhow::Result<(Arc<dyn Watermarks>, Option<Opened>)> {
+pub(crate) async fn open_watermarks(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Watermarks>, Option<Opened>)> {
     let data_dir = config.data_dir();
     existing_data_dir(&data_dir)?;
     let (store, opened) = FileStore::open_with(&data_dir, config.watermark.max_chains)?;
@@ -175,8 +170,10 @@ pub async fn open_watermarks(config: &Config) -> anyhow::Result<(Arc<dyn Waterma
     Ok((store, Some(opened)))
 }
 
-/// The signer of `config` over `watermarks`, its file backend wrapped by `wrap` if given.
-pub async fn build_signer_from(
+/// The signer of `config` over `watermarks`: every configured key backend loaded (the file backend
+/// wrapped by `wrap` if given), authentication, policy, limits, metrics at zero and the watermark gauges.
+/// Must run inside a tokio runtime. [`crate::app::Application::build`] is the way in; this is its step.
+pub(crate) async fn build_signer_from(
     config: &Config,
     (watermarks, opened): (Arc<dyn Watermarks>, Option<Opened>),
     wrap: Option<WrapFiles>,
@@ -202,7 +199,7 @@ pub async fn build_signer_from(
 
 /// Connects to the configured vault: discovers the token audience from the vault's 401 challenge, starts
 /// the token cache and its refresher, lists the keys, and keeps them fresh in the background.
-pub async fn connect_azure(
+pub(crate) async fn connect_azure(
     azure: &AzureConfig,
     health: &HealthConfig,
 ) -> anyhow::Result<(Arc<AzureBackend>, Arc<KeyVaultClient>)> {
@@ -313,7 +310,7 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
 }
 
 /// Like [`load_keyring`], the file backend served through `wrap` if given.
-pub async fn load_keyring_wrapped(
+pub(crate) async fn load_keyring_wrapped(
     config: &Config,
     wrap: Option<WrapFiles>,
 ) -> anyhow::Result<(Keyring, StartupReport)> {
@@ -359,12 +356,4 @@ pub async fn load_keyring_wrapped(
         ));
     }
     Ok((keyring, report))
-}
-
-/// Like [`build_signer`] with a given watermark store.
-pub async fn build_signer_with(
-    config: &Config,
-    watermarks: Arc<dyn crate::watermark::Watermarks>,
-) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
-    build_signer_from(config, (watermarks, None), None).await
 }

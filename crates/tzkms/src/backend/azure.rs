@@ -97,7 +97,7 @@ impl AzureBackend {
     }
 
     /// Re-lists the vault every `interval` in the background, while the backend lives.
-    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) {
+    pub(crate) fn spawn_refresher(self: &Arc<Self>, interval: Duration) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -117,7 +117,7 @@ impl AzureBackend {
     /// Asks the vault for one cheap read whenever it has not answered for `interval` (or its last call
     /// failed), so readiness knows about a vault that stopped answering before a signature needs it. A
     /// baker signing every few seconds never triggers a probe; an idle one pays one read per interval.
-    pub fn spawn_prober(self: &Arc<Self>, interval: Duration) {
+    pub(crate) fn spawn_prober(self: &Arc<Self>, interval: Duration) {
         let weak = Arc::downgrade(self);
         let tick = (interval / 4).max(Duration::from_millis(20));
         tokio::spawn(async move {

@@ -76,7 +76,7 @@ pub struct Keyring {
 
 impl Keyring {
     /// Adds a backend. Keys it shares with an earlier backend are returned, so the caller can say so.
-    pub fn add_backend(&mut self, backend: Arc<dyn KeyBackend>) -> Vec<KeyInfo> {
+    pub(crate) fn add_backend(&mut self, backend: Arc<dyn KeyBackend>) -> Vec<KeyInfo> {
         let duplicates = backend
             .keys()
             .into_iter()
