@@ -161,7 +161,10 @@ mod tests {
         let sk = SecretKey::generate(Curve::P256);
         crate::backend::file::write_key_file(dir.path(), "a", &sk.to_b58()).unwrap();
         let running_config = config(dir.path());
-        let (signer, _) = crate::startup::build_signer(&running_config).await.unwrap();
+        let store = crate::startup::open_watermarks(&running_config).await.unwrap();
+        let (signer, _) = crate::startup::build_signer_from(&running_config, store, None)
+            .await
+            .unwrap();
         let before = signer.rules();
 
         let added = SecretKey::generate(Curve::Ed25519);

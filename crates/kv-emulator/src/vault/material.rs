@@ -11,13 +11,13 @@ use openssl::rsa::{Padding, Rsa};
 use rand_core::{OsRng, RngCore};
 
 /// RSA modulus sizes Key Vault creates.
-pub const RSA_SIZES: &[u32] = &[2048, 3072, 4096];
+pub(crate) const RSA_SIZES: &[u32] = &[2048, 3072, 4096];
 /// AES key sizes Managed HSM creates (`oct-HSM`).
-pub const OCT_SIZES: &[u32] = &[128, 192, 256];
+pub(crate) const OCT_SIZES: &[u32] = &[128, 192, 256];
 
 /// What a key version holds.
 #[derive(Clone)]
-pub enum KeyMaterial {
+pub(crate) enum KeyMaterial {
     Ec(PrivateKey),
     Rsa(PKey<Private>),
     /// Raw AES key bytes (16, 24 or 32).
@@ -44,7 +44,7 @@ impl Drop for KeyMaterial {
 
 /// A key wrap algorithm (the `alg` of `wrapkey` / `unwrapkey`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WrapAlg {
+pub(crate) enum WrapAlg {
     RsaOaep256,
     RsaOaep,
     Rsa15,
@@ -55,7 +55,7 @@ pub enum WrapAlg {
 
 impl WrapAlg {
     /// Every `alg` the REST spec's `JsonWebKeyEncryptionAlgorithm` names for wrap/unwrap that the emulator knows.
-    pub fn parse(alg: &str) -> Option<WrapAlg> {
+    pub(crate) fn parse(alg: &str) -> Option<WrapAlg> {
         Some(match alg {
             "RSA-OAEP-256" => WrapAlg::RsaOaep256,
             "RSA-OAEP" => WrapAlg::RsaOaep,
@@ -79,7 +79,7 @@ impl WrapAlg {
 
 /// Why a wrap or unwrap did not happen (the handler maps each to a 400 `BadParameter`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WrapError {
+pub(crate) enum WrapError {
     #[error("Key and encryption algorithm are incompatible: a {kty} key cannot be used with {alg}.")]
     Incompatible { kty: &'static str, alg: String },
     #[error("Invalid length of 'value': {len} bytes. {alg} with this key accepts {allowed}.")]
@@ -95,21 +95,21 @@ pub enum WrapError {
 }
 
 impl KeyMaterial {
-    pub fn generate_rsa(bits: u32) -> Result<KeyMaterial, WrapError> {
+    pub(crate) fn generate_rsa(bits: u32) -> Result<KeyMaterial, WrapError> {
         let rsa = Rsa::generate(bits).map_err(|_| WrapError::Internal)?;
         PKey::from_rsa(rsa)
             .map(KeyMaterial::Rsa)
             .map_err(|_| WrapError::Internal)
     }
 
-    pub fn generate_oct(bits: u32) -> KeyMaterial {
+    pub(crate) fn generate_oct(bits: u32) -> KeyMaterial {
         let mut bytes = vec![0u8; (bits / 8) as usize];
         OsRng.fill_bytes(&mut bytes);
         KeyMaterial::Oct(bytes)
     }
 
     /// The EC key, if this is one.
-    pub fn ec(&self) -> Option<&PrivateKey> {
+    pub(crate) fn ec(&self) -> Option<&PrivateKey> {
         match self {
             KeyMaterial::Ec(k) => Some(k),
             _ => None,
@@ -117,7 +117,7 @@ impl KeyMaterial {
     }
 
     /// The JWK `kty` (software flavour; the caller appends `-HSM`).
-    pub fn kty(&self) -> &'static str {
+    pub(crate) fn kty(&self) -> &'static str {
         match self {
             KeyMaterial::Ec(_) => "EC",
             KeyMaterial::Rsa(_) => "RSA",
@@ -126,7 +126,7 @@ impl KeyMaterial {
     }
 
     /// RSA public modulus and exponent, big-endian.
-    pub fn rsa_public(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn rsa_public(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         match self {
             KeyMaterial::Rsa(k) => {
                 let rsa = k.rsa().ok()?;
@@ -137,7 +137,7 @@ impl KeyMaterial {
     }
 
     /// Key size in bits (RSA modulus, AES key), for `key_size`.
-    pub fn size_bits(&self) -> Option<u32> {
+    pub(crate) fn size_bits(&self) -> Option<u32> {
         match self {
             KeyMaterial::Ec(_) => None,
             KeyMaterial::Rsa(k) => Some(k.bits()),
@@ -146,7 +146,7 @@ impl KeyMaterial {
     }
 
     /// The private part as stored in the emulator's state file: EC scalar, RSA PKCS#1 DER, AES bytes.
-    pub fn private_bytes(&self) -> Vec<u8> {
+    pub(crate) fn private_bytes(&self) -> Vec<u8> {
         match self {
             KeyMaterial::Ec(k) => k.scalar_bytes().to_vec(),
             KeyMaterial::Rsa(k) => k.rsa().and_then(|r| r.private_key_to_der()).unwrap_or_default(),
@@ -155,7 +155,11 @@ impl KeyMaterial {
     }
 
     /// The inverse of [`KeyMaterial::private_bytes`].
-    pub fn from_private_bytes(kty: &str, curve: Option<Curve>, bytes: &[u8]) -> Result<KeyMaterial, String> {
+    pub(crate) fn from_private_bytes(
+        kty: &str,
+        curve: Option<Curve>,
+        bytes: &[u8],
+    ) -> Result<KeyMaterial, String> {
         match kty {
             "EC" => {
                 let curve = curve.ok_or("an EC key needs crv")?;
@@ -180,7 +184,7 @@ impl KeyMaterial {
     }
 
     /// Wraps `plain` (the key to protect) with this key.
-    pub fn wrap(&self, alg: WrapAlg, alg_name: &str, plain: &[u8]) -> Result<Vec<u8>, WrapError> {
+    pub(crate) fn wrap(&self, alg: WrapAlg, alg_name: &str, plain: &[u8]) -> Result<Vec<u8>, WrapError> {
         match (self, alg.aes_bytes()) {
             (KeyMaterial::Rsa(k), None) => {
                 let max = rsa_max_plaintext(k.size(), alg);
@@ -224,7 +228,7 @@ impl KeyMaterial {
     }
 
     /// Unwraps `wrapped` with this key.
-    pub fn unwrap(&self, alg: WrapAlg, alg_name: &str, wrapped: &[u8]) -> Result<Vec<u8>, WrapError> {
+    pub(crate) fn unwrap(&self, alg: WrapAlg, alg_name: &str, wrapped: &[u8]) -> Result<Vec<u8>, WrapError> {
         match (self, alg.aes_bytes()) {
             (KeyMaterial::Rsa(k), None) => {
                 let size = k.size();

@@ -2,9 +2,9 @@
 //! create/import/get/list/update/sign/verify/wrapkey/unwrapkey/backup/restore/delete handlers with Azure's JSON
 //! shapes.
 
-pub mod ec;
-pub mod material;
-pub mod store;
+pub(crate) mod ec;
+pub(crate) mod material;
+pub(crate) mod store;
 
 use crate::clock;
 use crate::config::Flavour;
@@ -56,7 +56,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// The `WWW-Authenticate` challenge Key Vault / Managed HSM sends.
-pub fn challenge(shared: &Shared) -> String {
+pub(crate) fn challenge(shared: &Shared) -> String {
     format!(
         "Bearer authorization=\"https://login.windows.net/{}\", resource=\"{}\"",
         shared.config.tenant_id,

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// Days a deleted key stays recoverable (Azure's default retention).
-pub const RECOVERABLE_DAYS: i64 = 90;
+pub(crate) const RECOVERABLE_DAYS: i64 = 90;
 
 /// Attributes shared by every key version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attributes {
+pub(crate) struct Attributes {
     pub enabled: bool,
     pub nbf: Option<i64>,
     pub exp: Option<i64>,
@@ -26,7 +26,7 @@ pub struct Attributes {
 
 /// One version of a key.
 #[derive(Debug, Clone)]
-pub struct KeyVersion {
+pub(crate) struct KeyVersion {
     pub version: String,
     pub key: KeyMaterial,
     pub hsm: bool,
@@ -37,26 +37,26 @@ pub struct KeyVersion {
 
 /// A key name with its versions, oldest first (the last one is "latest").
 #[derive(Debug, Clone)]
-pub struct KeyEntry {
+pub(crate) struct KeyEntry {
     /// The name as first created (Key Vault names are case-insensitive but keep their spelling).
     pub name: String,
     pub versions: Vec<KeyVersion>,
 }
 
 impl KeyEntry {
-    pub fn latest(&self) -> Option<&KeyVersion> {
+    pub(crate) fn latest(&self) -> Option<&KeyVersion> {
         self.versions.last()
     }
 
     /// `None` or an empty version means the latest one.
-    pub fn version(&self, version: Option<&str>) -> Option<&KeyVersion> {
+    pub(crate) fn version(&self, version: Option<&str>) -> Option<&KeyVersion> {
         match version {
             None | Some("") => self.latest(),
             Some(v) => self.versions.iter().find(|kv| kv.version.eq_ignore_ascii_case(v)),
         }
     }
 
-    pub fn version_mut(&mut self, version: Option<&str>) -> Option<&mut KeyVersion> {
+    pub(crate) fn version_mut(&mut self, version: Option<&str>) -> Option<&mut KeyVersion> {
         match version {
             None | Some("") => self.versions.last_mut(),
             Some(v) => self
@@ -69,7 +69,7 @@ impl KeyEntry {
 
 /// A soft-deleted key, recoverable until purged.
 #[derive(Debug, Clone)]
-pub struct DeletedEntry {
+pub(crate) struct DeletedEntry {
     pub entry: KeyEntry,
     pub deleted_date: i64,
     pub scheduled_purge_date: i64,
@@ -77,7 +77,7 @@ pub struct DeletedEntry {
 
 /// Everything the data plane knows.
 #[derive(Debug)]
-pub struct StoreState {
+pub(crate) struct StoreState {
     /// Live keys by lowercase name.
     pub keys: BTreeMap<String, KeyEntry>,
     /// Soft-deleted keys by lowercase name.
@@ -88,14 +88,14 @@ pub struct StoreState {
 
 /// The state behind a lock, written through to disk after every successful change when persistent.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     state: Mutex<StoreState>,
     file: Option<PathBuf>,
 }
 
 impl Store {
     /// In memory, or loaded from / created in `dir/state.json`.
-    pub fn open(dir: Option<&Path>) -> Result<Store, StartError> {
+    pub(crate) fn open(dir: Option<&Path>) -> Result<Store, StartError> {
         let Some(dir) = dir else {
             return Ok(Store {
                 state: Mutex::new(StoreState::empty()),
@@ -132,17 +132,17 @@ impl Store {
         Ok(store)
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, StoreState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, StoreState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Read-only access.
-    pub fn read<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
         f(&self.lock())
     }
 
     /// Apply a change; on success persist the whole state before answering (durable like Azure's 200).
-    pub fn mutate<R>(
+    pub(crate) fn mutate<R>(
         &self,
         f: impl FnOnce(&mut StoreState) -> Result<R, VaultError>,
     ) -> Result<R, VaultError> {
@@ -193,7 +193,7 @@ impl StoreState {
         }
     }
 
-    pub fn key(&self, name: &str) -> Option<&KeyEntry> {
+    pub(crate) fn key(&self, name: &str) -> Option<&KeyEntry> {
         self.keys.get(&name.to_ascii_lowercase())
     }
 }

@@ -175,7 +175,7 @@ pub struct KeyVaultClient {
 }
 
 /// Splits `https://v.vault.azure.net/keys/name/version` into (name, version).
-pub fn parse_kid(kid: &str) -> Option<(String, String)> {
+pub(crate) fn parse_kid(kid: &str) -> Option<(String, String)> {
     let rest = kid.split("/keys/").nth(1)?;
     let mut parts = rest.split('/');
     let name = parts.next()?.to_owned();
@@ -208,7 +208,7 @@ struct ErrorDetail {
 }
 
 /// Resource (token audience) named by a 401 challenge's `WWW-Authenticate` header.
-pub fn resource_from_challenge(header: &str) -> Option<String> {
+pub(crate) fn resource_from_challenge(header: &str) -> Option<String> {
     let find = |key: &str| {
         header.split(',').find_map(|part| {
             let part = part.trim().trim_start_matches("Bearer").trim();
@@ -239,7 +239,7 @@ impl KeyVaultClient {
 
     /// Reads one key the signer serves (`GET /keys/{name}/{version}`) to learn whether the vault answers,
     /// for readiness: what a key-scoped "Crypto User" role allows.
-    pub async fn probe_key(&self, name: &str, version: &str, budget: Duration) -> Result<(), KvError> {
+    pub(crate) async fn probe_key(&self, name: &str, version: &str, budget: Duration) -> Result<(), KvError> {
         let path = format!("/keys/{name}/{version}");
         self.call("probe", Method::GET, &path, &[], None, budget)
             .await
@@ -270,7 +270,7 @@ impl KeyVaultClient {
     }
 
     /// Asks the vault, unauthenticated, which token audience it wants (the 401 challenge).
-    pub async fn discover_resource(
+    pub(crate) async fn discover_resource(
         http: &reqwest::Client,
         vault_url: &str,
         api_version: &str,

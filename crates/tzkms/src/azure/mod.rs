@@ -5,6 +5,7 @@ pub mod connection;
 pub mod credential;
 pub mod import;
 pub mod keyvault;
+pub mod observed;
 pub mod retry;
 pub mod stats;
 pub mod table;

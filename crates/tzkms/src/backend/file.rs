@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use tezos::encrypted;
@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use super::sealed::{SealedSecret, Unsealed};
 use super::{BackendError, BoxFuture, KeyBackend, KeyInfo};
+use crate::secret::{check_private, create_private_dir, PrivateFileError};
 
 /// The folder under the data directory that holds tzkms's key files.
 pub const KEYS_DIR: &str = "keys";
@@ -44,23 +45,20 @@ pub enum FileKeyError {
     Exists(String),
 }
 
+impl From<PrivateFileError> for FileKeyError {
+    fn from(e: PrivateFileError) -> Self {
+        match e {
+            PrivateFileError::Io { path, source } => Self::Io { path, source },
+            PrivateFileError::UnsafePermissions { path, mode } => Self::UnsafePermissions { path, mode },
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileKeyError + '_ {
     move |source| FileKeyError::Io {
         path: path.to_owned(),
         source,
     }
-}
-
-/// Refuses files that anyone but their owner can read or write.
-pub fn check_private(path: &Path) -> Result<(), FileKeyError> {
-    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(FileKeyError::UnsafePermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
 }
 
 /// A secret key as written in a file: `unencrypted:` or `encrypted:` (octez-client's wallet syntax), bare
@@ -279,21 +277,10 @@ pub fn write_key_file(data_dir: &Path, name: &str, secret_text: &str) -> Result<
     Ok(path)
 }
 
-/// Creates `dir` (and parents) with mode 0700 if missing.
-pub fn create_private_dir(dir: &Path) -> Result<(), FileKeyError> {
-    if dir.exists() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use tezos::Curve;
 
     #[test]

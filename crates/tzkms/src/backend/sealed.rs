@@ -421,7 +421,7 @@ impl Unsealed {
     pub async fn key_files(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
         let mut texts = Vec::new();
         for path in super::file::key_file_paths(data_dir)? {
-            super::file::check_private(&path)?;
+            crate::secret::check_private(&path)?;
             let text = Zeroizing::new(
                 std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             );
