@@ -18,6 +18,7 @@ pub(crate) mod peer;
 pub mod policy;
 pub mod reload;
 pub(crate) mod request;
+pub mod sealing;
 pub mod secret;
 pub mod server;
 pub mod signer;

@@ -84,7 +84,7 @@ pub async fn reload(
     let data_dir = running_config.data_dir();
     let password = crate::startup::key_password(new)?;
     // Sealed files are unsealed again (one vault call each): a reload may bring new ones.
-    let unsealed = crate::backend::sealed::Unsealed::key_files(new, &data_dir)
+    let unsealed = crate::sealing::key_files(new, &data_dir)
         .await
         .context("key files")?;
     let (files, load) = FileBackend::load(

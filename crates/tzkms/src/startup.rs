@@ -208,7 +208,7 @@ pub(crate) async fn connect_azure(
         .iter()
         .map(|k| KeySelection::parse(k).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = azure_client(azure).await?;
+    let client = crate::azure::connect(azure).await?;
     let backend = AzureBackend::start(
         client.clone(),
         selection,
@@ -272,38 +272,6 @@ pub async fn table_store(config: &Config, table: &TableConfig) -> anyhow::Result
     Ok(TableStore::new(Arc::new(client), budget, writer))
 }
 
-/// The one Key Vault / Managed HSM client constructor (serve and the management commands): the token
-/// audience discovered from the vault's 401 challenge, a first token in hand, its refresher running, and
-/// the configured price for the cost estimate.
-pub async fn azure_client(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultClient>> {
-    let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let resource = KeyVaultClient::discover_resource(
-        &http,
-        &azure.vault_url,
-        &azure.api_version,
-        Duration::from_millis(azure.request_timeout_ms),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
-    let source = credential::from_config(&azure.credential, http.clone())?;
-    let tokens = TokenCache::new(source, resource);
-    tokens
-        .get()
-        .await
-        .with_context(|| format!("azure: first token for {}", azure.vault_url))?;
-    tokens.spawn_refresher();
-    let client = Arc::new(KeyVaultClient::new(
-        http,
-        &azure.vault_url,
-        &azure.api_version,
-        tokens,
-    ));
-    if let Some(price) = azure.price_per_10k_operations {
-        client.stats().set_price_per_10k(price);
-    }
-    Ok(client)
-}
-
 /// Loads every configured key backend (generating a first key file if configured and no key exists).
 pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)> {
     load_keyring_wrapped(config, None).await
@@ -322,7 +290,7 @@ pub(crate) async fn load_keyring_wrapped(
     let mut any_key = false;
     // Sealed key files: unsealed once here (a vault call each), before anything else may fail for another
     // reason and before the synchronous file loading.
-    let unsealed = crate::backend::sealed::Unsealed::key_files(config, &data_dir).await?;
+    let unsealed = crate::sealing::key_files(config, &data_dir).await?;
     if let Some(azure) = &config.azure {
         let (backend, client) = connect_azure(azure, &config.health).await?;
         any_key |= !backend.keys().is_empty();

@@ -478,7 +478,7 @@ fn file_key(config: &Config, data_dir: &Path, a: &InitArgs) -> anyhow::Result<Op
 async fn vault_key(config: &Config, data_dir: &Path, a: &InitArgs) -> anyhow::Result<Option<PublicKeyHash>> {
     let azure = config.azure.as_ref().context("no [azure] section")?;
     let name = a.key_name.as_deref().context("--key-name")?;
-    let client = startup::azure_client(azure).await?;
+    let client = tzkms::azure::connect(azure).await?;
     let budget = super::azure::MANAGEMENT_BUDGET;
     if a.create_key {
         let curve = parse_vault_curve(a.curve)?;

@@ -506,7 +506,7 @@ async fn a_rotated_key_serves_every_enabled_version_until_the_old_one_is_disable
     let dir = tempfile::tempdir().unwrap();
     let v1 = emu.create_key("baker", KvCurveEmu::P256).unwrap();
     let old = pkh_of(&v1).0;
-    let client = tzkms::startup::azure_client(&azure_config(&emu, dir.path()))
+    let client = tzkms::azure::connect(&azure_config(&emu, dir.path()))
         .await
         .unwrap();
     let backend = tzkms::backend::azure::AzureBackend::start(client.clone(), vec![], Duration::from_secs(5))
