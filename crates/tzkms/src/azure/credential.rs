@@ -607,6 +607,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_of_a_client_secret_or_an_identity_header_never_shows_it() {
+        let secret = "s3cr3t-client-value";
+        let client = ClientCredentials {
+            http: reqwest::Client::new(),
+            authority: "https://login.example".into(),
+            tenant: "tenant".into(),
+            client_id: "client".into(),
+            proof: ClientProof::Secret(crate::secret::Secret::new(secret.into())),
+        };
+        let header = "s3cr3t-identity-header";
+        let managed = ManagedIdentity {
+            http: reqwest::Client::new(),
+            endpoint: ManagedEndpoint::AppService {
+                url: "http://127.0.0.1:1/msi".into(),
+                header: crate::secret::Secret::new(header.into()),
+            },
+            client_id: None,
+            object_id: None,
+            resource_id: None,
+        };
+        for (text, secret) in [(format!("{client:?}"), secret), (format!("{managed:#?}"), header)] {
+            assert!(text.contains("[REDACTED]"), "{text}");
+            assert!(!text.contains(secret), "secret in {text}");
+        }
+    }
+
+    #[test]
     fn token_responses_of_every_source_parse() {
         let entra = r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"a"}"#;
         let imds = r#"{"access_token":"b","refresh_token":"","expires_in":"3599","expires_on":"4102444800","not_before":"1","resource":"https://vault.azure.net","token_type":"Bearer"}"#;
