@@ -21,6 +21,7 @@ mod helpers;
 mod metrics;
 mod operations;
 mod operator;
+mod payloads;
 mod policy;
 mod process;
 mod reload;

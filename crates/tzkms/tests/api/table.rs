@@ -14,6 +14,7 @@ use tzkms::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkSto
 
 use crate::azurite::{Azurite, KEY};
 use crate::helpers::{assert_octez_error, TestSigner};
+use crate::payloads::consensus;
 use crate::process::Server;
 
 static TABLES: AtomicUsize = AtomicUsize::new(0);
@@ -189,18 +190,6 @@ async fn an_unreachable_table_or_a_wrong_key_refuses_to_sign() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("HTTP 403"), "{err:#}");
-}
-
-/// A consensus payload of `magic` at (level, round) whose hash depends on `variant`.
-fn consensus(magic: u8, level: u32, round: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![magic, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x42; 32]);
-    p.push(if magic == 0x12 { 20 } else { 21 });
-    p.extend_from_slice(&3u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
