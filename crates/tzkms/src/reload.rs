@@ -83,8 +83,17 @@ pub async fn reload(
     // checks as at startup: private modes, readable, decryptable.
     let data_dir = running_config.data_dir();
     let password = crate::startup::key_password(new)?;
-    let (files, load) = FileBackend::load(&data_dir, new.keys.octez_base_dir.as_deref(), password.as_ref())
+    // Sealed files are unsealed again (one vault call each): a reload may bring new ones.
+    let unsealed = crate::sealing::key_files(new, &data_dir)
+        .await
         .context("key files")?;
+    let (files, load) = FileBackend::load(
+        &data_dir,
+        new.keys.octez_base_dir.as_deref(),
+        password.as_ref(),
+        &unsealed,
+    )
+    .context("key files")?;
     report.skipped.extend(load.skipped);
     let auth = Authenticator::from_config(&new.auth).context("auth")?;
     let policy = Policy::from_config(&new.policy)
@@ -152,7 +161,10 @@ mod tests {
         let sk = SecretKey::generate(Curve::P256);
         crate::backend::file::write_key_file(dir.path(), "a", &sk.to_b58()).unwrap();
         let running_config = config(dir.path());
-        let (signer, _) = crate::startup::build_signer(&running_config).await.unwrap();
+        let store = crate::startup::open_watermarks(&running_config).await.unwrap();
+        let (signer, _) = crate::startup::build_signer_from(&running_config, store, None)
+            .await
+            .unwrap();
         let before = signer.rules();
 
         let added = SecretKey::generate(Curve::Ed25519);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tezos::{BlsScheme, ChainId, ConsensusKind, Curve, Level, Round, SecretKey, Signature};
+use tezos::builder::ConsensusPayload;
 use tzkms::config::{Config, TableConfig};
 use tzkms::watermark::azure_table::TableStore;
 use tzkms::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
@@ -19,7 +20,7 @@ use crate::process::Server;
 
 static TABLES: AtomicUsize = AtomicUsize::new(0);
 
-pub fn table_config(azurite: &Azurite, dir: &Path) -> TableConfig {
+pub(crate) fn table_config(azurite: &Azurite, dir: &Path) -> TableConfig {
     use std::os::unix::fs::PermissionsExt;
     let key = dir.join("storage-key");
     std::fs::write(&key, KEY).unwrap();
@@ -164,17 +165,17 @@ async fn an_unreachable_table_or_a_wrong_key_refuses_to_sign() {
         crate::helpers::allow_generic_unchecked(c);
     })
     .await;
-    let mut payload = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
-    payload.extend_from_slice(&[1; 32]);
-    payload.push(20);
-    payload.extend_from_slice(&[0, 0, 0, 0, 0, 5, 0, 0, 0, 0]);
-    payload.extend_from_slice(&[2; 32]);
-    let (status, _) = signer.sign(&pkh, "", &payload).await;
+    let preattestation = |round| {
+        ConsensusPayload::preattestation(5, round)
+            .branch([1; 32])
+            .payload_hash([2; 32])
+            .bytes()
+    };
+    let (status, _) = signer.sign(&pkh, "", &preattestation(0)).await;
     assert_eq!(status, 200);
     // The table goes away: consensus requests are refused, generic ones (no watermark) still sign.
     azurite.stop().await;
-    payload[45] = 6;
-    let (status, body) = signer.sign(&pkh, "", &payload).await;
+    let (status, body) = signer.sign(&pkh, "", &preattestation(1)).await;
     assert_eq!(status, 500);
     assert_octez_error(&body, "table storage");
     assert_octez_error(&body, "nothing was signed");
