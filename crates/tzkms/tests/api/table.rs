@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tezos::{BlsScheme, ChainId, ConsensusKind, Curve, Level, Round, SecretKey, Signature};
 use tezos::builder::ConsensusPayload;
+use tezos::{BlsScheme, ChainId, ConsensusKind, Curve, Level, Round, SecretKey, Signature};
 use tzkms::config::{Config, TableConfig};
 use tzkms::watermark::azure_table::TableStore;
 use tzkms::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
