@@ -107,7 +107,7 @@ pub struct LoadReport {
 
 impl FileBackend {
     /// Loads `<data_dir>/keys/*.key` and, if given, `<octez_base_dir>/secret_keys`. Sealed key files must
-    /// have been unsealed into `unsealed` ([`Unsealed::key_files`]).
+    /// have been unsealed into `unsealed` ([`crate::sealing::key_files`]).
     pub fn load(
         data_dir: &Path,
         octez_base_dir: Option<&Path>,
