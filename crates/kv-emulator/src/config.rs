@@ -113,3 +113,15 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// The default vault served over HTTPS (its CA from [`crate::Emulator::ca_pem`]), as tzkms and the Azure
+    /// SDKs need a vault to be; the identity endpoints stay plain HTTP as in Azure. What tests, benches and
+    /// the load tool start unless they need a plain-HTTP vault.
+    pub fn tls() -> Self {
+        Config {
+            tls: true,
+            ..Config::default()
+        }
+    }
+}

@@ -16,42 +16,24 @@ use ring::rand::SystemRandom;
 use ring::signature::{
     EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
-use tezos::{classify, BlsScheme, Curve, PublicKeyHash, SecretKey, Signature};
+use tezos::builder::{BlockPayload, ConsensusPayload};
+use tezos::{classify, BlsScheme, ConsensusKind, Curve, PublicKeyHash, SecretKey, Signature};
 
 fn attestation(curve: Curve) -> Vec<u8> {
-    let mut b = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    b.extend_from_slice(&[7; 32]);
-    if curve == Curve::Bls {
-        b.push(41);
-    } else {
-        b.push(21);
-        b.extend_from_slice(&3u16.to_be_bytes());
-    }
-    b.extend_from_slice(&1_000_000u32.to_be_bytes());
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&[9; 32]);
-    b
+    ConsensusPayload::of(ConsensusKind::Attestation, curve, 1_000_000, 0)
+        .branch([7; 32])
+        .slot(3)
+        .payload_hash([9; 32])
+        .bytes()
 }
 
 fn block() -> Vec<u8> {
-    let mut b = vec![0x11, 0x7a, 0x06, 0xa7, 0x70];
-    b.extend_from_slice(&1_000_000u32.to_be_bytes());
-    b.push(1);
-    b.extend_from_slice(&[1; 32]);
-    b.extend_from_slice(&1_700_000_000i64.to_be_bytes());
-    b.push(4);
-    b.extend_from_slice(&[2; 32]);
-    b.extend_from_slice(&33u32.to_be_bytes());
-    b.extend_from_slice(&[0, 0, 0, 1, 2, 0, 0, 0, 4]);
-    b.extend_from_slice(&1_000_000u32.to_be_bytes());
-    b.extend_from_slice(&[
-        0, 0, 0, 0, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 4, 0, 0, 0, 0,
-    ]);
-    b.extend_from_slice(&[3; 32]);
-    b.extend_from_slice(&[4; 32]);
-    b.extend_from_slice(&[0; 4 + 8 + 1]);
-    b.push(2);
-    b
+    BlockPayload::new(1_000_000, 0)
+        .predecessor([1; 32])
+        .operations_hash([2; 32])
+        .context([3; 32])
+        .payload_hash([4; 32])
+        .bytes()
 }
 
 fn classification(c: &mut Criterion) {

@@ -2,6 +2,7 @@
 //! encrypted secret keys, classification of the payloads bakers send. Pure: no I/O, no async.
 
 pub mod base58;
+pub mod builder;
 pub mod encrypted;
 pub mod hash;
 pub mod keys;

@@ -510,16 +510,14 @@ fn check_zarith(bytes: &[u8]) -> Result<(), PayloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builder::ConsensusPayload;
 
     fn preattestation(level: i32, round: i32) -> Vec<u8> {
-        let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
-        p.extend_from_slice(&[0xaa; 32]);
-        p.push(20);
-        p.extend_from_slice(&5u16.to_be_bytes());
-        p.extend_from_slice(&level.to_be_bytes());
-        p.extend_from_slice(&round.to_be_bytes());
-        p.extend_from_slice(&[0xbb; 32]);
-        p
+        ConsensusPayload::preattestation(level as u32, round as u32)
+            .branch([0xaa; 32])
+            .slot(5)
+            .payload_hash([0xbb; 32])
+            .bytes()
     }
 
     #[test]
@@ -572,15 +570,13 @@ mod tests {
     }
 
     fn tenderbake(magic: u8, tag: u8) -> Vec<u8> {
-        let mut p = preattestation(9, 1);
-        (p[0], p[37]) = (magic, tag);
-        if tag == 23 {
-            p.push(0x01);
-        }
-        if tag >= 40 {
-            p.drain(38..40);
-        }
-        p
+        ConsensusPayload::new(tag, 9, 1)
+            .magic(magic)
+            .branch([0xaa; 32])
+            .slot(5)
+            .payload_hash([0xbb; 32])
+            .dal(if tag == 23 { &[0x01] } else { &[] })
+            .bytes()
     }
 
     #[test]

@@ -4,58 +4,36 @@
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
+use tezos::builder::{BlockPayload, ConsensusPayload};
 use tezos::payload::ConsensusOperation;
 use tezos::{base58, classify, ConsensusKind, Level, Payload, PublicKey, PublicKeyHash, Round, Signature};
 
 /// A consensus payload with the given fields, laid out as spec §2.3 says.
 fn consensus(magic: u8, tag: u8, chain: [u8; 4], level: u32, round: u32, slot: u16, dal: &[u8]) -> Vec<u8> {
-    let mut p = vec![magic];
-    p.extend_from_slice(&chain);
-    p.extend_from_slice(&[0x33; 32]);
-    p.push(tag);
-    if tag == 40 || tag == 41 {
-        p.extend_from_slice(&level.to_be_bytes());
-        p.extend_from_slice(&round.to_be_bytes());
-        p.extend_from_slice(&[0x44; 32]);
-    } else {
-        p.extend_from_slice(&slot.to_be_bytes());
-        p.extend_from_slice(&level.to_be_bytes());
-        p.extend_from_slice(&round.to_be_bytes());
-        p.extend_from_slice(&[0x44; 32]);
-        p.extend_from_slice(dal);
-    }
-    p
+    ConsensusPayload::new(tag, level, round)
+        .magic(magic)
+        .chain(chain)
+        .branch([0x33; 32])
+        .slot(slot)
+        .payload_hash([0x44; 32])
+        .dal(if tag == 40 || tag == 41 { &[] } else { dal })
+        .bytes()
 }
 
 /// A Tenderbake block header (unlocked or locked fitness) at (level, round).
 fn block(level: u32, round: u32, locked: Option<u32>) -> Vec<u8> {
-    let mut p = vec![0x11, 1, 2, 3, 4];
-    p.extend_from_slice(&level.to_be_bytes());
-    p.push(1);
-    p.extend_from_slice(&[5; 32]);
-    p.extend_from_slice(&[0; 8]);
-    p.push(4);
-    p.extend_from_slice(&[6; 32]);
-    let mut fitness = vec![0, 0, 0, 1, 2, 0, 0, 0, 4];
-    fitness.extend_from_slice(&level.to_be_bytes());
-    match locked {
-        Some(r) => {
-            fitness.extend_from_slice(&[0, 0, 0, 4]);
-            fitness.extend_from_slice(&r.to_be_bytes());
-        }
-        None => fitness.extend_from_slice(&[0, 0, 0, 0]),
-    }
-    fitness.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 4]);
-    fitness.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
-    p.extend_from_slice(&fitness);
-    p.extend_from_slice(&[7; 32]);
-    p.extend_from_slice(&[8; 32]);
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[9; 8]);
-    p.push(0);
-    p.push(0);
-    p
+    BlockPayload::new(level, round)
+        .chain([1, 2, 3, 4])
+        .predecessor([5; 32])
+        .timestamp(0)
+        .operations_hash([6; 32])
+        .locked_round(locked)
+        .context([7; 32])
+        .payload_hash([8; 32])
+        .payload_round(round)
+        .proof_of_work_nonce([9; 8])
+        .votes(0)
+        .bytes()
 }
 
 proptest! {

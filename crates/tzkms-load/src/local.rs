@@ -87,12 +87,7 @@ impl LocalSigner {
                     other => anyhow::bail!("Key Vault has no {other} keys: use --curve p256 or secp256k1"),
                 };
                 let rt = runtime("kv-emulator", 1)?;
-                let emu = rt
-                    .spawn(Emulator::start(kv_emulator::Config {
-                        tls: true,
-                        ..Default::default()
-                    }))
-                    .await??;
+                let emu = rt.spawn(Emulator::start(kv_emulator::Config::tls())).await??;
                 let dir = data_dir.path().join("data");
                 tzkms::startup::ensure_data_dir(&dir)?;
                 for i in 0..options.keys {

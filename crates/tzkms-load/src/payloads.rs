@@ -2,10 +2,10 @@
 //! §2.3 preattestations and attestations) and a well-formed generic transaction, so that any signer that
 //! parses what it signs accepts them.
 
+use tezos::builder::{BlockPayload, ConsensusPayload};
 use tezos::{blake2b_256, ConsensusKind, Curve, PublicKeyHash};
 
-/// Mainnet's chain id (`NetXdQprcVkpaWU`).
-pub const MAINNET: [u8; 4] = [0x7a, 0x06, 0xa7, 0x70];
+pub use tezos::builder::MAINNET;
 
 /// A 32-byte hash that differs per level (branches, payload hashes), so payloads of different levels differ.
 fn hash32(label: &[u8], level: u32) -> [u8; 32] {
@@ -24,51 +24,24 @@ pub fn consensus(
     round: u32,
     slot: u16,
 ) -> Vec<u8> {
-    let pre = matches!(kind, ConsensusKind::Preattestation);
-    let mut b = Vec::with_capacity(80);
-    b.push(if pre { 0x12 } else { 0x13 });
-    b.extend_from_slice(&chain);
-    b.extend_from_slice(&hash32(b"branch", level));
-    if curve == Curve::Bls {
-        b.push(if pre { 40 } else { 41 });
-    } else {
-        b.push(if pre { 20 } else { 21 });
-        b.extend_from_slice(&slot.to_be_bytes());
-    }
-    b.extend_from_slice(&level.to_be_bytes());
-    b.extend_from_slice(&round.to_be_bytes());
-    b.extend_from_slice(&hash32(b"payload", level));
-    b
+    ConsensusPayload::of(kind, curve, level, round)
+        .chain(chain)
+        .branch(hash32(b"branch", level))
+        .slot(slot)
+        .payload_hash(hash32(b"payload", level))
+        .bytes()
 }
 
 /// An unlocked Tenderbake block header (`0x11`) at `level`/`round` whose predecessor was at round 0.
 pub fn block(chain: [u8; 4], level: u32, round: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(200);
-    b.push(0x11);
-    b.extend_from_slice(&chain);
-    b.extend_from_slice(&level.to_be_bytes());
-    b.push(1); // proto_level
-    b.extend_from_slice(&hash32(b"predecessor", level));
-    b.extend_from_slice(&(1_700_000_000i64 + 6 * i64::from(level)).to_be_bytes());
-    b.push(4); // validation passes
-    b.extend_from_slice(&hash32(b"operations", level));
-    let mut fitness = Vec::with_capacity(33);
-    fitness.extend_from_slice(&[0, 0, 0, 1, 2]);
-    fitness.extend_from_slice(&[0, 0, 0, 4]);
-    fitness.extend_from_slice(&level.to_be_bytes());
-    fitness.extend_from_slice(&[0, 0, 0, 0]); // no locked round
-    fitness.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]); // predecessor round 0
-    fitness.extend_from_slice(&[0, 0, 0, 4]);
-    fitness.extend_from_slice(&round.to_be_bytes());
-    b.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
-    b.extend_from_slice(&fitness);
-    b.extend_from_slice(&hash32(b"context", level));
-    b.extend_from_slice(&hash32(b"payload", level));
-    b.extend_from_slice(&0u32.to_be_bytes()); // payload round
-    b.extend_from_slice(&[0; 8]); // proof of work nonce
-    b.push(0); // no seed nonce hash
-    b.push(0x02); // per-block votes: pass
-    b
+    BlockPayload::new(level, round)
+        .chain(chain)
+        .predecessor(hash32(b"predecessor", level))
+        .timestamp(1_700_000_000i64 + 6 * i64::from(level))
+        .operations_hash(hash32(b"operations", level))
+        .context(hash32(b"context", level))
+        .payload_hash(hash32(b"payload", level))
+        .bytes()
 }
 
 fn zarith(mut n: u64, out: &mut Vec<u8>) {

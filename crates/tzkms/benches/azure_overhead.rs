@@ -61,7 +61,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let emu = Emulator::start(kv_emulator::Config { tls: true, ..Default::default() }).await.expect("emulator");
+        let emu = Emulator::start(kv_emulator::Config::tls()).await.expect("emulator");
         let info = emu.create_key("bench", EmuCurve::P256).expect("key");
         let pk = PublicKey::from_bytes(tezos::Curve::P256, &info.public_key_compressed()).expect("pk");
         let pkh = pk.hash();

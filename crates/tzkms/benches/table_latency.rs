@@ -18,13 +18,10 @@ use tzkms::watermark::file::FileStore;
 use tzkms::watermark::Watermarks;
 
 fn preattestation(level: u32) -> String {
-    let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x42; 32]);
-    p.push(20);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[0x17; 32]);
+    let p = tezos::builder::ConsensusPayload::preattestation(level, 0)
+        .branch([0x42; 32])
+        .payload_hash([0x17; 32])
+        .bytes();
     format!("\"{}\"", hex::encode(p))
 }
 

@@ -208,16 +208,25 @@ mod tests {
         Authenticator::from_config(&Config::parse(toml).unwrap().auth)
     }
 
+    /// Authentication required, by `pk` only; `extra` is TOML appended after the list.
+    fn requiring(pk: impl std::fmt::Display, extra: &str) -> Authenticator {
+        authenticator(&format!(
+            "[auth]\nrequired = true\nauthorized_keys = [\"{pk}\"]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    /// The key and the bytes the shared vector's signatures cover.
+    fn vector_request(v: &serde_json::Value) -> (PublicKeyHash, Vec<u8>) {
+        let pkh = v["signer_pkh"].as_str().unwrap().parse().unwrap();
+        (pkh, hex::decode(v["data_hex"].as_str().unwrap()).unwrap())
+    }
+
     #[test]
     fn the_shared_vector_authenticates_and_every_alteration_fails() {
         let v = vector();
-        let auth = authenticator(&format!(
-            "[auth]\nrequired = true\nauthorized_keys = [\"{}\"]\n",
-            v["authorized_key"]["pk"].as_str().unwrap()
-        ))
-        .unwrap();
-        let pkh: PublicKeyHash = v["signer_pkh"].as_str().unwrap().parse().unwrap();
-        let data = hex::decode(v["data_hex"].as_str().unwrap()).unwrap();
+        let auth = requiring(v["authorized_key"]["pk"].as_str().unwrap(), "");
+        let (pkh, data) = vector_request(&v);
         assert_eq!(
             hex::encode(authenticated_bytes(&pkh, &data)),
             v["auth_bytes_hex"].as_str().unwrap()
@@ -256,13 +265,8 @@ mod tests {
     fn a_key_not_in_the_list_is_not_authorized() {
         let v = vector();
         let stranger = tezos::SecretKey::generate(tezos::Curve::P256);
-        let auth = authenticator(&format!(
-            "[auth]\nrequired = true\nauthorized_keys = [\"{}\"]\n",
-            stranger.public_key()
-        ))
-        .unwrap();
-        let pkh: PublicKeyHash = v["signer_pkh"].as_str().unwrap().parse().unwrap();
-        let data = hex::decode(v["data_hex"].as_str().unwrap()).unwrap();
+        let auth = requiring(stranger.public_key(), "");
+        let (pkh, data) = vector_request(&v);
         assert_eq!(
             auth.authenticate(&pkh, &data, v["signature"].as_str(), BlsScheme::default()),
             Err(AuthError::NotAuthorized)
@@ -276,13 +280,11 @@ mod tests {
         let other = tezos::SecretKey::generate(tezos::Curve::Ed25519)
             .public_key()
             .hash();
-        let auth = authenticator(&format!(
-            "[auth]\nrequired = true\nauthorized_keys = [\"{}\"]\n[auth.may_sign]\n{auth_pkh} = [\"{other}\"]\n",
-            v["authorized_key"]["pk"].as_str().unwrap()
-        ))
-        .unwrap();
-        let pkh: PublicKeyHash = v["signer_pkh"].as_str().unwrap().parse().unwrap();
-        let data = hex::decode(v["data_hex"].as_str().unwrap()).unwrap();
+        let auth = requiring(
+            v["authorized_key"]["pk"].as_str().unwrap(),
+            &format!("[auth.may_sign]\n{auth_pkh} = [\"{other}\"]\n"),
+        );
+        let (pkh, data) = vector_request(&v);
         let err = auth
             .authenticate(&pkh, &data, v["signature"].as_str(), BlsScheme::default())
             .unwrap_err();

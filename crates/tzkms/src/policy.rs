@@ -69,41 +69,16 @@ impl KeyPolicy {
 
     /// One line per setting, for the startup log and `tzkms config check`.
     pub fn describe(&self) -> String {
-        let list = |items: Vec<String>| items.join(", ");
-        let mut parts = vec![format!(
-            "allow [{}]",
-            list(self.allow.iter().map(|k| k.to_string()).collect())
-        )];
-        if let Some(d) = &self.transaction_destinations {
-            parts.push(format!(
-                "transaction_destinations [{}]",
-                list(d.iter().map(|a| a.to_string()).collect())
-            ));
-        }
-        if let Some(r) = &self.smart_rollups {
-            parts.push(format!(
-                "smart_rollups [{}]",
-                list(r.iter().map(|r| r.to_string()).collect())
-            ));
-        }
-        if let Some(b) = &self.ballots {
-            parts.push(format!(
-                "ballots [{}]",
-                list(b.iter().map(|b| b.to_string()).collect())
-            ));
-        }
-        if let Some(c) = &self.chains {
-            parts.push(format!(
-                "chains [{}]",
-                list(c.iter().map(|c| c.to_string()).collect())
-            ));
-        }
-        if let Some(t) = &self.tls_clients {
-            parts.push(format!(
-                "tls_clients [{}]",
-                list(t.iter().map(|t| t.to_string()).collect())
-            ));
-        }
+        let mut parts = vec![setting("allow", &self.allow)];
+        parts.extend(
+            self.transaction_destinations
+                .as_ref()
+                .map(|d| setting("transaction_destinations", d)),
+        );
+        parts.extend(self.smart_rollups.as_ref().map(|r| setting("smart_rollups", r)));
+        parts.extend(self.ballots.as_ref().map(|b| setting("ballots", b)));
+        parts.extend(self.chains.as_ref().map(|c| setting("chains", c)));
+        parts.extend(self.tls_clients.as_ref().map(|t| setting("tls_clients", t)));
         if self.log_payloads {
             parts.push("log_payloads".into());
         }
@@ -364,6 +339,12 @@ fn check_destination(op: &Operation, allowed: &BTreeSet<Address>) -> Result<(), 
         )),
         _ => Ok(()),
     }
+}
+
+/// `name [a, b, c]`: one list setting as [`KeyPolicy::describe`] prints it.
+fn setting<T: std::fmt::Display>(name: &str, items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    format!("{name} [{}]", items.join(", "))
 }
 
 #[cfg(test)]

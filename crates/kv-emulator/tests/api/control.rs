@@ -1,6 +1,6 @@
 //! The opt-in `/_emulator/` control API and per-operation denials.
 
-use crate::TestVault;
+use crate::{imds_token_request, TestVault};
 use kv_emulator::{Config, Operation};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -151,14 +151,7 @@ async fn denying_one_operation_leaves_the_others_allowed() {
 async fn injected_identity_faults_use_oauth_shaped_bodies() {
     let t = TestVault::start().await;
     t.emu.faults().fail_next(Operation::ImdsToken, 1, 503);
-    let r = t
-        .http
-        .get(t.emu.imds_endpoint())
-        .query(&[
-            ("api-version", "2018-02-01"),
-            ("resource", "https://vault.azure.net"),
-        ])
-        .header("Metadata", "true")
+    let r = imds_token_request(&t.http, &t.emu.imds_endpoint())
         .send()
         .await
         .expect("answer");

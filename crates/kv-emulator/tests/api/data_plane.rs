@@ -630,8 +630,7 @@ async fn persisted_state_keeps_keys_and_tokens_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
         persist_dir: Some(dir.path().to_owned()),
-        tls: true,
-        ..Config::default()
+        ..Config::tls()
     };
     let (x, token, ca_path, old_ca) = {
         let t = TestVault::start_with(config.clone()).await;

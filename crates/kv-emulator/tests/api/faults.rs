@@ -1,6 +1,6 @@
 //! Every fault, observed through behaviour and counters (no wall-clock assertions beyond a lower bound).
 
-use crate::{kid_path, unb64, TestVault};
+use crate::{imds_token_request, kid_path, unb64, TestVault};
 use kv_emulator::{s_is_high, Curve, Operation, Target};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -309,14 +309,7 @@ async fn identity_endpoints_can_be_throttled_too() {
     t.emu
         .faults()
         .throttle_next(Target::Identity, 1, Some(Duration::from_secs(5)));
-    let r = t
-        .http
-        .get(t.emu.imds_endpoint())
-        .query(&[
-            ("api-version", "2018-02-01"),
-            ("resource", "https://vault.azure.net"),
-        ])
-        .header("Metadata", "true")
+    let r = imds_token_request(&t.http, &t.emu.imds_endpoint())
         .send()
         .await
         .expect("answer");

@@ -51,17 +51,24 @@ pub fn client_for(emu: &Emulator) -> reqwest::Client {
     builder.build().expect("client")
 }
 
+/// A Key Vault token request to the IMDS endpoint at `url`, as a VM's managed identity asks for one
+/// (api-version 2018-02-01, resource https://vault.azure.net, `Metadata: true`).
+pub fn imds_token_request(http: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    http.get(url)
+        .query(&[
+            ("api-version", "2018-02-01"),
+            ("resource", "https://vault.azure.net"),
+        ])
+        .header("Metadata", "true")
+}
+
 impl TestVault {
     pub async fn start() -> TestVault {
         Self::start_with(Config::default()).await
     }
 
     pub async fn start_tls() -> TestVault {
-        Self::start_with(Config {
-            tls: true,
-            ..Config::default()
-        })
-        .await
+        Self::start_with(Config::tls()).await
     }
 
     pub async fn start_with(config: Config) -> TestVault {

@@ -1,6 +1,6 @@
 //! HTTP and HTTPS listeners, the CA file, HTTP/2, and shutdown.
 
-use crate::TestVault;
+use crate::{imds_token_request, TestVault};
 use kv_emulator::{Config, Emulator};
 use reqwest::{Method, StatusCode};
 
@@ -64,9 +64,8 @@ async fn ca_file_goes_where_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("nested").join("emulator-ca.pem");
     let emu = Emulator::start(Config {
-        tls: true,
         ca_pem_path: Some(path.clone()),
-        ..Config::default()
+        ..Config::tls()
     })
     .await
     .expect("start");
@@ -161,13 +160,7 @@ async fn binary_prints_its_endpoints_and_serves_them() {
         .await
         .expect("keys answer");
     assert_eq!(keys.status(), StatusCode::OK);
-    let imds = http
-        .get(&printed["imds_endpoint"])
-        .query(&[
-            ("api-version", "2018-02-01"),
-            ("resource", "https://vault.azure.net"),
-        ])
-        .header("Metadata", "true")
+    let imds = imds_token_request(&http, &printed["imds_endpoint"])
         .send()
         .await
         .expect("imds answer");

@@ -268,40 +268,36 @@ impl TokenSource for ManagedIdentity {
     fn fetch<'a>(&'a self, resource: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(async move {
             let name = self.name();
-            let mut query: Vec<(&str, &str)> = vec![("resource", resource)];
-            let request = match &self.endpoint {
-                ManagedEndpoint::Imds(base) => {
-                    query.push(("api-version", "2018-02-01"));
-                    if let Some(id) = &self.client_id {
-                        query.push(("client_id", id));
-                    }
-                    if let Some(id) = &self.object_id {
-                        query.push(("object_id", id));
-                    }
-                    if let Some(id) = &self.resource_id {
-                        query.push(("msi_res_id", id));
-                    }
+            // The two endpoints take the same selection under different names.
+            let (api_version, object_id, resource_id, request) = match &self.endpoint {
+                ManagedEndpoint::Imds(base) => (
+                    "2018-02-01",
+                    "object_id",
+                    "msi_res_id",
                     self.http
                         .get(format!(
                             "{}/metadata/identity/oauth2/token",
                             base.trim_end_matches('/')
                         ))
-                        .header("Metadata", "true")
-                }
-                ManagedEndpoint::AppService { url, header } => {
-                    query.push(("api-version", "2019-08-01"));
-                    if let Some(id) = &self.client_id {
-                        query.push(("client_id", id));
-                    }
-                    if let Some(id) = &self.object_id {
-                        query.push(("principal_id", id));
-                    }
-                    if let Some(id) = &self.resource_id {
-                        query.push(("mi_res_id", id));
-                    }
-                    self.http.get(url).header("X-IDENTITY-HEADER", header.as_str())
-                }
+                        .header("Metadata", "true"),
+                ),
+                ManagedEndpoint::AppService { url, header } => (
+                    "2019-08-01",
+                    "principal_id",
+                    "mi_res_id",
+                    self.http.get(url).header("X-IDENTITY-HEADER", header.as_str()),
+                ),
             };
+            let mut query: Vec<(&str, &str)> = vec![("resource", resource), ("api-version", api_version)];
+            for (param, id) in [
+                ("client_id", &self.client_id),
+                (object_id, &self.object_id),
+                (resource_id, &self.resource_id),
+            ] {
+                if let Some(id) = id {
+                    query.push((param, id));
+                }
+            }
             let response = request
                 .query(&query)
                 .timeout(TOKEN_REQUEST_TIMEOUT)
@@ -605,6 +601,33 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_a_client_secret_or_an_identity_header_never_shows_it() {
+        let secret = "s3cr3t-client-value";
+        let client = ClientCredentials {
+            http: reqwest::Client::new(),
+            authority: "https://login.example".into(),
+            tenant: "tenant".into(),
+            client_id: "client".into(),
+            proof: ClientProof::Secret(crate::secret::Secret::new(secret.into())),
+        };
+        let header = "s3cr3t-identity-header";
+        let managed = ManagedIdentity {
+            http: reqwest::Client::new(),
+            endpoint: ManagedEndpoint::AppService {
+                url: "http://127.0.0.1:1/msi".into(),
+                header: crate::secret::Secret::new(header.into()),
+            },
+            client_id: None,
+            object_id: None,
+            resource_id: None,
+        };
+        for (text, secret) in [(format!("{client:?}"), secret), (format!("{managed:#?}"), header)] {
+            assert!(text.contains("[REDACTED]"), "{text}");
+            assert!(!text.contains(secret), "secret in {text}");
+        }
+    }
 
     #[test]
     fn token_responses_of_every_source_parse() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::retry::RetryPolicy;
+use super::retry::{Attempts, RetryPolicy};
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
@@ -318,22 +318,18 @@ impl KeyVaultClient {
         } else {
             format!("{}{path}", self.base)
         };
-        let deadline = Instant::now() + budget;
+        let mut attempts = Attempts::new(RetryPolicy::AZURE, budget);
+        let timeout = |last| KvError::Timeout {
+            operation,
+            budget,
+            last,
+        };
         let mut token = self.tokens.get().await.inspect_err(|e| {
             self.stats.failed(operation, &e.to_string());
         })?;
         let mut refreshed = false;
-        let mut attempt: u32 = 0;
-        let mut last = String::from("no attempt");
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(KvError::Timeout {
-                    operation,
-                    budget,
-                    last,
-                });
-            }
+            let remaining = attempts.start().map_err(timeout)?;
             // One attempt may use two thirds of the budget, so a stalled connection leaves time for a retry.
             let attempt_timeout = remaining.min((budget * 2 / 3).max(Duration::from_millis(100)));
             let mut request = self
@@ -350,7 +346,6 @@ impl KeyVaultClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            attempt += 1;
             let sent = Instant::now();
             let retry_cause: &'static str;
             let retry_wait = match request.send().await {
@@ -386,7 +381,7 @@ impl KeyVaultClient {
                         Ok(e) => (e.error.code, e.error.message),
                         Err(_) => (String::new(), text.chars().take(200).collect()),
                     };
-                    last = format!("HTTP {status} {code}");
+                    attempts.last = format!("HTTP {status} {code}");
                     match status {
                         StatusCode::UNAUTHORIZED if !refreshed => {
                             refreshed = true;
@@ -401,19 +396,16 @@ impl KeyVaultClient {
                             continue;
                         }
                         StatusCode::TOO_MANY_REQUESTS => {
-                            let wait = RetryPolicy::AZURE.wait(attempt, retry_after);
-                            if Instant::now() + wait >= deadline {
-                                return Err(KvError::Throttled {
-                                    operation,
-                                    retry_after,
-                                });
-                            }
+                            let wait = attempts.back_off(retry_after).map_err(|_| KvError::Throttled {
+                                operation,
+                                retry_after,
+                            })?;
                             retry_cause = "throttled";
                             wait
                         }
                         s if s.is_server_error() => {
                             retry_cause = "server_error";
-                            RetryPolicy::AZURE.wait(attempt, None)
+                            attempts.back_off(None).map_err(timeout)?
                         }
                         _ => {
                             if status == StatusCode::UNAUTHORIZED {
@@ -435,21 +427,21 @@ impl KeyVaultClient {
                     } else {
                         (AttemptResult::Connection, "connection")
                     };
-                    last = crate::azure::connection::explain(&e, attempt_timeout);
-                    self.stats.attempt(operation, result, sent.elapsed(), &last);
+                    attempts.last = crate::azure::connection::explain(&e, attempt_timeout);
+                    self.stats
+                        .attempt(operation, result, sent.elapsed(), &attempts.last);
                     retry_cause = cause;
-                    RetryPolicy::AZURE.wait(attempt, None)
+                    attempts.back_off(None).map_err(timeout)?
                 }
             };
-            if !RetryPolicy::AZURE.fits(retry_wait, deadline) {
-                return Err(KvError::Timeout {
-                    operation,
-                    budget,
-                    last,
-                });
-            }
             self.stats.retry(retry_cause);
-            tracing::debug!(operation, attempt, wait_ms = retry_wait.as_millis() as u64, %last, "retrying");
+            tracing::debug!(
+                operation,
+                attempt = attempts.started(),
+                wait_ms = retry_wait.as_millis() as u64,
+                last = %attempts.last,
+                "retrying"
+            );
             tokio::time::sleep(retry_wait).await;
         }
     }

@@ -40,6 +40,54 @@ impl RetryPolicy {
     }
 }
 
+/// The attempts of one call under a [`RetryPolicy`]: its deadline, how many were started, and why the last
+/// one failed (for the error once the budget is spent).
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    policy: RetryPolicy,
+    deadline: Instant,
+    started: u32,
+    /// Why the last attempt failed; "no attempt" before the first.
+    pub(crate) last: String,
+}
+
+impl Attempts {
+    pub(crate) fn new(policy: RetryPolicy, budget: Duration) -> Self {
+        Self {
+            policy,
+            deadline: Instant::now() + budget,
+            started: 0,
+            last: String::from("no attempt"),
+        }
+    }
+
+    /// Starts the next attempt: the time left for it, or `Err` with why the last failed once none is left.
+    pub(crate) fn start(&mut self) -> Result<Duration, String> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(std::mem::take(&mut self.last));
+        }
+        self.started += 1;
+        Ok(remaining)
+    }
+
+    /// How many attempts were started.
+    pub(crate) fn started(&self) -> u32 {
+        self.started
+    }
+
+    /// The wait before another attempt (`retry_after` if the server named one), or `Err` with why the last
+    /// failed when that wait would leave no room for it before the deadline.
+    pub(crate) fn back_off(&mut self, retry_after: Option<Duration>) -> Result<Duration, String> {
+        let wait = self.policy.wait(self.started, retry_after);
+        if self.policy.fits(wait, self.deadline) {
+            Ok(wait)
+        } else {
+            Err(std::mem::take(&mut self.last))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +118,18 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(1);
         assert!(p.fits(Duration::from_millis(10), deadline));
         assert!(!p.fits(Duration::from_secs(2), deadline));
+    }
+
+    #[test]
+    fn attempts_count_and_give_up_with_the_last_cause_when_the_budget_is_spent() {
+        let mut a = Attempts::new(RetryPolicy::AZURE, Duration::from_secs(5));
+        assert!(a.start().unwrap() <= Duration::from_secs(5));
+        assert_eq!(a.started(), 1);
+        a.last = "HTTP 503".into();
+        assert!(a.back_off(None).unwrap() >= Duration::from_millis(50));
+        assert_eq!(a.back_off(Some(Duration::from_secs(60))), Err("HTTP 503".into()));
+        let mut spent = Attempts::new(RetryPolicy::AZURE, Duration::ZERO);
+        assert_eq!(spent.start(), Err("no attempt".into()));
+        assert_eq!(spent.started(), 0);
     }
 }

@@ -3,7 +3,7 @@
 //! (account key) or Entra ID bearer tokens; path-style endpoints (Azurite) work too.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::credential::TokenCache;
-use super::retry::RetryPolicy;
+use super::retry::{Attempts, RetryPolicy};
 
 const STORAGE_VERSION: &str = "2019-02-02";
 pub const STORAGE_RESOURCE: &str = "https://storage.azure.com";
@@ -68,6 +68,20 @@ struct Request<'a> {
     query: &'a [(&'a str, String)],
     headers: &'a [(&'a str, String)],
     body: Option<&'a Value>,
+}
+
+impl<'a> Request<'a> {
+    /// `operation` (its name in metrics and errors) as `method path`, with no query, extra header or body.
+    fn new(operation: &'static str, method: Method, path: &'a str) -> Self {
+        Self {
+            operation,
+            method,
+            path,
+            query: &[],
+            headers: &[],
+            body: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -211,20 +225,15 @@ impl TableClient {
             headers,
             body,
         } = req;
-        let deadline = Instant::now() + budget;
         let body = body.map(|b| b.to_string());
-        let mut attempt = 0u32;
-        let mut last = String::from("no attempt");
+        let mut attempts = Attempts::new(RetryPolicy::AZURE, budget);
+        let unreachable = |last| TableError::Unreachable {
+            operation,
+            budget,
+            last,
+        };
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(TableError::Unreachable {
-                    operation,
-                    budget,
-                    last,
-                });
-            }
-            attempt += 1;
+            let remaining = attempts.start().map_err(unreachable)?;
             self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let date = httpdate::fmt_http_date(SystemTime::now());
             let content_type = if body.is_some() { "application/json" } else { "" };
@@ -272,24 +281,17 @@ impl TableClient {
                     if !r.status().is_server_error() {
                         return Ok(r);
                     }
-                    last = format!("HTTP {}", r.status());
+                    attempts.last = format!("HTTP {}", r.status());
                     result
                 }
                 Err(e) => {
                     let result = if e.is_timeout() { "timeout" } else { "connection" };
                     self.count(operation, result);
-                    last = crate::azure::connection::explain(&e, remaining);
+                    attempts.last = crate::azure::connection::explain(&e, remaining);
                     result
                 }
             };
-            let wait = RetryPolicy::AZURE.wait(attempt, None);
-            if !RetryPolicy::AZURE.fits(wait, deadline) {
-                return Err(TableError::Unreachable {
-                    operation,
-                    budget,
-                    last,
-                });
-            }
+            let wait = attempts.back_off(None).map_err(unreachable)?;
             *self
                 .retries
                 .lock()
@@ -314,6 +316,19 @@ impl TableClient {
         }
     }
 
+    /// A write's answer: `Conflict` on one of `conflicts`, the entity's new ETag on success, else the error.
+    async fn written(
+        operation: &'static str,
+        r: reqwest::Response,
+        conflicts: &[StatusCode],
+    ) -> Result<WriteOutcome, TableError> {
+        match r.status() {
+            s if conflicts.contains(&s) => Ok(WriteOutcome::Conflict),
+            s if s.is_success() => Ok(WriteOutcome::Written(Self::etag_of(&r)?)),
+            _ => Err(Self::fail(operation, r).await),
+        }
+    }
+
     fn etag_of(r: &reqwest::Response) -> Result<String, TableError> {
         r.headers()
             .get("etag")
@@ -329,12 +344,9 @@ impl TableClient {
         let r = self
             .send(
                 Request {
-                    operation: "create table",
-                    method: Method::POST,
-                    path: "/Tables",
-                    query: &[],
                     headers: &headers,
                     body: Some(&body),
+                    ..Request::new("create table", Method::POST, "/Tables")
                 },
                 budget,
             )
@@ -348,14 +360,7 @@ impl TableClient {
     pub async fn get(&self, pk: &str, rk: &str, budget: Duration) -> Result<Option<Entity>, TableError> {
         let r = self
             .send(
-                Request {
-                    operation: "read",
-                    method: Method::GET,
-                    path: &self.entity_path(pk, rk),
-                    query: &[],
-                    headers: &[],
-                    body: None,
-                },
+                Request::new("read", Method::GET, &self.entity_path(pk, rk)),
                 budget,
             )
             .await?;
@@ -385,21 +390,14 @@ impl TableClient {
         let r = self
             .send(
                 Request {
-                    operation: "insert",
-                    method: Method::POST,
-                    path: &path,
-                    query: &[],
                     headers: &headers,
                     body: Some(&body),
+                    ..Request::new("insert", Method::POST, &path)
                 },
                 budget,
             )
             .await?;
-        match r.status() {
-            StatusCode::CONFLICT => Ok(WriteOutcome::Conflict),
-            s if s.is_success() => Ok(WriteOutcome::Written(Self::etag_of(&r)?)),
-            _ => Err(Self::fail("insert", r).await),
-        }
+        Self::written("insert", r, &[StatusCode::CONFLICT]).await
     }
 
     /// Inserts or replaces an entity whatever it holds (for readiness probes, never for marks).
@@ -414,12 +412,8 @@ impl TableClient {
         let r = self
             .send(
                 Request {
-                    operation: "upsert",
-                    method: Method::PUT,
-                    path: &self.entity_path(pk, rk),
-                    query: &[],
-                    headers: &[],
                     body: Some(&body),
+                    ..Request::new("upsert", Method::PUT, &self.entity_path(pk, rk))
                 },
                 budget,
             )
@@ -449,21 +443,19 @@ impl TableClient {
         let r = self
             .send(
                 Request {
-                    operation: "conditional update",
-                    method: Method::PUT,
-                    path: &self.entity_path(pk, rk),
-                    query: &[],
                     headers: &headers,
                     body: Some(&body),
+                    ..Request::new("conditional update", Method::PUT, &self.entity_path(pk, rk))
                 },
                 budget,
             )
             .await?;
-        match r.status() {
-            StatusCode::PRECONDITION_FAILED | StatusCode::NOT_FOUND => Ok(WriteOutcome::Conflict),
-            s if s.is_success() => Ok(WriteOutcome::Written(Self::etag_of(&r)?)),
-            _ => Err(Self::fail("conditional update", r).await),
-        }
+        Self::written(
+            "conditional update",
+            r,
+            &[StatusCode::PRECONDITION_FAILED, StatusCode::NOT_FOUND],
+        )
+        .await
     }
 
     /// Deletes the entity if its ETag is still `etag`; `Conflict` if it changed or is gone.
@@ -478,12 +470,8 @@ impl TableClient {
         let r = self
             .send(
                 Request {
-                    operation: "conditional delete",
-                    method: Method::DELETE,
-                    path: &self.entity_path(pk, rk),
-                    query: &[],
                     headers: &headers,
-                    body: None,
+                    ..Request::new("conditional delete", Method::DELETE, &self.entity_path(pk, rk))
                 },
                 budget,
             )

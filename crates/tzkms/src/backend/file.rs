@@ -24,10 +24,9 @@ const KEY_EXTENSION: &str = "key";
 pub enum FileKeyError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error(
-        "{path} is accessible to other users (mode {mode:04o}); a key file must be private: run `chmod 600 {path}`"
-    )]
-    UnsafePermissions { path: PathBuf, mode: u32 },
+    /// A key file or the keys directory that cannot be checked or is not private.
+    #[error(transparent)]
+    Private(#[from] PrivateFileError),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error(
@@ -43,15 +42,6 @@ pub enum FileKeyError {
     NotUnsealed { path: PathBuf, kid: String },
     #[error("a key named {0:?} already exists")]
     Exists(String),
-}
-
-impl From<PrivateFileError> for FileKeyError {
-    fn from(e: PrivateFileError) -> Self {
-        match e {
-            PrivateFileError::Io { path, source } => Self::Io { path, source },
-            PrivateFileError::UnsafePermissions { path, mode } => Self::UnsafePermissions { path, mode },
-        }
-    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileKeyError + '_ {
@@ -328,7 +318,10 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = FileBackend::load(dir.path(), None, None, &Unsealed::default()).unwrap_err();
         assert!(
-            matches!(err, FileKeyError::UnsafePermissions { mode: 0o644, .. }),
+            matches!(
+                err,
+                FileKeyError::Private(PrivateFileError::UnsafePermissions { mode: 0o644, .. })
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("chmod 600"));

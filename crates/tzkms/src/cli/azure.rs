@@ -138,13 +138,12 @@ pub(crate) async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
                 .context("reading the private key from standard input")?;
             let password = startup::key_password(&config)?;
-            let passphrase = std::env::var("TZKMS_PEM_PASSPHRASE")
-                .ok()
-                .map(|p| Zeroizing::new(p.into_bytes()));
+            let passphrase = tzkms::secret::read(None, "TZKMS_PEM_PASSPHRASE", tzkms::secret::Trim::LineEnd)
+                .map_err(anyhow::Error::msg)?;
             let key = tzkms::azure::import::parse(
                 &text,
                 password.as_ref().map(|p| p.as_slice()),
-                passphrase.as_ref().map(|p| p.as_slice()),
+                passphrase.as_ref().map(|p| p.as_bytes()),
             )
             .map_err(anyhow::Error::msg)?;
             let expected = key.public_key().map_err(anyhow::Error::msg)?;

@@ -155,11 +155,11 @@ fn mark_of(p: &Map<String, Value>) -> Result<Mark, String> {
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| format!("{name} is not a level/round: {v}"))
     };
-    let hash: [u8; 32] = hex::decode(p.get("Hash").unwrap_or(&Value::Null).as_str().unwrap_or(""))
+    let hash: [u8; 32] = hex::decode(text(p, "Hash"))
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or("Hash is not 32 bytes of hex")?;
-    let signature = match p.get("Signature").unwrap_or(&Value::Null).as_str().unwrap_or("") {
+    let signature = match text(p, "Signature") {
         "" => None,
         s => Some(s.parse::<Signature>().map_err(|e| format!("Signature: {e}"))?),
     };
@@ -174,27 +174,17 @@ fn mark_of(p: &Map<String, Value>) -> Result<Mark, String> {
 /// The key an entity is for.
 fn key_of(p: &Map<String, Value>) -> Result<MarkKey, String> {
     Ok(MarkKey {
-        chain: p
-            .get("Chain")
-            .unwrap_or(&Value::Null)
-            .as_str()
-            .unwrap_or("")
-            .parse()
-            .map_err(|e| format!("Chain: {e}"))?,
-        pkh: p
-            .get("PartitionKey")
-            .unwrap_or(&Value::Null)
-            .as_str()
-            .unwrap_or("")
+        chain: text(p, "Chain").parse().map_err(|e| format!("Chain: {e}"))?,
+        pkh: text(p, "PartitionKey")
             .parse()
             .map_err(|e| format!("PartitionKey: {e}"))?,
-        kind: p
-            .get("Kind")
-            .unwrap_or(&Value::Null)
-            .as_str()
-            .unwrap_or("")
-            .parse()?,
+        kind: text(p, "Kind").parse()?,
     })
+}
+
+/// The string property `name` of an entity; "" when absent or not a string (its parse then fails).
+fn text<'a>(p: &'a Map<String, Value>, name: &str) -> &'a str {
+    p.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
 fn store_err(e: TableError) -> WatermarkError {
@@ -270,11 +260,7 @@ impl TableStore {
     pub async fn all(&self) -> Result<Marks, WatermarkError> {
         let mut marks = Marks::new();
         for e in self.client.scan(self.budget * 10).await.map_err(store_err)? {
-            if e.properties
-                .get("PartitionKey")
-                .and_then(Value::as_str)
-                .is_some_and(|pk| pk == HEALTH_PARTITION)
-            {
+            if text(&e.properties, "PartitionKey") == HEALTH_PARTITION {
                 continue;
             }
             let key = key_of(&e.properties).map_err(WatermarkError::Store)?;

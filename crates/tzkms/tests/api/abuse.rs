@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use tezos::builder::ConsensusPayload;
 use tezos::{BlsScheme, Curve, SecretKey, Signature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -425,10 +426,8 @@ async fn a_generic_flood_at_a_throttled_vault_leaves_consensus_signing_alone() {
     // The baker: two consensus signatures per level, while the flood goes on.
     let mut latencies = Vec::new();
     for level in 1..=30u32 {
-        for magic in [0x12u8, 0x13] {
-            let mut payload = preattestation(level, 0, 7);
-            payload[0] = magic;
-            payload[37] = if magic == 0x12 { 20 } else { 21 };
+        for tag in [20, 21] {
+            let payload = ConsensusPayload::new(tag, level, 0).payload_hash([7; 32]).bytes();
             let t = std::time::Instant::now();
             let (status, body) = signer.sign(&pkh, "?version=3", &payload).await;
             latencies.push(t.elapsed());

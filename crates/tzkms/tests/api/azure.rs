@@ -12,13 +12,14 @@ use tzkms::config::{AzureConfig, CredentialConfig, CredentialKind};
 
 use crate::helpers::{assert_octez_error, attestation, TestSigner};
 
+/// The emulator over HTTPS, as tzkms needs a vault to be.
 pub(crate) async fn emulator() -> Emulator {
-    Emulator::start(kv_emulator::Config {
-        tls: true,
-        ..Default::default()
-    })
-    .await
-    .expect("emulator starts")
+    emulator_with(kv_emulator::Config::tls()).await
+}
+
+/// The emulator started with `config` (`Config { …, ..Config::tls() }` to change one setting).
+pub(crate) async fn emulator_with(config: kv_emulator::Config) -> Emulator {
+    Emulator::start(config).await.expect("emulator starts")
 }
 
 /// An [azure] section using the emulator's service principal (secret in a 0600 file under `dir`).
@@ -256,13 +257,11 @@ async fn revoked_tokens_are_refreshed_once_without_a_failed_signature() {
 
 #[tokio::test]
 async fn short_lived_tokens_are_renewed_in_the_background() {
-    let emu = Emulator::start(kv_emulator::Config {
-        tls: true,
+    let emu = emulator_with(kv_emulator::Config {
         token_lifetime: Duration::from_secs(4),
-        ..Default::default()
+        ..kv_emulator::Config::tls()
     })
-    .await
-    .unwrap();
+    .await;
     let key = pkh_of(&emu.create_key("k", KvCurveEmu::P256).unwrap());
     let (signer, _dir) = start(&emu, |_| {}).await;
     let first = emu.counters().get(Operation::EntraToken);

@@ -198,13 +198,11 @@ async fn init_refuses_to_overwrite_a_config_or_a_non_empty_data_directory() {
 }
 
 async fn emulator(flavour: Flavour) -> Emulator {
-    Emulator::start(kv_emulator::Config {
-        tls: true,
+    crate::azure::emulator_with(kv_emulator::Config {
         flavour,
-        ..Default::default()
+        ..kv_emulator::Config::tls()
     })
     .await
-    .expect("emulator starts")
 }
 
 /// The flags pointing init at the emulator with its service principal.

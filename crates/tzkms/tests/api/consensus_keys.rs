@@ -2,6 +2,7 @@
 //! the watermark otherwise), a tz4 baker's companion key signs the same tag-41 bytes as its consensus
 //! key, and consensus keeps signing when the generic operation decoder does not know a tag.
 
+use tezos::builder::ConsensusPayload;
 use tezos::{BlsScheme, Curve, SecretKey, Signature};
 
 use crate::helpers::{assert_octez_error, TestSigner};
@@ -9,20 +10,11 @@ use crate::helpers::{assert_octez_error, TestSigner};
 /// A consensus operation at `level` and `round` on mainnet: tags 20, 21 (80 bytes, with a slot), 23 (with a
 /// DAL bitset), 40, 41 (78 bytes, no slot). `variant` fills the block payload hash.
 fn consensus(tag: u8, level: u32, round: u32, variant: u8) -> Vec<u8> {
-    let magic = if tag == 20 || tag == 40 { 0x12 } else { 0x13 };
-    let mut p = vec![magic, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(tag);
-    if tag < 40 {
-        p.extend_from_slice(&3u16.to_be_bytes());
-    }
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    if tag == 23 {
-        p.push(0x05);
-    }
-    p
+    ConsensusPayload::new(tag, level, round)
+        .slot(3)
+        .payload_hash([variant; 32])
+        .dal(if tag == 23 { &[0x05] } else { &[] })
+        .bytes()
 }
 
 fn signature(body: &serde_json::Value) -> Signature {

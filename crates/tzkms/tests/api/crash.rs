@@ -26,30 +26,14 @@ struct Answer {
 /// changes the payload hash.
 fn payload(magic: u8, level: u32, round: u32, variant: u8) -> Vec<u8> {
     if magic == 0x11 {
-        let block = crate::helpers::vectors("payloads.json")["payloads"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["id"] == "sig-req-block")
-            .unwrap()["hex"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let mut b = hex::decode(block).unwrap();
+        let mut b = crate::helpers::vector_payload("sig-req-block");
         b[5..9].copy_from_slice(&level.to_be_bytes());
         b[96..100].copy_from_slice(&level.to_be_bytes());
         b[116..120].copy_from_slice(&round.to_be_bytes());
         b[130] = variant;
         return b;
     }
-    let mut p = vec![magic, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x42; 32]);
-    p.push(if magic == 0x12 { 20 } else { 21 });
-    p.extend_from_slice(&3u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
+    crate::payloads::consensus(magic, level, round, variant)
 }
 
 /// A small deterministic generator, so a failure can be replayed.

@@ -289,55 +289,7 @@ pub(crate) fn vector_payload(id: &str) -> Vec<u8> {
     hex::decode(p["hex"].as_str().unwrap()).unwrap()
 }
 
-/// A Tenderbake attestation (magic 0x13, tag 21) on mainnet at `level`, round 0; `variant` fills the
-/// block payload hash, so two variants at one level are two different attestations.
-pub(crate) fn attestation(level: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(21);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
-}
-
-/// An unlocked Tenderbake block header (0x11) on mainnet at `level`/`round`; `variant` fills its payload
-/// hash, so two variants at one position are two different blocks.
-pub(crate) fn block(level: u32, round: u32, variant: u8) -> Vec<u8> {
-    let mut b = vec![0x11, 0x7a, 0x06, 0xa7, 0x70];
-    b.extend_from_slice(&level.to_be_bytes());
-    b.push(1);
-    b.extend_from_slice(&[0x21; 32]);
-    b.extend_from_slice(&1_700_000_000i64.to_be_bytes());
-    b.push(4);
-    b.extend_from_slice(&[0x22; 32]);
-    let mut fitness = vec![0, 0, 0, 1, 2, 0, 0, 0, 4];
-    fitness.extend_from_slice(&level.to_be_bytes());
-    fitness.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 4]);
-    fitness.extend_from_slice(&round.to_be_bytes());
-    b.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
-    b.extend_from_slice(&fitness);
-    b.extend_from_slice(&[0x23; 32]);
-    b.extend_from_slice(&[variant; 32]);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&[0; 8]);
-    b.push(0);
-    b.push(0x02);
-    b
-}
-
-/// A preattestation (0x12, tag 20) on mainnet at `level`/`round`.
-pub(crate) fn preattestation(level: u32, round: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(20);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
-}
+pub(crate) use crate::payloads::{attestation, block, preattestation};
 
 /// Asserts an Octez error list with a message containing `needle`.
 pub(crate) fn assert_octez_error(body: &Value, needle: &str) {

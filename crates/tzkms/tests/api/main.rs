@@ -22,6 +22,7 @@ mod helpers;
 mod metrics;
 mod operations;
 mod operator;
+mod payloads;
 mod policy;
 mod process;
 pub(crate) mod reload;

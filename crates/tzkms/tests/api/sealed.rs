@@ -429,13 +429,11 @@ async fn an_unreachable_vault_fails_startup_naming_the_cause() {
 
 #[tokio::test]
 async fn a_managed_hsm_aes_key_seals_with_aes_key_wrap_and_a_refusal_names_the_hsm_role() {
-    let emu = Emulator::start(kv_emulator::Config {
-        tls: true,
+    let emu = crate::azure::emulator_with(kv_emulator::Config {
         flavour: kv_emulator::Flavour::ManagedHsm,
-        ..Default::default()
+        ..kv_emulator::Config::tls()
     })
-    .await
-    .expect("emulator starts");
+    .await;
     emu.create_oct_key(SEAL, 256, &["wrapKey", "unwrapKey"])
         .expect("AES key");
     let dir = tempfile::tempdir().unwrap();

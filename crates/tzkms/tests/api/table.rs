@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tezos::builder::ConsensusPayload;
 use tezos::{BlsScheme, ChainId, ConsensusKind, Curve, Level, Round, SecretKey, Signature};
 use tzkms::config::{Config, TableConfig};
 use tzkms::watermark::azure_table::TableStore;
@@ -14,6 +15,7 @@ use tzkms::watermark::{Begin, MarkKey, MarkRequest, WatermarkError, WatermarkSto
 
 use crate::azurite::{Azurite, KEY};
 use crate::helpers::{assert_octez_error, TestSigner};
+use crate::payloads::consensus;
 use crate::process::Server;
 
 static TABLES: AtomicUsize = AtomicUsize::new(0);
@@ -163,17 +165,17 @@ async fn an_unreachable_table_or_a_wrong_key_refuses_to_sign() {
         crate::helpers::allow_generic_unchecked(c);
     })
     .await;
-    let mut payload = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
-    payload.extend_from_slice(&[1; 32]);
-    payload.push(20);
-    payload.extend_from_slice(&[0, 0, 0, 0, 0, 5, 0, 0, 0, 0]);
-    payload.extend_from_slice(&[2; 32]);
-    let (status, _) = signer.sign(&pkh, "", &payload).await;
+    let preattestation = |round| {
+        ConsensusPayload::preattestation(5, round)
+            .branch([1; 32])
+            .payload_hash([2; 32])
+            .bytes()
+    };
+    let (status, _) = signer.sign(&pkh, "", &preattestation(0)).await;
     assert_eq!(status, 200);
     // The table goes away: consensus requests are refused, generic ones (no watermark) still sign.
     azurite.stop().await;
-    payload[45] = 6;
-    let (status, body) = signer.sign(&pkh, "", &payload).await;
+    let (status, body) = signer.sign(&pkh, "", &preattestation(1)).await;
     assert_eq!(status, 500);
     assert_octez_error(&body, "table storage");
     assert_octez_error(&body, "nothing was signed");
@@ -189,18 +191,6 @@ async fn an_unreachable_table_or_a_wrong_key_refuses_to_sign() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("HTTP 403"), "{err:#}");
-}
-
-/// A consensus payload of `magic` at (level, round) whose hash depends on `variant`.
-fn consensus(magic: u8, level: u32, round: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![magic, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x42; 32]);
-    p.push(if magic == 0x12 { 20 } else { 21 });
-    p.extend_from_slice(&3u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

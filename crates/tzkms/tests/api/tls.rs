@@ -7,7 +7,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 use tezos::{Curve, SecretKey};
 use tzkms::config::{KeyPolicyConfig, TlsConfig};
 
-use crate::helpers::{assert_octez_error, vectors, TestSigner};
+use crate::helpers::{assert_octez_error, vector_payload, TestSigner};
 
 /// A certificate authority that issues server and client certificates.
 struct Ca {
@@ -118,14 +118,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<(u16, serde_jso
 }
 
 fn attestation() -> Vec<u8> {
-    let v = vectors("payloads.json");
-    let p = v["payloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == "tezt-attestation")
-        .unwrap();
-    hex::decode(p["hex"].as_str().unwrap()).unwrap()
+    vector_payload("tezt-attestation")
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use tezos::builder::ConsensusPayload;
 use tezos::{BlsScheme, Curve, SecretKey, Signature};
 
-use crate::helpers::{assert_octez_error, vectors, TestSigner};
+use crate::helpers::{assert_octez_error, vector_payload, vectors, TestSigner};
 
 #[tokio::test]
 async fn shared_watermark_sequences_get_the_expected_statuses() {
@@ -49,14 +50,9 @@ async fn shared_watermark_sequences_get_the_expected_statuses() {
 }
 
 fn attestation(level: u32, round: u32, payload_hash: u8) -> Vec<u8> {
-    let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(21);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[payload_hash; 32]);
-    p
+    ConsensusPayload::attestation(level, round)
+        .payload_hash([payload_hash; 32])
+        .bytes()
 }
 
 #[tokio::test]
@@ -177,17 +173,7 @@ async fn a_replay_with_another_bls_scheme_is_refused() {
     let sk = SecretKey::generate(Curve::Bls);
     let pkh = sk.public_key().hash();
     let signer = TestSigner::start_with(&[sk], |_| {}).await;
-    let payload = hex::decode(
-        vectors("payloads.json")["payloads"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["id"] == "tezt-bls-mode-attestation")
-            .unwrap()["hex"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let payload = vector_payload("tezt-bls-mode-attestation");
     assert_eq!(signer.sign(&pkh, "?version=3", &payload).await.0, 200);
     assert_eq!(signer.sign(&pkh, "?version=3", &payload).await.0, 200);
     let (status, body) = signer.sign(&pkh, "?version=1", &payload).await;
@@ -198,15 +184,10 @@ async fn a_replay_with_another_bls_scheme_is_refused() {
 
 /// A Tenderbake preattestation (magic 0x12, tag 20) on `chain` at `level`, round 0.
 fn preattestation_on(chain: [u8; 4], level: u32) -> Vec<u8> {
-    let mut p = vec![0x12];
-    p.extend_from_slice(&chain);
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(20);
-    p.extend_from_slice(&0u16.to_be_bytes());
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&[0x42; 32]);
-    p
+    ConsensusPayload::preattestation(level, 0)
+        .chain(chain)
+        .payload_hash([0x42; 32])
+        .bytes()
 }
 
 #[tokio::test]
