@@ -40,6 +40,8 @@ pub struct Config {
     pub azure: Option<AzureConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Threshold BLS keys this machine coordinates (see `crate::threshold`).
+    pub threshold: Option<crate::threshold::ThresholdConfig>,
 }
 
 /// Prometheus metrics, on a listener of their own (never the signing port).
@@ -620,6 +622,9 @@ impl Config {
                 pinned.len(),
                 pinned.len()
             ));
+        }
+        if let Some(threshold) = &self.threshold {
+            threshold.validate()?;
         }
         if let Some(price) = self.azure.as_ref().and_then(|a| a.price_per_10k_operations) {
             if !(price.is_finite() && price >= 0.0) {

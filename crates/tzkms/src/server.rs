@@ -4,6 +4,7 @@
 //! leaves one audit line.
 
 mod activity;
+mod cosign;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::audit::{AuditRecord, Decision};
 use crate::config::ServerConfig;
 use crate::limits::RouteClass;
-use crate::signer::{Outcome, SignError, SignRequest, Signer};
+use crate::signer::{Outcome, SignError, SignRequest, SignRoute, Signed, Signer};
 use tls::{ClientCertificate, Tls, TlsError};
 
 /// A TLS handshake not finished in this time closes the connection.
@@ -300,8 +301,22 @@ async fn post_sign(
 ) -> Response {
     let mut record = AuditRecord::new("sign", None, None);
     record.pkh = Some(pkh.clone());
-    match sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await {
-        Ok((response, outcome)) => answer(record, outcome, Ok(response)),
+    let result = sign(
+        &state,
+        SignRoute::Keys,
+        peer,
+        &pkh,
+        query.as_deref(),
+        &headers,
+        body,
+        &mut record,
+    )
+    .await;
+    match result {
+        Ok(signed) => {
+            let response = Json(json!({ "signature": signed.signature.to_string() })).into_response();
+            answer(record, signed.outcome(), Ok(response))
+        }
         Err((e, rule)) => {
             record.rule = rule.or(record.rule.take());
             answer(record, e.outcome, Err(e))
@@ -309,15 +324,17 @@ async fn post_sign(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn sign(
     state: &AppState,
+    route: SignRoute,
     peer: Option<Extension<Peer>>,
     pkh: &str,
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
     record: &mut AuditRecord,
-) -> Result<(Response, Outcome), (ApiError, Option<String>)> {
+) -> Result<Signed, (ApiError, Option<String>)> {
     let pkh = parse_pkh(pkh).map_err(|e| (e, None))?;
     let query = parse_query(query).map_err(|e| (e, None))?;
     if let Some(version) = query.version {
@@ -330,6 +347,7 @@ async fn sign(
         .map_err(|e| (e, None))?;
     let request = SignRequest {
         pkh,
+        route,
         payload,
         scheme: BlsScheme::for_version(query.version),
         authentication: query.authentication,
@@ -337,10 +355,7 @@ async fn sign(
         certificate: peer.and_then(|Extension(p)| p.certificate),
     };
     match state.signer.sign(&request, record).await {
-        Ok(signed) => Ok((
-            Json(json!({ "signature": signed.signature.to_string() })).into_response(),
-            signed.outcome(),
-        )),
+        Ok(signed) => Ok(signed),
         Err(e) => {
             let rule = e.rule();
             Err((e.into(), rule))
@@ -465,7 +480,8 @@ fn route_class(method: &axum::http::Method, path: &str) -> Option<RouteClass> {
     use axum::http::Method;
     let keys = path.starts_with("/keys/");
     match *method {
-        Method::POST if keys => None,
+        // Signing and cosigning requests: the signer counts generic ones, never consensus ones.
+        Method::POST if keys || path.starts_with("/cosign/") => None,
         Method::GET if keys || path == "/authorized_keys" => Some(RouteClass::Reads),
         _ => Some(RouteClass::Other),
     }
@@ -499,6 +515,7 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
         .route("/authorized_keys", get(get_authorized_keys))
         .route("/known_keys", get(get_known_keys))
         .route("/bls_prove_possession/{pkh}", get(get_bls_prove_possession))
+        .route("/cosign/{pkh}", get(cosign::get_cosign).post(cosign::post_cosign))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(signer.clone(), audit_layer))

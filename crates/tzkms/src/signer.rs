@@ -19,10 +19,22 @@ use crate::limits::{Limited, Limits, RouteClass};
 use crate::policy::{Caller, Policy, PolicyError};
 use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
 
+/// Which route a signing request came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignRoute {
+    /// `POST /keys/<pkh>`: a baker asks for a signature.
+    #[default]
+    Keys,
+    /// `POST /cosign/<group>`: a threshold coordinator, authenticated by its client certificate, asks
+    /// for this machine's partial signature.
+    Cosign,
+}
+
 /// One signing request, as parsed from HTTP.
 #[derive(Debug)]
 pub struct SignRequest {
     pub pkh: PublicKeyHash,
+    pub route: SignRoute,
     pub payload: Vec<u8>,
     pub scheme: BlsScheme,
     /// The `authentication` query parameter: a signature by an authorized key.
@@ -60,6 +72,10 @@ pub enum SignError {
     Limited(#[from] Limited),
     #[error("{0}")]
     WrongKeyType(#[from] WrongKeyType),
+    #[error("this machine holds share {id} of {pkh}; ask the coordinator")]
+    ShareOnly { pkh: PublicKeyHash, id: u8 },
+    #[error("this machine holds no share of {0}: /cosign serves the keys of its share files only")]
+    NotAShare(PublicKeyHash),
 }
 
 /// How a request ended. The server gives each outcome its HTTP status, its answer, its audit decision and
@@ -111,7 +127,8 @@ impl SignError {
                 Outcome::RefusedAuth
             }
             SignError::Policy(PolicyError::Refused { .. }) => Outcome::RefusedPolicy,
-            SignError::UnknownKey(_) => Outcome::NotFound,
+            SignError::UnknownKey(_) | SignError::NotAShare(_) => Outcome::NotFound,
+            SignError::ShareOnly { .. } => Outcome::RefusedPolicy,
             SignError::Watermark(e) if e.is_refusal() => Outcome::RefusedWatermark,
             SignError::ReplayVersionMismatch => Outcome::RefusedWatermark,
             SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => {
@@ -139,6 +156,7 @@ impl SignError {
             SignError::ReplayVersionMismatch => Some("watermark".into()),
             SignError::Limited(_) => Some("limits".into()),
             SignError::WrongKeyType(_) => Some("consensus.key_type".into()),
+            SignError::ShareOnly { .. } => Some("threshold.share_only".into()),
             _ => None,
         }
     }
@@ -318,13 +336,22 @@ impl Signer {
         if let (None, Some(ip)) = (&consensus, request.client) {
             self.limits.admit_client(ip, RouteClass::GenericSigning)?;
         }
-        audit.auth_key = rules.auth.authenticate(
-            &pkh,
-            &request.payload,
-            request.authentication.as_deref(),
-            request.scheme,
-        )?;
+        // A coordinator is authenticated by its client certificate (required on /cosign) and the key's
+        // `tls_clients`; the bakers' authentication keys are for the ordinary route.
+        if request.route == SignRoute::Keys {
+            audit.auth_key = rules.auth.authenticate(
+                &pkh,
+                &request.payload,
+                request.authentication.as_deref(),
+                request.scheme,
+            )?;
+        }
         let key = key(&rules, &pkh).await?;
+        match (request.route, key.backend.share(&pkh)) {
+            (SignRoute::Keys, Some(share)) => return Err(SignError::ShareOnly { pkh, id: share.id }),
+            (SignRoute::Cosign, None) => return Err(SignError::NotAShare(pkh)),
+            _ => {}
+        }
         if rules.policy.for_key(&pkh).log_payloads {
             audit.payload = Some(hex::encode(&request.payload));
         }
@@ -378,9 +405,8 @@ impl Signer {
             Begin::Replay(signature) => {
                 // The stored signature answers identical bytes, but only under the same BLS scheme.
                 if !key
-                    .info
-                    .public_key
-                    .verify(&request.payload, &signature, request.scheme)
+                    .backend
+                    .verify(&key.info, &request.payload, &signature, request.scheme)
                 {
                     return Err(SignError::ReplayVersionMismatch);
                 }
@@ -431,9 +457,8 @@ impl Signer {
             message: e.to_string(),
         })?;
         if !key
-            .info
-            .public_key
-            .verify(&request.payload, &signature, request.scheme)
+            .backend
+            .verify(&key.info, &request.payload, &signature, request.scheme)
         {
             return Err(SignError::VerificationFailed(pkh));
         }

@@ -280,6 +280,11 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
         report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
+    let threshold = crate::threshold::load(config.threshold.as_ref(), &data_dir, password.as_ref())?;
+    any_key |= !threshold.is_empty();
+    for backend in threshold {
+        keyring.add_backend(backend);
+    }
     let (mut files, load) = FileBackend::load(
         &data_dir,
         config.keys.octez_base_dir.as_deref(),

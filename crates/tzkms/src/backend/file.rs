@@ -59,7 +59,7 @@ pub fn check_private(path: &Path) -> Result<(), FileKeyError> {
 
 /// A secret key as written in a file: `unencrypted:` or `encrypted:` (octez-client's wallet syntax) or
 /// bare base58.
-fn parse_secret(
+pub(crate) fn parse_secret(
     path: &Path,
     value: &str,
     password: Option<&Zeroizing<Vec<u8>>>,

@@ -23,6 +23,18 @@ pub enum BackendError {
     Failed(String),
 }
 
+/// The share of a threshold key a cosigner holds (see `crate::threshold`).
+#[derive(Debug, Clone)]
+pub struct ShareInfo {
+    pub id: u8,
+    /// M.
+    pub threshold: u8,
+    /// N.
+    pub shares: u8,
+    /// The share's own public key.
+    pub public_key: PublicKey,
+}
+
 /// One key a backend serves.
 #[derive(Debug, Clone)]
 pub struct KeyInfo {
@@ -53,6 +65,16 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
         message: &'a [u8],
         scheme: BlsScheme,
     ) -> BoxFuture<'a, Result<Signature, BackendError>>;
+    /// Whether `signature` is what this backend signs for `key` over `message`: the key's own
+    /// signature, except for a share of a threshold key (a partial signature, checked against the share).
+    fn verify(&self, key: &KeyInfo, message: &[u8], signature: &Signature, scheme: BlsScheme) -> bool {
+        key.public_key.verify(message, signature, scheme)
+    }
+    /// The share this backend holds of the threshold key `pkh`, if it holds only a share: such a key
+    /// signs on the cosigner route only.
+    fn share(&self, _pkh: &PublicKeyHash) -> Option<ShareInfo> {
+        None
+    }
     /// Readiness checks of this backend (a remote one: did it answer lately, is its token valid).
     fn health(&self, _config: &crate::config::HealthConfig) -> Vec<crate::health::Check> {
         Vec::new()
