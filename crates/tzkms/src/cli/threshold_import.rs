@@ -83,6 +83,7 @@ pub(crate) fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
         "on the coordinator: [[threshold.groups.cosigners]] id = {id}, share_public_key = \"{}\"",
         share.public_key()
     );
+    super::history_note(&group.hash());
     Ok(())
 }
 

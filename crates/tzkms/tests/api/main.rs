@@ -27,5 +27,6 @@ mod reload;
 mod routes;
 mod status;
 mod table;
+mod threshold;
 mod tls;
 mod watermark;
