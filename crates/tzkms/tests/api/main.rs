@@ -13,6 +13,7 @@ mod cli;
 mod cli_auth;
 mod cli_init;
 mod cli_output;
+mod cli_threshold;
 mod consensus_keys;
 mod crash;
 mod docgen;
