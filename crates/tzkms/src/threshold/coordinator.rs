@@ -94,7 +94,8 @@ pub struct Group {
 }
 
 impl Group {
-    /// Checks the group's safety rules (see [`super::check_group`]) and builds it.
+    /// Checks the group's safety rules (M > N/2, distinct ids, enough shares, share keys that
+    /// interpolate to the group key) and builds it.
     pub fn new(config: &GroupConfig, own: Option<ShareFile>) -> anyhow::Result<Self> {
         let pkh = config.public_key.hash();
         let mut participants: Vec<(ShareId, PublicKey)> = Vec::new();
