@@ -709,3 +709,37 @@ async fn cosigners_refuse_the_plain_route_plain_http_missing_or_unlisted_client_
     assert!(!ok && err.contains("share 9 is not in"), "{err}");
     cluster.kill(1).await;
 }
+
+#[tokio::test]
+async fn a_coordinator_holding_a_share_signs_with_it_and_one_cosigner() {
+    let mut cluster = Cluster::new(3, 2).await;
+    // The coordinator's data directory holds share 1; cosigner 1 is stopped for good.
+    cluster.kill(1).await;
+    let dir = cluster.dir("coordinator");
+    let json = cluster.file("split.json");
+    let (ok, out, err) = run(&["threshold", "import", &json, "--id", "1"], &dir).await;
+    assert!(ok, "{out}{err}");
+    let config = cluster.coordinator_config(&[2, 3], "");
+    let coordinator = cluster.coordinator_with("coordinator", &config).await.unwrap();
+    sign_ok(&cluster, &coordinator, 2, &attestation(70, 1)).await;
+    sign_ok(&cluster, &coordinator, 1, &block(70, 0, 1)).await;
+    cluster.kill(2).await;
+    sign_ok(&cluster, &coordinator, 2, &preattestation(71, 0, 1)).await;
+    // Its own watermark protects its share: a conflicting payload is refused before any cosigner is asked.
+    let (status, body) = sign(&coordinator, &cluster.pkh(), 2, &attestation(70, 2)).await;
+    assert_eq!(status, 409, "{body}");
+    // Listing its own share as a cosigner too is a duplicate id.
+    let extra = format!(
+        "[[threshold.groups.cosigners]]\nid = 1\nurl = \"https://127.0.0.1:1\"\nshare_public_key = \"{}\"\n",
+        cluster.share_keys[&1]
+    );
+    let dir2 = cluster.dir("coordinator2");
+    let (ok, _, err) = run(&["threshold", "import", &json, "--id", "1"], &dir2).await;
+    assert!(ok, "{err}");
+    let err = cluster
+        .coordinator_with("coordinator2", &cluster.coordinator_config(&[2, 3], &extra))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("share id 1 appears twice"), "{err}");
+}
