@@ -86,6 +86,8 @@ pub async fn reload(
     let (files, load) = FileBackend::load(&data_dir, new.keys.octez_base_dir.as_deref(), password.as_ref())
         .context("key files")?;
     report.skipped.extend(load.skipped);
+    let threshold = crate::threshold::load(new.threshold.as_ref(), &data_dir, password.as_ref())
+        .context("threshold keys")?;
     let auth = Authenticator::from_config(&new.auth).context("auth")?;
     let policy = Policy::from_config(&new.policy)
         .map_err(anyhow::Error::msg)
@@ -105,6 +107,10 @@ pub async fn reload(
     let mut keyring = Keyring::default();
     if let Some(azure) = &running.azure {
         keyring.add_backend(azure.clone());
+    }
+    // In the order startup adds them.
+    for backend in threshold {
+        keyring.add_backend(backend);
     }
     let files: Arc<dyn KeyBackend> = Arc::new(files);
     for dup in keyring.add_backend(files) {

@@ -743,3 +743,39 @@ async fn a_coordinator_holding_a_share_signs_with_it_and_one_cosigner() {
         .unwrap();
     assert!(err.contains("share id 1 appears twice"), "{err}");
 }
+
+#[tokio::test]
+async fn sighup_keeps_serving_threshold_keys_on_coordinators_and_cosigners() {
+    let mut cluster = Cluster::new(3, 2).await;
+    let ids: Vec<u8> = cluster.share_keys.keys().copied().collect();
+    let config = write(
+        cluster.root.path(),
+        "reloaded.toml",
+        &cluster.coordinator_config(&ids, ""),
+    );
+    let dir = cluster.dir("reloaded");
+    cluster.floor(&dir).await;
+    let mut coordinator = crate::reload::Running::start(&dir, &config, &[]).await;
+    // Cosigner 1 restarted with an operations listener, to be reloaded too.
+    cluster.kill(1).await;
+    let cosigner_config = PathBuf::from(cluster.file("cosigner1.toml"));
+    let mut cosigner = crate::reload::Running::start(&cluster.dir("cosigner1"), &cosigner_config, &[]).await;
+    let pkh = cluster.pkh();
+    assert_eq!(coordinator.sign(&pkh, &attestation(80, 1)).await, 200);
+    coordinator.reload_and_wait("ok", 1).await;
+    cosigner.reload_and_wait("ok", 1).await;
+    assert!(
+        !coordinator.log().contains("key removed"),
+        "{}",
+        coordinator.log()
+    );
+    // Cosigner 1 after its reload is needed: cosigner 2 is down.
+    cluster.kill(2).await;
+    assert_eq!(coordinator.sign(&pkh, &attestation(81, 1)).await, 200);
+    let (status, body) = sign(&coordinator.server, &pkh, 2, &attestation(82, 1)).await;
+    assert_eq!(status, 200, "{body}");
+    let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+    assert!(cluster
+        .group
+        .verify(&attestation(82, 1), &sig, BlsScheme::ProofOfPossession));
+}
