@@ -6,7 +6,7 @@
 #   TZKMS_BIN       tzkms binary to test (default: target/release/tzkms)
 #   TZKMS_VECTORS   vectors directory (default: <repo>/../shared/vectors)
 #   E2E_SKIP_AZURE  set to skip tests/e2e/azure-sdk/run.sh
-#   E2E_ONLY        "node", "python", "ops", "dashboard", "docs" or "deb" to run only that suite
+#   E2E_ONLY        "node", "python", "azure", "ops", "dashboard", "docs" or "deb" to run only that suite
 #   TZKMS_LOAD_BIN  load tool for the dashboard suite (default: beside TZKMS_BIN)
 #   E2E_SKIP_DEB    set to skip tests/e2e/deb/run.sh (it installs and purges the package on this machine)
 #   PYTHON          interpreter for the venv (default: python3)
@@ -148,7 +148,8 @@ if [ -z "${E2E_ONLY:-}" ] || [ "${E2E_ONLY}" = python ]; then
   [ "$rc" -eq 0 ] || failed+=("pytest (exit $rc)")
 fi
 
-if [ -f "$REPO_ROOT/tests/e2e/azure-sdk/run.sh" ] && [ -z "${E2E_SKIP_AZURE:-}" ] && [ -z "${E2E_ONLY:-}" ]; then
+if [ -f "$REPO_ROOT/tests/e2e/azure-sdk/run.sh" ] \
+  && { { [ -z "${E2E_SKIP_AZURE:-}" ] && [ -z "${E2E_ONLY:-}" ]; } || [ "${E2E_ONLY:-}" = azure ]; }; then
   log "tests/e2e/azure-sdk/run.sh"
   run_suite "$REPO_ROOT" bash tests/e2e/azure-sdk/run.sh
   [ "$rc" -eq 0 ] || failed+=("azure-sdk (exit $rc)")

@@ -4,7 +4,7 @@ use rand_core::{OsRng, RngCore};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Unix seconds now.
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -12,12 +12,12 @@ pub fn now() -> i64 {
 }
 
 /// `2026-11-24T04:00:00Z` for now.
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     rfc3339(now())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (proleptic Gregorian, UTC).
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.
@@ -39,7 +39,7 @@ pub fn rfc3339(secs: i64) -> String {
 }
 
 /// A random id formatted like a GUID, as Azure's `x-ms-request-id`.
-pub fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
     let h = hex::encode(b);
@@ -54,7 +54,7 @@ pub fn request_id() -> String {
 }
 
 /// 32 lowercase hex characters, the shape of a Key Vault key version.
-pub fn key_version() -> String {
+pub(crate) fn key_version() -> String {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
     hex::encode(b)

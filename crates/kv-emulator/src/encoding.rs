@@ -15,12 +15,12 @@ const IN: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Encode without padding.
-pub fn b64url(bytes: &[u8]) -> String {
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     OUT.encode(bytes)
 }
 
 /// Decode padded or unpadded base64url.
-pub fn from_b64url(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_b64url(text: &str) -> Option<Vec<u8>> {
     IN.decode(text).ok()
 }
 

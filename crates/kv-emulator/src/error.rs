@@ -83,7 +83,7 @@ impl IntoResponse for VaultError {
 
 /// An Entra ID (AADSTS) token endpoint error: `{"error","error_description","error_codes",...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthError {
+pub(crate) struct OAuthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub aadsts: u32,
@@ -91,7 +91,12 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    pub fn new(status: StatusCode, error: &'static str, aadsts: u32, description: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        error: &'static str,
+        aadsts: u32,
+        description: impl Into<String>,
+    ) -> Self {
         OAuthError {
             status,
             error,
@@ -123,14 +128,14 @@ impl IntoResponse for OAuthError {
 
 /// A managed identity endpoint error (IMDS / App Service): `{"error","error_description"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityError {
+pub(crate) struct IdentityError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
 }
 
 impl IdentityError {
-    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
         IdentityError {
             status,
             error,

@@ -20,6 +20,8 @@ pub enum Operation {
     UpdateKey,
     Sign,
     Verify,
+    WrapKey,
+    UnwrapKey,
     BackupKey,
     RestoreKey,
     DeleteKey,

@@ -295,17 +295,38 @@ impl Emulator {
         self.insert_version(name, PrivateKey::generate(curve))
     }
 
+    /// Create an `RSA-HSM` key of `bits` (2048, 3072, 4096) with the key operations `key_ops` (e.g. `wrapKey`,
+    /// `unwrapKey`), as `POST /keys/{name}/create` would; returns its versioned kid.
+    pub fn create_rsa_key(&self, name: &str, bits: u32, key_ops: &[&str]) -> Result<String, KeyError> {
+        let material = vault::material::KeyMaterial::generate_rsa(bits)
+            .map_err(|e| VaultError::bad_parameter(e.to_string()))?;
+        let ops = key_ops.iter().map(|o| (*o).to_owned()).collect();
+        self.insert_material(name, material, ops)
+    }
+
+    /// Create an `oct-HSM` (AES) key of `bits` (128, 192, 256) with `key_ops`, as `POST /keys/{name}/create`
+    /// on a Managed HSM would; returns its versioned kid. (The HTTP API refuses oct keys on a vault.)
+    pub fn create_oct_key(&self, name: &str, bits: u32, key_ops: &[&str]) -> Result<String, KeyError> {
+        if !vault::material::OCT_SIZES.contains(&bits) {
+            return Err(
+                VaultError::bad_parameter(format!("Invalid key size {bits} for an oct-HSM key.")).into(),
+            );
+        }
+        let ops = key_ops.iter().map(|o| (*o).to_owned()).collect();
+        self.insert_material(name, vault::material::KeyMaterial::generate_oct(bits), ops)
+    }
+
     /// Import a private scalar (big-endian) as a new key version, as `PUT /keys/{name}` with `Hsm: true` would.
     pub fn import_key(&self, name: &str, curve: Curve, d: &[u8]) -> Result<KeyInfo, KeyError> {
         let key = PrivateKey::from_scalar(curve, d).map_err(|e| VaultError::bad_parameter(e.to_string()))?;
         self.insert_version(name, key)
     }
 
-    /// The latest version of a key.
+    /// The latest version of an EC key (`None` for RSA and AES keys).
     pub fn key(&self, name: &str) -> Option<KeyInfo> {
         self.shared.store.read(|s| {
             let entry = s.key(name)?;
-            entry.latest().map(|v| self.key_info(&entry.name, v))
+            entry.latest().and_then(|v| self.key_info(&entry.name, v))
         })
     }
 
@@ -314,7 +335,8 @@ impl Emulator {
         self.shared.store.read(|s| {
             s.key(name)
                 .and_then(|e| e.version(version))
-                .is_some_and(|v| v.key.verify_digest(digest, signature))
+                .and_then(|v| v.key.ec())
+                .is_some_and(|k| k.verify_digest(digest, signature))
         })
     }
 
@@ -328,6 +350,29 @@ impl Emulator {
     }
 
     fn insert_version(&self, name: &str, key: PrivateKey) -> Result<KeyInfo, KeyError> {
+        let kid = self.insert_material(
+            name,
+            vault::material::KeyMaterial::Ec(key),
+            vec!["sign".to_owned(), "verify".to_owned()],
+        )?;
+        let version = kid.rsplit('/').next().unwrap_or_default().to_owned();
+        self.shared
+            .store
+            .read(|s| {
+                let entry = s.key(name)?;
+                entry
+                    .version(Some(&version))
+                    .and_then(|v| self.key_info(&entry.name, v))
+            })
+            .ok_or_else(|| VaultError::key_not_found(name, Some(&version)).into())
+    }
+
+    fn insert_material(
+        &self,
+        name: &str,
+        key: vault::material::KeyMaterial,
+        key_ops: Vec<String>,
+    ) -> Result<String, KeyError> {
         if !vault::valid_name(name) {
             return Err(VaultError::bad_parameter(format!(
                 "The request URI contains an invalid name: {name}"
@@ -339,7 +384,7 @@ impl Emulator {
             version: clock::key_version(),
             key,
             hsm: true,
-            key_ops: vec!["sign".to_owned(), "verify".to_owned()],
+            key_ops,
             attributes: Attributes {
                 enabled: true,
                 nbf: None,
@@ -360,23 +405,28 @@ impl Emulator {
                 name: name.to_owned(),
                 versions: Vec::new(),
             });
-            let info = self.key_info(&entry.name, &version);
+            let kid = format!(
+                "{}/keys/{}/{}",
+                self.shared.main_base, entry.name, version.version
+            );
             entry.versions.push(version);
-            Ok(info)
+            Ok(kid)
         })?;
         Ok(info)
     }
 
-    fn key_info(&self, name: &str, v: &KeyVersion) -> KeyInfo {
-        let (x, y) = v.key.public_xy();
-        KeyInfo {
+    /// The EC view of a key version (`None` for RSA and AES keys).
+    fn key_info(&self, name: &str, v: &KeyVersion) -> Option<KeyInfo> {
+        let ec = v.key.ec()?;
+        let (x, y) = ec.public_xy();
+        Some(KeyInfo {
             name: name.to_owned(),
             version: v.version.clone(),
             kid: format!("{}/keys/{name}/{}", self.shared.main_base, v.version),
-            curve: v.key.curve(),
+            curve: ec.curve(),
             x,
             y,
-        }
+        })
     }
 }
 

@@ -15,6 +15,8 @@ pub(crate) enum VaultRoute {
     UpdateKey { name: String, version: Option<String> },
     Sign { name: String, version: Option<String> },
     Verify { name: String, version: Option<String> },
+    WrapKey { name: String, version: Option<String> },
+    UnwrapKey { name: String, version: Option<String> },
     Backup { name: String },
     Restore,
     DeleteKey { name: String },
@@ -36,6 +38,8 @@ impl VaultRoute {
             VaultRoute::UpdateKey { .. } => Operation::UpdateKey,
             VaultRoute::Sign { .. } => Operation::Sign,
             VaultRoute::Verify { .. } => Operation::Verify,
+            VaultRoute::WrapKey { .. } => Operation::WrapKey,
+            VaultRoute::UnwrapKey { .. } => Operation::UnwrapKey,
             VaultRoute::Backup { .. } => Operation::BackupKey,
             VaultRoute::Restore => Operation::RestoreKey,
             VaultRoute::DeleteKey { .. } => Operation::DeleteKey,
@@ -57,6 +61,8 @@ impl VaultRoute {
             | VaultRoute::UpdateKey { name, .. }
             | VaultRoute::Sign { name, .. }
             | VaultRoute::Verify { name, .. }
+            | VaultRoute::WrapKey { name, .. }
+            | VaultRoute::UnwrapKey { name, .. }
             | VaultRoute::Backup { name }
             | VaultRoute::DeleteKey { name }
             | VaultRoute::GetDeleted { name }
@@ -192,7 +198,9 @@ fn parse_vault(method: &Method, s: &[&str]) -> Route {
         ["keys", n, "backup"] if !n.is_empty() => {
             one(method, Method::POST, VaultRoute::Backup { name: name(n) })
         }
-        ["keys", n, op @ ("sign" | "verify")] if !n.is_empty() && *method == Method::POST => {
+        ["keys", n, op @ ("sign" | "verify" | "wrapkey" | "unwrapkey")]
+            if !n.is_empty() && *method == Method::POST =>
+        {
             Route::Vault(crypto(op, name(n), None))
         }
         ["keys", n, v] if !n.is_empty() => {
@@ -203,7 +211,7 @@ fn parse_vault(method: &Method, s: &[&str]) -> Route {
                 _ => Route::MethodNotAllowed,
             }
         }
-        ["keys", n, v, op @ ("sign" | "verify")] if !n.is_empty() => {
+        ["keys", n, v, op @ ("sign" | "verify" | "wrapkey" | "unwrapkey")] if !n.is_empty() => {
             one(method, Method::POST, crypto(op, name(n), version_of(v)))
         }
         ["deletedkeys"] | ["deletedkeys", ""] => one(method, Method::GET, VaultRoute::ListDeleted),
@@ -221,10 +229,11 @@ fn parse_vault(method: &Method, s: &[&str]) -> Route {
 }
 
 fn crypto(op: &str, name: String, version: Option<String>) -> VaultRoute {
-    if op == "sign" {
-        VaultRoute::Sign { name, version }
-    } else {
-        VaultRoute::Verify { name, version }
+    match op {
+        "sign" => VaultRoute::Sign { name, version },
+        "wrapkey" => VaultRoute::WrapKey { name, version },
+        "unwrapkey" => VaultRoute::UnwrapKey { name, version },
+        _ => VaultRoute::Verify { name, version },
     }
 }
 
@@ -306,6 +315,10 @@ mod tests {
             (Method::GET, "/keys/k/versions", Operation::ListKeyVersions),
             (Method::PATCH, "/keys/k/0123", Operation::UpdateKey),
             (Method::POST, "/keys/k/0123/verify", Operation::Verify),
+            (Method::POST, "/keys/k/0123/wrapkey", Operation::WrapKey),
+            (Method::POST, "/keys/k//unwrapkey", Operation::UnwrapKey),
+            (Method::POST, "/keys/k/unwrapkey", Operation::UnwrapKey),
+            (Method::GET, "/keys/k/0123/wrapkey", Operation::Unknown),
             (Method::POST, "/keys/k/backup", Operation::BackupKey),
             (Method::POST, "/keys/restore", Operation::RestoreKey),
             (Method::DELETE, "/keys/k", Operation::DeleteKey),

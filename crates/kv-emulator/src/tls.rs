@@ -12,7 +12,7 @@ use tokio_rustls::rustls::ServerConfig;
 
 /// CA certificate (PEM, for clients to trust) and the server's TLS configuration.
 #[derive(Debug)]
-pub struct Certificates {
+pub(crate) struct Certificates {
     pub ca_pem: String,
     pub server_config: Arc<ServerConfig>,
 }
@@ -21,7 +21,7 @@ const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// Generate the CA and leaf. With a persist dir, the CA key is kept there so clients that trusted an earlier
 /// `ca.pem` keep trusting the restarted emulator (same subject, same key).
-pub fn generate(persist_dir: Option<&Path>) -> Result<Certificates, StartError> {
+pub(crate) fn generate(persist_dir: Option<&Path>) -> Result<Certificates, StartError> {
     let ca_key = match persist_dir {
         Some(dir) => load_or_create_ca_key(dir)?,
         None => KeyPair::generate()?,

@@ -13,7 +13,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Who a token is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subject {
+pub(crate) struct Subject {
     /// Application (client) id: the service principal or managed identity.
     pub app_id: String,
     /// Object id of the principal.
@@ -22,7 +22,7 @@ pub struct Subject {
 
 /// The claims the emulator puts in (and reads from) its tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     pub aud: String,
     pub iss: String,
     pub iat: i64,
@@ -41,7 +41,7 @@ pub struct Claims {
 
 /// A freshly minted token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Minted {
+pub(crate) struct Minted {
     pub access_token: String,
     pub expires_in: i64,
     pub expires_on: i64,
@@ -50,7 +50,7 @@ pub struct Minted {
 
 /// Why the data plane refused a bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenRejection {
+pub(crate) enum TokenRejection {
     #[error("AKV10000: Request is missing a Bearer or PoP token.")]
     Missing,
     #[error("AKV10001: Token is not a well-formed JWT.")]
@@ -71,7 +71,7 @@ pub enum TokenRejection {
 
 /// Mints and validates tokens for one tenant with one secret.
 #[derive(Debug)]
-pub struct TokenAuthority {
+pub(crate) struct TokenAuthority {
     secret: [u8; 32],
     tenant: String,
     lifetime: Duration,
@@ -81,7 +81,7 @@ pub struct TokenAuthority {
 }
 
 impl TokenAuthority {
-    pub fn new(secret: [u8; 32], tenant: String, lifetime: Duration) -> Self {
+    pub(crate) fn new(secret: [u8; 32], tenant: String, lifetime: Duration) -> Self {
         TokenAuthority {
             secret,
             tenant,
@@ -93,17 +93,17 @@ impl TokenAuthority {
     }
 
     /// Tokens minted from now on stop working after `after` (while still advertising the normal lifetime).
-    pub fn set_early_expiry(&self, after: Option<Duration>) {
+    pub(crate) fn set_early_expiry(&self, after: Option<Duration>) {
         *self.early_expiry.lock().unwrap_or_else(|p| p.into_inner()) = after;
     }
 
     /// Every token minted so far is rejected as expired from now on.
-    pub fn expire_all_issued(&self) {
+    pub(crate) fn expire_all_issued(&self) {
         let next = self.serial.load(Ordering::SeqCst);
         self.revoked_below.store(next, Ordering::SeqCst);
     }
 
-    pub fn mint(&self, audience: &str, subject: &Subject) -> Minted {
+    pub(crate) fn mint(&self, audience: &str, subject: &Subject) -> Minted {
         let now = clock::now();
         let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 4);
         let exp = now.saturating_add(lifetime);
@@ -141,7 +141,7 @@ impl TokenAuthority {
     }
 
     /// Check signature, tenant, audience and expiry.
-    pub fn validate(&self, token: &str, audience: &str) -> Result<Claims, TokenRejection> {
+    pub(crate) fn validate(&self, token: &str, audience: &str) -> Result<Claims, TokenRejection> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -198,7 +198,7 @@ impl TokenAuthority {
 }
 
 /// Is this a syntactically valid JWT (three base64url parts, JSON header and payload)? Used for client assertions.
-pub fn is_well_formed_jwt(token: &str) -> bool {
+pub(crate) fn is_well_formed_jwt(token: &str) -> bool {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
         return false;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kv_emulator::{Emulator, Operation};
 use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
+use tzkms::app::Application;
 use tzkms::config::{AzureConfig, Config, CredentialConfig, CredentialKind};
-use tzkms::server::App;
 
 use crate::report::Latency;
 
@@ -143,15 +143,14 @@ impl LocalSigner {
             config.auth.authorized_keys = vec![pk.clone()];
         }
         let rt = runtime("tzkms", options.threads)?;
-        // Built on the signer's runtime with `block_on` (from a blocking thread): `App::bind`'s future is
-        // not `Send` for every lifetime, so it cannot be spawned.
+        // Built on the signer's runtime with `block_on` (from a blocking thread): `Application::build`'s
+        // future is not `Send` for every lifetime, so it cannot be spawned.
         let handle = rt.handle().clone();
         let addr = tokio::task::spawn_blocking(move || {
             handle.block_on(async move {
-                let (signer, _) = tzkms::startup::build_signer(&config).await?;
-                let app = App::bind(signer, &config.server).await?;
+                let app = Application::build(&config).await?;
                 let addr = app.local_addrs()[0];
-                tokio::spawn(app.run(std::future::pending()));
+                tokio::spawn(app.run_until_stopped(std::future::pending()));
                 anyhow::Ok(addr)
             })
         })

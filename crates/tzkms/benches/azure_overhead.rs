@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use kv_emulator::{Curve as EmuCurve, Emulator, Operation};
 use tezos::PublicKey;
+use tzkms::app::Application;
 use tzkms::config::{AzureConfig, Config, CredentialConfig, CredentialKind};
-use tzkms::server::App;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -118,10 +118,9 @@ fn main() {
         config.keys.generate_if_empty = false;
         // The bench signs arbitrary 0x03 bytes; the default policy signs consensus payloads only.
         config.policy.default.allow = vec!["generic_unchecked".parse().expect("kind")];
-        let (signer, _) = tzkms::startup::build_signer(&config).await.expect("signer");
-        let app = App::bind(signer, &config.server).await.expect("bind");
+        let app = Application::build(&config).await.expect("application");
         let addr = app.local_addrs()[0];
-        tokio::spawn(app.run(std::future::pending()));
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
         let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
         emu.counters().reset();
         let via = measure(concurrency, rounds, {

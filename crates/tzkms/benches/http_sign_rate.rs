@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tezos::{BlsScheme, Curve, SecretKey};
+use tzkms::app::Application;
 use tzkms::config::Config;
-use tzkms::server::App;
 
 fn main() {
     let seconds: u64 = std::env::var("RATE_SECONDS")
@@ -39,10 +39,9 @@ fn main() {
         config.limits.per_client = None;
         // The bench signs arbitrary 0x03 bytes; the default policy signs consensus payloads only.
         config.policy.default.allow = vec!["generic_unchecked".parse().expect("kind")];
-        let (signer, _) = tzkms::startup::build_signer(&config).await.expect("signer");
-        let app = App::bind(signer, &config.server).await.expect("bind");
+        let app = Application::build(&config).await.expect("application");
         let addr = app.local_addrs()[0];
-        tokio::spawn(app.run(std::future::pending()));
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
         println!(
             "{:<10} {:>14} {:>22}",
             "curve", "HTTP sig/s", "in-process sig/s (1 core)"

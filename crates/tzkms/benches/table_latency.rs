@@ -12,10 +12,10 @@ use std::sync::Arc;
 use tezos::{Curve, SecretKey};
 use tzkms::config::{Config, TableConfig};
 
-use tzkms::server::App;
+use tzkms::app::Application;
 use tzkms::watermark::azure_table::BothStores;
 use tzkms::watermark::file::FileStore;
-use tzkms::watermark::WatermarkStore;
+use tzkms::watermark::Watermarks;
 
 fn preattestation(level: u32) -> String {
     let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
@@ -45,7 +45,7 @@ async fn run(table: Option<TableConfig>, n: u32) -> (Vec<Duration>, Option<u64>)
     let (file, _) = FileStore::open(dir.path()).expect("file store");
     let local = Arc::new(file);
     let mut shared_handle = None;
-    let store: Arc<dyn WatermarkStore> = match &table {
+    let store: Arc<dyn Watermarks> = match &table {
         Some(t) => {
             let shared = Arc::new(tzkms::startup::table_store(&config, t).await.expect("table"));
             shared_handle = Some(shared.clone());
@@ -53,12 +53,13 @@ async fn run(table: Option<TableConfig>, n: u32) -> (Vec<Duration>, Option<u64>)
         }
         None => local,
     };
-    let (signer, _) = tzkms::startup::build_signer_with(&config, store)
+    let app = Application::builder(&config)
+        .watermarks(store)
+        .build()
         .await
-        .expect("signer");
-    let app = App::bind(signer, &config.server).await.expect("bind");
+        .expect("application");
     let addr = app.local_addrs()[0];
-    tokio::spawn(app.run(std::future::pending()));
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
     let client = reqwest::Client::new();
     let mut lat = Vec::new();
     let mut requests_before = 0;

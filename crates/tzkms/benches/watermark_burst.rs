@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tezos::{Curve, PublicKeyHash, SecretKey};
+use tzkms::app::Application;
 use tzkms::config::Config;
-use tzkms::server::App;
 
 fn preattestation(level: u32) -> String {
     let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
@@ -38,11 +38,10 @@ async fn run(keys: &[PublicKeyHash], secrets: &[SecretKey], protected: bool, lev
     if !protected {
         config.watermark.unprotected_keys = keys.to_vec();
     }
-    let (signer, _) = tzkms::startup::build_signer(&config).await.expect("signer");
-    let app = App::bind(signer, &config.server).await.expect("bind");
+    let app = Application::build(&config).await.expect("application");
     let addr = app.local_addrs()[0];
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async move {
+    let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder()

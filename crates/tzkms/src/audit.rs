@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tezos::{ChainId, Level, OperationKind, PublicKeyHash, Round};
 
-use crate::auth::ClientCertificate;
+use crate::peer::ClientCertificate;
 
 /// What is known about one request.
 #[derive(Debug, Default, Clone)]
@@ -70,7 +70,7 @@ impl AuditRecord {
 
     /// Writes the line: info for answered requests, warn for refusals, error when tzkms or its backend
     /// failed (5xx). `reason` is the error message.
-    pub fn emit(&self, decision: Decision, status: u16, reason: Option<&str>, latency: Duration) {
+    pub(crate) fn emit(&self, decision: Decision, status: u16, reason: Option<&str>, latency: Duration) {
         let operations = (!self.operations.is_empty()).then(|| {
             self.operations
                 .iter()

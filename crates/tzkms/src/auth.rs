@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tezos::{BlsScheme, PublicKey, PublicKeyHash, Signature};
 
 use crate::config::AuthConfig;
@@ -22,43 +21,7 @@ pub fn authenticated_bytes(pkh: &PublicKeyHash, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Who a TLS client is, from its verified certificate (mTLS): what the policy can require of a caller
-/// and the audit line records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertificate {
-    /// SHA-256 of the DER certificate, lowercase hex.
-    pub fingerprint: String,
-    /// The subject's common name, if it has one.
-    pub common_name: Option<String>,
-}
-
-impl ClientCertificate {
-    pub fn from_der(der: &[u8]) -> Self {
-        let common_name = x509_parser::parse_x509_certificate(der)
-            .ok()
-            .and_then(|(_, cert)| {
-                cert.subject()
-                    .iter_common_name()
-                    .next()
-                    .and_then(|cn| cn.as_str().ok())
-                    .map(str::to_owned)
-            });
-        Self {
-            fingerprint: hex::encode(Sha256::digest(der)),
-            common_name,
-        }
-    }
-}
-
-impl std::fmt::Display for ClientCertificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", self.fingerprint)?;
-        if let Some(cn) = &self.common_name {
-            write!(f, " (cn:{cn})")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::peer::ClientCertificate;
 
 #[derive(Debug, Clone)]
 pub struct AuthorizedKey {
@@ -154,7 +117,7 @@ impl Authenticator {
     }
 
     /// What `GET /authorized_keys` lists: None (`{}`) when authentication is not required.
-    pub fn advertised(&self) -> Option<Vec<PublicKeyHash>> {
+    pub(crate) fn advertised(&self) -> Option<Vec<PublicKeyHash>> {
         self.required.then(|| self.keys.iter().map(|k| k.hash).collect())
     }
 

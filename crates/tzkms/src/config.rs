@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 use tezos::{Address, Ballot, ChainId, PublicKey, PublicKeyHash, SmartRollupAddress};
 
-use crate::policy::{ClientPattern, RequestKind};
+use crate::request::{ClientPattern, RequestKind};
+
+pub mod threshold;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6732";
 pub const DEFAULT_DATA_DIR: &str = "./tzkms-data";
@@ -40,8 +42,8 @@ pub struct Config {
     pub azure: Option<AzureConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
-    /// Threshold BLS keys this machine coordinates (see `crate::threshold`).
-    pub threshold: Option<crate::threshold::ThresholdConfig>,
+    /// Threshold BLS keys this machine coordinates (see [`threshold`]).
+    pub threshold: Option<threshold::ThresholdConfig>,
 }
 
 /// Prometheus metrics, on a listener of their own (never the signing port).
@@ -142,7 +144,7 @@ impl AzureConfig {
     }
 }
 
-pub fn default_api_version() -> String {
+pub(crate) fn default_api_version() -> String {
     "2025-07-01".into()
 }
 fn default_refresh() -> u64 {
@@ -242,8 +244,11 @@ impl Default for WatermarkConfig {
     }
 }
 
+/// Distinct chains the watermark store accepts marks on unless `[watermark] max_chains` says otherwise.
+pub const DEFAULT_MAX_CHAINS: usize = 8;
+
 fn default_max_chains() -> usize {
-    crate::watermark::file::DEFAULT_MAX_CHAINS
+    DEFAULT_MAX_CHAINS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -488,7 +493,7 @@ fn consensus_only() -> Vec<RequestKind> {
 
 /// Generic operations, Michelson data and the three Tenderbake consensus kinds. Legacy (Emmy) 0x01/0x02
 /// payloads have no round and are only signed when listed explicitly.
-pub fn default_magic_bytes() -> BTreeSet<u8> {
+pub(crate) fn default_magic_bytes() -> BTreeSet<u8> {
     [0x03, 0x05, 0x11, 0x12, 0x13].into()
 }
 
@@ -549,7 +554,7 @@ where
 }
 
 /// Parses `0x11`, `11` (hex) as a magic byte.
-pub fn parse_magic_byte(text: &str) -> Result<u8, String> {
+pub(crate) fn parse_magic_byte(text: &str) -> Result<u8, String> {
     let digits = text.trim().trim_start_matches("0x").trim_start_matches("0X");
     u8::from_str_radix(digits, 16).map_err(|_| format!("{text:?} is not a magic byte like 0x11"))
 }

@@ -205,7 +205,7 @@ impl Limits {
     }
 
     /// Takes a token from the bucket of (`ip`, `class`). Consensus signing requests are never asked.
-    pub fn admit_client(&self, ip: IpAddr, class: RouteClass) -> Result<(), Limited> {
+    pub(crate) fn admit_client(&self, ip: IpAddr, class: RouteClass) -> Result<(), Limited> {
         let Some(b) = &self.per_client else { return Ok(()) };
         b.take((ip, class)).map_err(|retry_after| {
             self.counters.per_client.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +219,7 @@ impl Limits {
         })
     }
 
-    pub fn admit_generic(&self, pkh: &PublicKeyHash) -> Result<(), Limited> {
+    pub(crate) fn admit_generic(&self, pkh: &PublicKeyHash) -> Result<(), Limited> {
         let Some(b) = &self.generic_per_key else {
             return Ok(());
         };
@@ -234,7 +234,7 @@ impl Limits {
 
     /// A slot at the backend. Consensus requests wait for one; generic requests get one only while their
     /// share is not used up, and are refused otherwise, so consensus signing always has room.
-    pub async fn backend_slot(&self, consensus: bool) -> Result<BackendSlot, Limited> {
+    pub(crate) async fn backend_slot(&self, consensus: bool) -> Result<BackendSlot, Limited> {
         let generic = if consensus {
             None
         } else {

@@ -1,5 +1,4 @@
-//! The operations listener (off the signing port): Prometheus metrics, liveness (`/healthz`) and
-//! readiness (`/readyz`). Metrics: requests by route, kind, key and outcome, latency histograms, backend
+//! The counters behind `GET /metrics` and the Prometheus text format (the listener is in `ops`). Metrics: requests by route, kind, key and outcome, latency histograms, backend
 //! calls, watermark positions, refusals by limit, connection counters, and each backend's and store's own
 //! (Key Vault calls, retries, throttling, tokens, estimated cost). Every label takes values from a small
 //! fixed set, the configuration or the keys the signer serves, so series stay bounded.
@@ -7,20 +6,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use tokio::net::TcpListener;
-
 use crate::audit::{AuditRecord, Decision};
-use crate::config::HealthConfig;
-use crate::health::Check;
-use crate::server::Connections;
-use crate::signer::Signer;
 
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -92,7 +81,7 @@ impl Exposition {
     }
 
     /// The `_bucket`, `_sum` and `_count` samples of one histogram series.
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+    pub(crate) fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
         let bucket = format!("{name}_bucket");
         for (i, bound) in BUCKETS.iter().enumerate() {
             let le = bound.to_string();
@@ -179,7 +168,7 @@ impl Metrics {
         self.config_loaded_at.store(now, Ordering::Relaxed);
     }
 
-    pub fn count_request_timeout(&self) {
+    pub(crate) fn count_request_timeout(&self) {
         self.request_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -209,7 +198,7 @@ impl Metrics {
     /// Creates, at 0, the series alerts compute increases on, so the first event is an increase (a
     /// series that appears with value 1 is no increase to Prometheus): for a key that may sign `kinds`
     /// (consensus kind names), its signatures, errors and watermark refusals; its backend's calls.
-    pub fn init_key(&self, pkh: &tezos::PublicKeyHash, backend: &'static str, kinds: &[&'static str]) {
+    pub(crate) fn init_key(&self, pkh: &tezos::PublicKeyHash, backend: &'static str, kinds: &[&'static str]) {
         let key = pkh.to_string();
         let mut requests = lock(&self.requests);
         let mut signatures = lock(&self.signatures);
@@ -231,7 +220,7 @@ impl Metrics {
     }
 
     /// Counts one call to a backend's `sign`.
-    pub fn backend_call(&self, backend: &'static str, ok: bool, latency: Duration) {
+    pub(crate) fn backend_call(&self, backend: &'static str, ok: bool, latency: Duration) {
         let result = if ok { "ok" } else { "error" };
         *lock(&self.backend_calls).entry((backend, result)).or_default() += 1;
         lock(&self.backend_latency)
@@ -249,9 +238,8 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, signer: &Signer, connections: Option<&Connections>, checks: &[Check]) -> String {
-        let mut e = Exposition::default();
+    /// The build, request, signature, backend-call and watermark families.
+    pub(crate) fn write_requests(&self, e: &mut Exposition) {
         e.family(
             "tzkms_build_info",
             "gauge",
@@ -335,23 +323,10 @@ impl Metrics {
         for ((key, kind), (_, round)) in &marks {
             e.sample("tzkms_watermark_round", &[("key", key), ("kind", kind)], round);
         }
-        let limits = &signer.limits().counters;
-        e.family(
-            "tzkms_rate_limited_total",
-            "counter",
-            "Requests refused by a rate limit.",
-        );
-        for (limit, counter) in [
-            ("per_client", &limits.per_client),
-            ("generic_per_key", &limits.generic_per_key),
-            ("generic_backend_share", &limits.generic_backend_share),
-        ] {
-            e.sample(
-                "tzkms_rate_limited_total",
-                &[("limit", limit)],
-                counter.load(Ordering::Relaxed),
-            );
-        }
+    }
+
+    /// The request-timeout and reload families.
+    pub(crate) fn write_lifecycle(&self, e: &mut Exposition) {
         e.family(
             "tzkms_request_timeouts_total",
             "counter",
@@ -384,146 +359,5 @@ impl Metrics {
             &[],
             self.config_loaded_at.load(Ordering::Relaxed),
         );
-        if let Some(c) = connections {
-            e.family(
-                "tzkms_connection_errors_total",
-                "counter",
-                "Connections ended by a protocol error (slow or oversized head, not HTTP).",
-            );
-            e.sample(
-                "tzkms_connection_errors_total",
-                &[],
-                c.protocol_errors.load(Ordering::Relaxed),
-            );
-            e.family(
-                "tzkms_connections_refused_total",
-                "counter",
-                "Connections refused over max_connections.",
-            );
-            e.sample(
-                "tzkms_connections_refused_total",
-                &[],
-                c.refused.load(Ordering::Relaxed),
-            );
-            e.family(
-                "tzkms_connections_timed_out_total",
-                "counter",
-                "Connections closed for idleness.",
-            );
-            e.sample(
-                "tzkms_connections_timed_out_total",
-                &[],
-                c.timed_out.load(Ordering::Relaxed),
-            );
-        }
-        e.family("tzkms_keys", "gauge", "Keys served, by backend.");
-        let mut by_backend: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let rules = signer.rules();
-        for (backend, n) in rules.keyring.keys_per_backend() {
-            *by_backend.entry(backend.kind()).or_default() += n;
-        }
-        for (backend, n) in by_backend {
-            e.sample("tzkms_keys", &[("backend", backend)], n);
-        }
-        for backend in rules.keyring.backends() {
-            backend.write_metrics(&mut e);
-        }
-        signer.watermarks().write_metrics(&mut e);
-        e.family(
-            "tzkms_ready",
-            "gauge",
-            "1 when every readiness check passes (see /readyz), else 0.",
-        );
-        e.sample("tzkms_ready", &[], u8::from(checks.iter().all(|c| c.ok)));
-        e.family(
-            "tzkms_health_check_ok",
-            "gauge",
-            "One readiness check: 1 passing, 0 failing (the reason is in /readyz).",
-        );
-        for c in checks {
-            e.sample("tzkms_health_check_ok", &[("check", &c.name)], u8::from(c.ok));
-        }
-        e.finish()
-    }
-}
-
-#[derive(Clone)]
-struct OpsState {
-    signer: Arc<Signer>,
-    connections: Option<Arc<Connections>>,
-    health: HealthConfig,
-}
-
-const TEXT: &str = "text/plain; version=0.0.4";
-
-async fn metrics(State(state): State<OpsState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    let checks = crate::health::readiness(&state.signer, &state.health).await;
-    (
-        [(axum::http::header::CONTENT_TYPE, TEXT)],
-        state
-            .signer
-            .metrics()
-            .render(&state.signer, state.connections.as_deref(), &checks),
-    )
-}
-
-/// Liveness: the process answers.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "alive", "version": env!("CARGO_PKG_VERSION") }))
-}
-
-/// Readiness: 200 when every check passes, else 503; the body lists every check and its detail.
-async fn readyz(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::Value>) {
-    let checks = crate::health::readiness(&state.signer, &state.health).await;
-    let ready = checks.iter().all(|c| c.ok);
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(serde_json::json!({
-            "status": if ready { "ready" } else { "not ready" },
-            "failed": failed,
-            "checks": checks,
-        })),
-    )
-}
-
-/// What `tzkms status` shows: keys, marks, readiness, vaults, signatures and cost (always 200).
-async fn status(State(state): State<OpsState>) -> Json<crate::status::Status> {
-    Json(crate::status::collect(&state.signer, &state.health).await)
-}
-
-/// The operations router: `/metrics`, `/healthz`, `/readyz`, `/status`.
-pub fn router(signer: Arc<Signer>, connections: Option<Arc<Connections>>, health: HealthConfig) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .with_state(OpsState {
-            signer,
-            connections,
-            health,
-        })
-}
-
-/// Serves the operations endpoints on `listener` until the process ends, with default health settings.
-pub async fn serve(listener: TcpListener, signer: Arc<Signer>, connections: Option<Arc<Connections>>) {
-    serve_with(listener, signer, connections, HealthConfig::default()).await
-}
-
-/// Serves the operations endpoints on `listener` until the process ends.
-pub async fn serve_with(
-    listener: TcpListener,
-    signer: Arc<Signer>,
-    connections: Option<Arc<Connections>>,
-    health: HealthConfig,
-) {
-    if let Err(e) = axum::serve(listener, router(signer, connections, health)).await {
-        tracing::error!(error = %e, "operations listener stopped");
     }
 }

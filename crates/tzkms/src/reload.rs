@@ -83,10 +83,19 @@ pub async fn reload(
     // checks as at startup: private modes, readable, decryptable.
     let data_dir = running_config.data_dir();
     let password = crate::startup::key_password(new)?;
-    let (files, load) = FileBackend::load(&data_dir, new.keys.octez_base_dir.as_deref(), password.as_ref())
+    // Sealed files are unsealed again (one vault call each): a reload may bring new ones.
+    let unsealed = crate::sealing::key_files(new, &data_dir)
+        .await
         .context("key files")?;
+    let (files, load) = FileBackend::load(
+        &data_dir,
+        new.keys.octez_base_dir.as_deref(),
+        password.as_ref(),
+        &unsealed,
+    )
+    .context("key files")?;
     report.skipped.extend(load.skipped);
-    let threshold = crate::threshold::load(new.threshold.as_ref(), &data_dir, password.as_ref())
+    let threshold = crate::threshold::load(new.threshold.as_ref(), &data_dir, password.as_ref(), &unsealed)
         .context("threshold keys")?;
     let auth = Authenticator::from_config(&new.auth).context("auth")?;
     let policy = Policy::from_config(&new.policy)
@@ -109,8 +118,8 @@ pub async fn reload(
         keyring.add_backend(azure.clone());
     }
     // In the order startup adds them.
-    for backend in threshold {
-        keyring.add_backend(backend);
+    for loaded in threshold {
+        keyring.add_backend(loaded.backend);
     }
     let files: Arc<dyn KeyBackend> = Arc::new(files);
     for dup in keyring.add_backend(files) {
@@ -158,7 +167,10 @@ mod tests {
         let sk = SecretKey::generate(Curve::P256);
         crate::backend::file::write_key_file(dir.path(), "a", &sk.to_b58()).unwrap();
         let running_config = config(dir.path());
-        let (signer, _) = crate::startup::build_signer(&running_config).await.unwrap();
+        let store = crate::startup::open_watermarks(&running_config).await.unwrap();
+        let (signer, _) = crate::startup::build_signer_from(&running_config, store, None)
+            .await
+            .unwrap();
         let before = signer.rules();
 
         let added = SecretKey::generate(Curve::Ed25519);

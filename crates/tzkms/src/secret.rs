@@ -2,7 +2,10 @@
 //! struct that holds one (a client, a credential, an error) cannot leak it into a log.
 
 use std::fmt;
+use std::fs;
 use std::ops::Deref;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use zeroize::{Zeroize, Zeroizing};
 
@@ -16,7 +19,7 @@ impl<T: Zeroize> Secret<T> {
     }
 
     /// The value, for the one place that sends or uses it.
-    pub fn expose(&self) -> &T {
+    pub(crate) fn expose(&self) -> &T {
         &self.0
     }
 }
@@ -54,7 +57,7 @@ pub fn read(file: Option<&std::path::Path>, env: &str, trim: Trim) -> Result<Opt
     let Some(path) = file else {
         return Ok(std::env::var(env).ok().filter(|v| !v.is_empty()).map(Secret::new));
     };
-    crate::backend::file::check_private(path).map_err(|e| e.to_string())?;
+    check_private(path).map_err(|e| e.to_string())?;
     let text = Zeroizing::new(
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?,
     );
@@ -63,6 +66,48 @@ pub fn read(file: Option<&std::path::Path>, env: &str, trim: Trim) -> Result<Opt
         Trim::Whitespace => text.trim(),
     };
     Ok(Some(Secret::new(value.to_owned())))
+}
+
+/// Why a file or directory that must be private is not.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateFileError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{path} is accessible to other users (mode {mode:04o}); a key file must be private: run `chmod 600 {path}`"
+    )]
+    UnsafePermissions { path: PathBuf, mode: u32 },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PrivateFileError + '_ {
+    move |source| PrivateFileError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Refuses files that anyone but their owner can read or write (key files, TLS keys, secret files).
+pub(crate) fn check_private(path: &Path) -> Result<(), PrivateFileError> {
+    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(PrivateFileError::UnsafePermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), PrivateFileError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
 }
 
 #[cfg(test)]

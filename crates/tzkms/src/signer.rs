@@ -13,11 +13,12 @@ use tezos::{
 };
 
 use crate::audit::AuditRecord;
-use crate::auth::{AuthError, Authenticator, ClientCertificate};
+use crate::auth::{AuthError, Authenticator};
 use crate::backend::{Keyring, ServedKey};
 use crate::limits::{Limited, Limits, RouteClass};
+use crate::peer::ClientCertificate;
 use crate::policy::{Caller, Policy, PolicyError};
-use crate::watermark::{Begin, History, MarkKey, MarkRequest, WatermarkError, WatermarkStore};
+use crate::watermark::{History, MarkKey, MarkRequest, Reserved, WatermarkError, Watermarks};
 
 /// Which route a signing request came by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -198,7 +199,7 @@ pub struct Rules {
 #[derive(Debug)]
 pub struct Signer {
     rules: std::sync::RwLock<Arc<Rules>>,
-    watermarks: Arc<dyn WatermarkStore>,
+    watermarks: Arc<dyn Watermarks>,
     unprotected: BTreeSet<PublicKeyHash>,
     limits: Arc<Limits>,
     metrics: crate::metrics::Metrics,
@@ -212,7 +213,7 @@ impl Signer {
         keyring: Keyring,
         auth: Authenticator,
         policy: Policy,
-        watermarks: Arc<dyn WatermarkStore>,
+        watermarks: Arc<dyn Watermarks>,
         unprotected: BTreeSet<PublicKeyHash>,
         limits: Arc<Limits>,
     ) -> Arc<Self> {
@@ -235,7 +236,7 @@ impl Signer {
     }
 
     /// Marks the signer as shutting down (readiness turns red; requests in flight still finish).
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -263,7 +264,7 @@ impl Signer {
     }
 
     /// Creates the zero-valued series of every served key (see [`crate::metrics::Metrics::init_key`]).
-    pub fn init_metrics(&self) {
+    pub(crate) fn init_metrics(&self) {
         use crate::policy::RequestKind;
         let rules = self.rules();
         for (pkh, key) in rules.keyring.sorted() {
@@ -282,7 +283,7 @@ impl Signer {
     }
 
     /// Sets the watermark gauges from the store (at startup; signatures keep them current after).
-    pub async fn load_watermark_gauges(&self) -> Result<usize, WatermarkError> {
+    pub(crate) async fn load_watermark_gauges(&self) -> Result<usize, WatermarkError> {
         let marks = self.watermarks.snapshot().await?;
         let mut n = 0;
         // A shared table may hold other signers' keys: only served keys become series.
@@ -299,7 +300,7 @@ impl Signer {
         &self.limits
     }
 
-    pub fn watermarks(&self) -> &Arc<dyn WatermarkStore> {
+    pub fn watermarks(&self) -> &Arc<dyn Watermarks> {
         &self.watermarks
     }
 
@@ -310,7 +311,7 @@ impl Signer {
 
     /// Puts `rules` in force for the requests that start from now on (those in flight finish under
     /// their snapshot) and returns the previous ones.
-    pub fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
+    pub(crate) fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
         let new = Arc::new(rules);
         std::mem::replace(&mut *self.rules.write().unwrap_or_else(|p| p.into_inner()), new)
     }
@@ -401,8 +402,8 @@ impl Signer {
             }
             History::Known | History::Floor(_) => {}
         }
-        let signed = match self.watermarks.begin(mark_key, mark_request).await? {
-            Begin::Replay(signature) => {
+        let signed = match self.watermarks.reserve(mark_key, mark_request).await? {
+            Reserved::Replay(signature) => {
                 // The stored signature answers identical bytes, but only under the same BLS scheme.
                 if !key
                     .backend
@@ -416,16 +417,16 @@ impl Signer {
                     consensus,
                 })
             }
-            Begin::Sign(ticket) => {
+            Reserved::Sign(ticket) => {
                 let signature = match self.sign_and_verify(&key, pkh, request, true).await {
                     Ok(signature) => signature,
                     Err(e) => {
                         // Nothing was released: the position is free again.
-                        self.watermarks.abort(ticket).await;
+                        ticket.abort().await;
                         return Err(e);
                     }
                 };
-                self.watermarks.finish(ticket, signature).await?;
+                ticket.finish(signature).await?;
                 Ok(Signed {
                     signature,
                     replayed: false,

@@ -18,11 +18,12 @@ use crate::azure::keyvault::KeyVaultClient;
 use crate::azure::table::{TableAuth, TableClient};
 use crate::backend::azure::{AzureBackend, KeySelection};
 use crate::config::{AzureConfig, Config, HealthConfig, TableConfig, PASSWORD_ENV};
+use crate::health::Observers;
 use crate::policy::Policy;
 use crate::signer::Signer;
 use crate::watermark::azure_table::{BothStores, TableStore};
 use crate::watermark::file::{FileStore, Opened};
-use crate::watermark::WatermarkStore;
+use crate::watermark::Watermarks;
 
 /// The file older versions locked instead of the directory. A file can be unlinked under a running server
 /// (after which a second server would lock a new file of the same name), so the directory itself is locked
@@ -78,10 +79,7 @@ fn lock_holder(file: &std::fs::File) -> Option<u32> {
     })
 }
 
-/// What to do when no key is served, said by the startup warning, readiness and `config check`.
-pub const NO_KEY_FIX: &str = "generate one with `tzkms keys generate --curve p256` (or `tzkms keys import` \
-     an existing one, or point keys.octez_base_dir at an octez-client wallet), or name vault keys under \
-     [azure] keys (and let the identity read them)";
+pub use crate::health::NO_KEY_FIX;
 
 /// What startup did that the operator should hear about.
 #[derive(Debug, Default)]
@@ -94,6 +92,8 @@ pub struct StartupReport {
     pub watermarks: Option<Opened>,
     /// The vault backend, asked to re-list its keys on reload.
     pub azure: Option<Arc<AzureBackend>>,
+    /// What the backends report to the operator (readiness, status, metrics), registered beside them.
+    pub observers: Observers,
 }
 
 /// The password for encrypted file keys: `keys.password_file`, else `TZKMS_KEY_PASSWORD`.
@@ -109,7 +109,8 @@ pub fn key_password(config: &Config) -> anyhow::Result<Option<Zeroizing<Vec<u8>>
 
 /// Creates the data directory (0700) if it does not exist yet.
 pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
-    file::create_private_dir(dir).with_context(|| format!("creating data directory {}", dir.display()))
+    crate::secret::create_private_dir(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
 }
 
 /// Writes the key file of a key made here, with an open floor: it signed nothing anywhere else, so it may
@@ -138,14 +139,19 @@ pub fn existing_data_dir(dir: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// Loads every configured key backend and the watermark store into a signer. Must run inside a tokio
-/// runtime (the store's writer task).
-pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
+/// A key backend made of the file backend: tests wrap it to count or fail its calls.
+pub type WrapFiles = Box<dyn FnOnce(FileBackend) -> Arc<dyn KeyBackend> + Send>;
+
+/// The watermark store of `config`: the file store in the data directory, joined with the shared table
+/// when `[watermark.table]` is set; and whether the file store was created now or loaded.
+pub(crate) async fn open_watermarks(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Watermarks>, Option<Opened>)> {
     let data_dir = config.data_dir();
     existing_data_dir(&data_dir)?;
     let (store, opened) = FileStore::open_with(&data_dir, config.watermark.max_chains)?;
     let local = Arc::new(store);
-    let store: Arc<dyn WatermarkStore> = match &config.watermark.table {
+    let store: Arc<dyn Watermarks> = match &config.watermark.table {
         Some(table) => {
             let shared = Arc::new(table_store(config, table).await?);
             let (both, raised) = BothStores::new(local, shared)
@@ -161,26 +167,58 @@ pub async fn build_signer(config: &Config) -> anyhow::Result<(Arc<Signer>, Start
         }
         None => local,
     };
-    let (signer, mut report) = build_signer_with(config, store).await?;
-    report.watermarks = Some(opened);
+    Ok((store, Some(opened)))
+}
+
+/// The signer of `config` over `watermarks`: every configured key backend loaded (the file backend
+/// wrapped by `wrap` if given), authentication, policy, limits, metrics at zero and the watermark gauges.
+/// Must run inside a tokio runtime. [`crate::app::Application::build`] is the way in; this is its step.
+pub(crate) async fn build_signer_from(
+    config: &Config,
+    (watermarks, opened): (Arc<dyn Watermarks>, Option<Opened>),
+    wrap: Option<WrapFiles>,
+) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
+    let (keyring, mut report) = load_keyring_wrapped(config, wrap).await?;
+    report.watermarks = opened;
+    let auth = Authenticator::from_config(&config.auth)?;
+    let policy = Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
+    let signer = Signer::new(
+        keyring,
+        auth,
+        policy,
+        watermarks,
+        config.watermark.unprotected_keys.iter().copied().collect(),
+        Arc::new(crate::limits::Limits::new(&config.limits)),
+    );
+    signer.init_metrics();
+    if let Err(e) = signer.load_watermark_gauges().await {
+        tracing::warn!(error = %e, "watermark gauges start empty: the store could not be listed");
+    }
     Ok((signer, report))
 }
 
 /// Connects to the configured vault: discovers the token audience from the vault's 401 challenge, starts
 /// the token cache and its refresher, lists the keys, and keeps them fresh in the background.
-pub async fn connect_azure(azure: &AzureConfig, health: &HealthConfig) -> anyhow::Result<Arc<AzureBackend>> {
+pub(crate) async fn connect_azure(
+    azure: &AzureConfig,
+    health: &HealthConfig,
+) -> anyhow::Result<(Arc<AzureBackend>, Arc<KeyVaultClient>)> {
     let selection = azure
         .keys
         .iter()
         .map(|k| KeySelection::parse(k).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = azure_client(azure).await?;
-    let backend = AzureBackend::start(client, selection, Duration::from_millis(azure.sign_budget_ms))
-        .await
-        .with_context(|| format!("azure: listing the keys of {}", azure.vault_url))?;
+    let client = crate::azure::connect(azure).await?;
+    let backend = AzureBackend::start(
+        client.clone(),
+        selection,
+        Duration::from_millis(azure.sign_budget_ms),
+    )
+    .await
+    .with_context(|| format!("azure: listing the keys of {}", azure.vault_url))?;
     backend.spawn_refresher(Duration::from_secs(azure.refresh_interval_s.max(10)));
     backend.spawn_prober(Duration::from_millis(health.probe_interval_ms.max(10)));
-    Ok(backend)
+    Ok((backend, client))
 }
 
 /// The shared watermark store of `[watermark.table]`, with its table created if missing.
@@ -234,61 +272,44 @@ pub async fn table_store(config: &Config, table: &TableConfig) -> anyhow::Result
     Ok(TableStore::new(Arc::new(client), budget, writer))
 }
 
-/// The one Key Vault / Managed HSM client constructor (serve and the management commands): the token
-/// audience discovered from the vault's 401 challenge, a first token in hand, its refresher running, and
-/// the configured price for the cost estimate.
-pub async fn azure_client(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultClient>> {
-    let http = crate::azure::http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let resource = KeyVaultClient::discover_resource(
-        &http,
-        &azure.vault_url,
-        &azure.api_version,
-        Duration::from_millis(azure.request_timeout_ms),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
-    let source = credential::from_config(&azure.credential, http.clone())?;
-    let tokens = TokenCache::new(source, resource);
-    tokens
-        .get()
-        .await
-        .with_context(|| format!("azure: first token for {}", azure.vault_url))?;
-    tokens.spawn_refresher();
-    let client = Arc::new(KeyVaultClient::new(
-        http,
-        &azure.vault_url,
-        &azure.api_version,
-        tokens,
-    ));
-    if let Some(price) = azure.price_per_10k_operations {
-        client.stats().set_price_per_10k(price);
-    }
-    Ok(client)
-}
-
 /// Loads every configured key backend (generating a first key file if configured and no key exists).
 pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupReport)> {
+    load_keyring_wrapped(config, None).await
+}
+
+/// Like [`load_keyring`], the file backend served through `wrap` if given.
+pub(crate) async fn load_keyring_wrapped(
+    config: &Config,
+    wrap: Option<WrapFiles>,
+) -> anyhow::Result<(Keyring, StartupReport)> {
     let data_dir = config.data_dir();
     existing_data_dir(&data_dir)?;
     let password = key_password(config)?;
     let mut report = StartupReport::default();
     let mut keyring = Keyring::default();
     let mut any_key = false;
+    // Sealed key files: unsealed once here (a vault call each), before anything else may fail for another
+    // reason and before the synchronous file loading.
+    let unsealed = crate::sealing::key_files(config, &data_dir).await?;
     if let Some(azure) = &config.azure {
-        let backend = connect_azure(azure, &config.health).await?;
+        let (backend, client) = connect_azure(azure, &config.health).await?;
         any_key |= !backend.keys().is_empty();
+        report.observers.add(backend.kind(), client);
         report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
-    let threshold = crate::threshold::load(config.threshold.as_ref(), &data_dir, password.as_ref())?;
+    let threshold =
+        crate::threshold::load(config.threshold.as_ref(), &data_dir, password.as_ref(), &unsealed)?;
     any_key |= !threshold.is_empty();
-    for backend in threshold {
-        keyring.add_backend(backend);
+    for loaded in threshold {
+        report.observers.add(loaded.backend.kind(), loaded.observed);
+        keyring.add_backend(loaded.backend);
     }
     let (mut files, load) = FileBackend::load(
         &data_dir,
         config.keys.octez_base_dir.as_deref(),
         password.as_ref(),
+        &unsealed,
     )?;
     report.skipped.extend(load.skipped);
     if files.is_empty() && !any_key && config.keys.generate_if_empty {
@@ -300,9 +321,13 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
             &data_dir,
             config.keys.octez_base_dir.as_deref(),
             password.as_ref(),
+            &unsealed,
         )?;
     }
-    let backend: Arc<dyn KeyBackend> = Arc::new(files);
+    let backend: Arc<dyn KeyBackend> = match wrap {
+        Some(wrap) => wrap(files),
+        None => Arc::new(files),
+    };
     for dup in keyring.add_backend(backend) {
         report.skipped.push(format!(
             "{} ({}): served twice; the first one is used",
@@ -311,27 +336,4 @@ pub async fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, StartupRe
         ));
     }
     Ok((keyring, report))
-}
-
-/// Like [`build_signer`] with a given watermark store.
-pub async fn build_signer_with(
-    config: &Config,
-    watermarks: Arc<dyn crate::watermark::WatermarkStore>,
-) -> anyhow::Result<(Arc<Signer>, StartupReport)> {
-    let (keyring, report) = load_keyring(config).await?;
-    let auth = Authenticator::from_config(&config.auth)?;
-    let policy = Policy::from_config(&config.policy).map_err(anyhow::Error::msg)?;
-    let signer = Signer::new(
-        keyring,
-        auth,
-        policy,
-        watermarks,
-        config.watermark.unprotected_keys.iter().copied().collect(),
-        Arc::new(crate::limits::Limits::new(&config.limits)),
-    );
-    signer.init_metrics();
-    if let Err(e) = signer.load_watermark_gauges().await {
-        tracing::warn!(error = %e, "watermark gauges start empty: the store could not be listed");
-    }
-    Ok((signer, report))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::HealthConfig;
-use crate::health::Check;
+use crate::health::{Check, Observers};
 use crate::signer::Signer;
 
 /// The whole answer of `GET /status`.
@@ -53,25 +53,11 @@ pub struct MarkStatus {
     pub round: String,
 }
 
-/// A remote key backend (a Key Vault or Managed HSM).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VaultStatus {
-    /// The vault's host name.
-    pub vault: String,
-    pub healthy: bool,
-    /// The readiness sentence: when it last answered, or why it is failing.
-    pub detail: String,
-    /// Mean time of one HTTP attempt, by operation (`sign`, `list_keys`…).
-    pub latency_ms: BTreeMap<String, f64>,
-    /// Calls that succeeded (what Azure bills).
-    pub billable_operations: u64,
-    pub price_per_10k_usd: f64,
-    pub estimated_cost_usd: f64,
-}
+pub use crate::health::VaultStatus;
 
 /// Everything `GET /status` answers, now.
-pub async fn collect(signer: &Signer, health: &HealthConfig) -> Status {
-    let checks = crate::health::readiness(signer, health).await;
+pub async fn collect(signer: &Signer, observers: &Observers, health: &HealthConfig) -> Status {
+    let checks = readiness(signer, observers, health).await;
     let rules = signer.rules();
     let served = rules.keyring.sorted();
     let signatures = signer.metrics().signatures();
@@ -118,12 +104,7 @@ pub async fn collect(signer: &Signer, health: &HealthConfig) -> Status {
             }
         })
         .collect();
-    let vaults: Vec<VaultStatus> = rules
-        .keyring
-        .backends()
-        .iter()
-        .filter_map(|b| b.vault_status(health))
-        .collect();
+    let vaults: Vec<VaultStatus> = observers.iter().filter_map(|o| o.vault_status(health)).collect();
     let failed = checks
         .iter()
         .filter(|c| !c.ok)
@@ -140,4 +121,46 @@ pub async fn collect(signer: &Signer, health: &HealthConfig) -> Status {
         estimated_cost_usd: vaults.iter().map(|v| v.estimated_cost_usd).sum(),
         vaults,
     }
+}
+
+/// Every readiness check, now: keys are served, each observed backend answered lately and holds a token
+/// valid for longer than a margin, and the watermark store takes a durable write now. A baker's monitoring
+/// alerts on it before a signature fails. Store probes write (durably) and are bounded by
+/// `probe_timeout_ms`.
+pub async fn readiness(signer: &Signer, observers: &Observers, config: &HealthConfig) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if signer.draining() {
+        checks.push(Check::fail(
+            "shutdown",
+            "shutting down: finishing the requests in flight, accepting no new connection",
+        ));
+    }
+    let rules = signer.rules();
+    let n = rules.keyring.len();
+    checks.push(if n > 0 {
+        Check::pass("keys", format!("{n} key(s) served"))
+    } else {
+        Check::fail(
+            "keys",
+            format!(
+                "no key is served, so every signing request gets 404: {}; then reload (SIGHUP)",
+                crate::health::NO_KEY_FIX
+            ),
+        )
+    });
+    for observed in observers.iter() {
+        checks.extend(observed.health(config));
+    }
+    let timeout = Duration::from_millis(config.probe_timeout_ms);
+    match tokio::time::timeout(timeout, signer.watermarks().probe()).await {
+        Ok(store_checks) => checks.extend(store_checks),
+        Err(_) => checks.push(Check::fail(
+            "watermark",
+            format!(
+                "the watermark store did not take a probe write within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
+    checks
 }

@@ -28,7 +28,7 @@ from azure.identity import (
     WorkloadIdentityCredential,
 )
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyCurveName, KeyType
-from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm, SignatureAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 URL = os.environ["KV_URL"]
@@ -553,3 +553,92 @@ def test_sdk_refetches_a_token_that_expired_early(client, fault_free):
         crypto.sign(SignatureAlgorithm.es256, bytes(32))
     fresh = crypto_client(key.id, secret_credential())
     assert len(fresh.sign(SignatureAlgorithm.es256, bytes(32)).signature) == 64
+
+
+# ---- wrapKey / unwrapKey (key files sealed by the vault) ---------------------------------------------------------
+
+
+def rsa_wrap_key(client, bits=2048, ops=("wrapKey", "unwrapKey")):
+    key = client.create_rsa_key(unique("kek"), size=bits, hardware_protected=True, key_operations=list(ops))
+    assert key.key_type == KeyType.rsa_hsm
+    assert len(key.key.n) * 8 == bits and key.key.e == b"\x01\x00\x01"
+    return key
+
+
+@pytest.mark.parametrize("bits", [2048, 3072, 4096])
+@pytest.mark.parametrize(
+    "alg", [KeyWrapAlgorithm.rsa_oaep_256, KeyWrapAlgorithm.rsa_oaep, KeyWrapAlgorithm.rsa1_5], ids=str
+)
+def test_rsa_hsm_wrap_and_unwrap_round_trip(client, bits, alg):
+    key = rsa_wrap_key(client, bits)
+    crypto = crypto_client(key.id)
+    secret = secrets.token_bytes(32)
+    wrapped = crypto.wrap_key(alg, secret)
+    assert wrapped.key_id == key.id
+    assert len(wrapped.encrypted_key) * 8 == bits and secret not in wrapped.encrypted_key
+    assert crypto.unwrap_key(alg, wrapped.encrypted_key).key == secret
+
+
+def test_remote_wrap_then_remote_unwrap_when_the_sdk_cannot_read_the_key(client, fault_free):
+    # Without keys/read the SDK cannot wrap locally with the public key: both operations go to the vault.
+    key = rsa_wrap_key(client)
+    control({"fault": "deny_key", "key": key.name, "operation": "GetKey"})
+    before = counters().get("WrapKey", {"received": 0})["received"]
+    crypto = crypto_client(key.id)
+    secret = secrets.token_bytes(48)
+    wrapped = crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, secret)
+    assert counters()["WrapKey"]["received"] - before == 1
+    assert wrapped.key_id == key.id
+    assert crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == secret
+
+
+def test_an_identity_without_unwrap_gets_403_from_the_sdk(client, fault_free):
+    key = rsa_wrap_key(client)
+    crypto = crypto_client(key.id)
+    wrapped = crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"k" * 32)
+    control({"fault": "deny_key", "key": key.name, "operation": "UnwrapKey"})
+    with pytest.raises(HttpResponseError) as err:
+        crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
+    assert type(err.value) is HttpResponseError
+    assert err.value.status_code == 403
+    assert "Microsoft.KeyVault/vaults/keys/unwrap/action" in err.value.message
+    control({"fault": "deny_key", "key": key.name, "operation": "WrapKey"})
+    control({"fault": "deny_key", "key": key.name, "operation": "GetKey"})
+    with pytest.raises(HttpResponseError) as err:
+        crypto_client(key.id).wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"k" * 32)
+    assert err.value.status_code == 403
+    assert "Microsoft.KeyVault/vaults/keys/wrap/action" in err.value.message
+
+
+def test_wrap_refusals_through_the_sdk(client):
+    sign_only = rsa_wrap_key(client, ops=("sign", "verify"))
+    with pytest.raises(HttpResponseError) as err:
+        crypto_client(sign_only.id).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, bytes(256))
+    assert err.value.status_code == 403
+    key = rsa_wrap_key(client)
+    with pytest.raises(HttpResponseError) as err:
+        crypto_client(key.id).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, bytes(256))
+    assert err.value.status_code == 400
+    client.update_key_properties(key.name, enabled=False)
+    with pytest.raises(HttpResponseError) as err:
+        crypto_client(key.id).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, bytes(256))
+    assert err.value.status_code == 403
+    with pytest.raises(ResourceNotFoundError):
+        crypto_client(f"{URL}/keys/{unique('none')}/00000000000000000000000000000000").unwrap_key(
+            KeyWrapAlgorithm.rsa_oaep_256, bytes(256)
+        )
+
+
+@pytest.mark.parametrize("bits,alg", [(128, KeyWrapAlgorithm.aes_128), (256, KeyWrapAlgorithm.aes_256)], ids=str)
+def test_managed_hsm_oct_keys_wrap_with_aes_key_wrap(bits, alg):
+    cred = hsm_credential()
+    hsm = KeyClient(HSM_URL, cred, verify_challenge_resource=False, connection_verify=HSM_CA, api_version=API_VERSION)
+    key = hsm.create_oct_key(unique("aes"), size=bits, hardware_protected=True)
+    assert key.key_type == KeyType.oct_hsm
+    crypto = CryptographyClient(
+        key.id, cred, verify_challenge_resource=False, connection_verify=HSM_CA, api_version=API_VERSION
+    )
+    secret = secrets.token_bytes(32)
+    wrapped = crypto.wrap_key(alg, secret)
+    assert len(wrapped.encrypted_key) == 40
+    assert crypto.unwrap_key(alg, wrapped.encrypted_key).key == secret

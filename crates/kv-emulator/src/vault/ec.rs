@@ -52,7 +52,7 @@ impl Curve {
 
 /// How the `s` half of a signature is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SPolicy {
+pub(crate) enum SPolicy {
     /// Either half at random, as Azure does (it does not normalise).
     Natural,
     /// Always the high half (`s > n/2`), to exercise a client's normalisation.
@@ -62,7 +62,7 @@ pub enum SPolicy {
 /// A private key on one of the supported curves. A P-256 key is held twice: `p256` for the scalar and the
 /// public point, OpenSSL for signing.
 #[derive(Clone)]
-pub enum PrivateKey {
+pub(crate) enum PrivateKey {
     P256(p256::ecdsa::SigningKey, EcKey<Private>),
     P256K(k256::ecdsa::SigningKey),
 }
@@ -89,13 +89,13 @@ impl std::fmt::Debug for PrivateKey {
 
 /// Why key material was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyMaterialError {
+pub(crate) enum KeyMaterialError {
     #[error("the private scalar d is not a valid {0} scalar")]
     InvalidScalar(&'static str),
 }
 
 impl PrivateKey {
-    pub fn generate(curve: Curve) -> PrivateKey {
+    pub(crate) fn generate(curve: Curve) -> PrivateKey {
         match curve {
             Curve::P256 => {
                 let key = p256::ecdsa::SigningKey::random(&mut OsRng);
@@ -107,7 +107,7 @@ impl PrivateKey {
     }
 
     /// From a big-endian private scalar (left-padded to 32 bytes if shorter).
-    pub fn from_scalar(curve: Curve, d: &[u8]) -> Result<PrivateKey, KeyMaterialError> {
+    pub(crate) fn from_scalar(curve: Curve, d: &[u8]) -> Result<PrivateKey, KeyMaterialError> {
         let invalid = KeyMaterialError::InvalidScalar(curve.jwk_name());
         if d.is_empty() || d.len() > 32 {
             return Err(invalid);
@@ -126,7 +126,7 @@ impl PrivateKey {
         }
     }
 
-    pub fn curve(&self) -> Curve {
+    pub(crate) fn curve(&self) -> Curve {
         match self {
             PrivateKey::P256(..) => Curve::P256,
             PrivateKey::P256K(_) => Curve::P256K,
@@ -134,7 +134,7 @@ impl PrivateKey {
     }
 
     /// The private scalar, big-endian, 32 bytes.
-    pub fn scalar_bytes(&self) -> [u8; 32] {
+    pub(crate) fn scalar_bytes(&self) -> [u8; 32] {
         match self {
             PrivateKey::P256(k, _) => k.to_bytes().into(),
             PrivateKey::P256K(k) => k.to_bytes().into(),
@@ -142,7 +142,7 @@ impl PrivateKey {
     }
 
     /// Affine public coordinates (x, y), 32 bytes each.
-    pub fn public_xy(&self) -> ([u8; 32], [u8; 32]) {
+    pub(crate) fn public_xy(&self) -> ([u8; 32], [u8; 32]) {
         let point = match self {
             PrivateKey::P256(k, _) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
             PrivateKey::P256K(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
@@ -160,7 +160,7 @@ impl PrivateKey {
     /// Randomised ECDSA over a 32-byte digest, returned as raw `r || s`: two signatures of the same digest
     /// differ. The nonce is hedged: OpenSSL hashes the key, the digest and fresh randomness for P-256; RFC 6979
     /// with added randomness (k256) for secp256k1.
-    pub fn sign_digest(&self, digest: &[u8; 32], policy: SPolicy) -> Result<[u8; 64], SignError> {
+    pub(crate) fn sign_digest(&self, digest: &[u8; 32], policy: SPolicy) -> Result<[u8; 64], SignError> {
         let want_high = match policy {
             SPolicy::Natural => OsRng.next_u32() & 1 == 1,
             SPolicy::ForceHigh => true,
@@ -198,7 +198,7 @@ impl PrivateKey {
     }
 
     /// ECDSA verification of raw `r || s` over a digest; either half of `s` is accepted, as Azure does.
-    pub fn verify_digest(&self, digest: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verify_digest(&self, digest: &[u8], signature: &[u8]) -> bool {
         match self {
             PrivateKey::P256(k, _) => match p256::ecdsa::Signature::from_slice(signature) {
                 Ok(sig) => {
@@ -221,7 +221,7 @@ impl PrivateKey {
 /// The ECDSA primitive failed (practically unreachable for a 32-byte digest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("ECDSA signing failed")]
-pub struct SignError;
+pub(crate) struct SignError;
 
 /// Is `s` (the second half of raw `r || s`) above n/2 for this curve?
 pub fn s_is_high(curve: Curve, signature: &[u8; 64]) -> bool {

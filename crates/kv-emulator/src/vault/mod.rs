@@ -1,8 +1,10 @@
 //! The Key Vault / Managed HSM keys data plane: authentication (401 challenge), api-version, RBAC denial, and the
-//! create/import/get/list/update/sign/verify/backup/restore/delete handlers with Azure's JSON shapes.
+//! create/import/get/list/update/sign/verify/wrapkey/unwrapkey/backup/restore/delete handlers with Azure's JSON
+//! shapes.
 
-pub mod ec;
-pub mod store;
+pub(crate) mod ec;
+pub(crate) mod material;
+pub(crate) mod store;
 
 use crate::clock;
 use crate::config::Flavour;
@@ -17,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ec::{Curve, PrivateKey, SPolicy};
 use hmac::{Hmac, Mac};
+use material::{KeyMaterial, WrapAlg, WrapError, OCT_SIZES, RSA_SIZES};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
@@ -53,7 +56,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// The `WWW-Authenticate` challenge Key Vault / Managed HSM sends.
-pub fn challenge(shared: &Shared) -> String {
+pub(crate) fn challenge(shared: &Shared) -> String {
     format!(
         "Bearer authorization=\"https://login.windows.net/{}\", resource=\"{}\"",
         shared.config.tenant_id,
@@ -122,6 +125,8 @@ fn dispatch_inner(
         VaultRoute::UpdateKey { name, version } => d.update(&name, version.as_deref())?,
         VaultRoute::Sign { name, version } => d.sign(&name, version.as_deref())?,
         VaultRoute::Verify { name, version } => d.verify(&name, version.as_deref())?,
+        VaultRoute::WrapKey { name, version } => d.wrap(&name, version.as_deref(), Wrap::Wrap)?,
+        VaultRoute::UnwrapKey { name, version } => d.wrap(&name, version.as_deref(), Wrap::Unwrap)?,
         VaultRoute::Backup { name } => d.backup(&name)?,
         VaultRoute::Restore => d.restore()?,
         VaultRoute::DeleteKey { name } => d.delete(&name)?,
@@ -161,6 +166,8 @@ fn data_action(flavour: Flavour, route: &VaultRoute) -> String {
         VaultRoute::UpdateKey { .. } => "write",
         VaultRoute::Sign { .. } => "sign/action",
         VaultRoute::Verify { .. } => "verify/action",
+        VaultRoute::WrapKey { .. } => "wrap/action",
+        VaultRoute::UnwrapKey { .. } => "unwrap/action",
         VaultRoute::Backup { .. } => "backup/action",
         VaultRoute::Restore => "restore/action",
         VaultRoute::DeleteKey { .. } => "delete",
@@ -204,6 +211,8 @@ struct AttributeParams {
 struct CreateParams {
     kty: Option<String>,
     crv: Option<String>,
+    key_size: Option<u32>,
+    public_exponent: Option<u32>,
     key_ops: Option<Vec<String>>,
     attributes: Option<AttributeParams>,
     tags: Option<BTreeMap<String, String>>,
@@ -227,6 +236,19 @@ struct VerifyParams {
     alg: Option<String>,
     digest: Option<String>,
     value: Option<String>,
+}
+
+/// `KeyOperationsParameters` of wrapkey / unwrapkey (`iv`, `aad`, `tag` are for the symmetric encrypt family).
+#[derive(Debug, Deserialize)]
+struct WrapParams {
+    alg: Option<String>,
+    value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrap {
+    Wrap,
+    Unwrap,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,21 +294,87 @@ fn default_key_ops() -> Vec<String> {
     vec!["sign".to_owned(), "verify".to_owned()]
 }
 
-/// Is the `kty` an HSM type? Err for unsupported types.
-fn parse_kty(kty: &str, flavour: Flavour) -> Result<bool, VaultError> {
-    match kty {
-        "EC-HSM" => Ok(true),
-        "EC" if flavour == Flavour::ManagedHsm => Err(VaultError::bad_parameter(
-            "Managed HSM supports only HSM-protected keys; use kty EC-HSM.",
-        )),
-        "EC" => Ok(false),
-        "RSA" | "RSA-HSM" | "oct" | "oct-HSM" => Err(VaultError::bad_parameter(format!(
-            "Key type {kty} is not supported by this emulator (EC keys only)."
-        ))),
-        other => Err(VaultError::bad_parameter(format!(
-            "Invalid key type (kty): {other}"
-        ))),
+/// Without `key_ops`, a key may do every operation its type supports (as the service does).
+fn default_key_ops_for(kind: KeyKind) -> Vec<String> {
+    let ops: &[&str] = match kind {
+        KeyKind::Ec => return default_key_ops(),
+        KeyKind::Rsa => &["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"],
+        KeyKind::Oct => &["encrypt", "decrypt", "wrapKey", "unwrapKey"],
+    };
+    ops.iter().map(|o| (*o).to_owned()).collect()
+}
+
+/// The key types the emulator creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Ec,
+    Rsa,
+    Oct,
+}
+
+/// The key type and whether it is an HSM type; Err for unsupported types.
+fn parse_kty(kty: &str, flavour: Flavour) -> Result<(KeyKind, bool), VaultError> {
+    let (kind, hsm) = match kty {
+        "EC-HSM" => (KeyKind::Ec, true),
+        "EC" => (KeyKind::Ec, false),
+        "RSA-HSM" => (KeyKind::Rsa, true),
+        "RSA" => (KeyKind::Rsa, false),
+        "oct-HSM" => (KeyKind::Oct, true),
+        "oct" => (KeyKind::Oct, false),
+        other => {
+            return Err(VaultError::bad_parameter(format!(
+                "Invalid key type (kty): {other}"
+            )))
+        }
+    };
+    if flavour == Flavour::ManagedHsm && !hsm {
+        return Err(VaultError::bad_parameter(format!(
+            "Managed HSM supports only HSM-protected keys; use kty {kty}-HSM."
+        )));
     }
+    if flavour == Flavour::Vault && kind == KeyKind::Oct {
+        return Err(VaultError::bad_parameter(format!(
+            "Key type {kty} is supported only by Managed HSM; a key vault holds EC and RSA keys."
+        )));
+    }
+    Ok((kind, hsm))
+}
+
+/// New key material of `kind`: RSA 2048 (default), 3072 or 4096 bits with exponent 65537; AES 128, 192 or
+/// 256 (default) bits; EC on `crv`.
+fn generate_material(kind: KeyKind, p: &CreateParams) -> Result<KeyMaterial, VaultError> {
+    match kind {
+        KeyKind::Ec => Ok(KeyMaterial::Ec(PrivateKey::generate(parse_curve(
+            p.crv.as_deref(),
+        )?))),
+        KeyKind::Rsa => {
+            let bits = p.key_size.unwrap_or(2048);
+            if !RSA_SIZES.contains(&bits) {
+                return Err(VaultError::bad_parameter(format!(
+                    "Invalid key size {bits} for an RSA key: use 2048, 3072 or 4096."
+                )));
+            }
+            if p.public_exponent.is_some_and(|e| e != 65537) {
+                return Err(VaultError::bad_parameter(
+                    "Invalid public exponent: this emulator creates RSA keys with 65537 only.",
+                ));
+            }
+            KeyMaterial::generate_rsa(bits).map_err(|e| internal(e.to_string()))
+        }
+        KeyKind::Oct => {
+            let bits = p.key_size.unwrap_or(256);
+            if !OCT_SIZES.contains(&bits) {
+                return Err(VaultError::bad_parameter(format!(
+                    "Invalid key size {bits} for an oct-HSM key: use 128, 192 or 256."
+                )));
+            }
+            Ok(KeyMaterial::generate_oct(bits))
+        }
+    }
+}
+
+fn internal(message: String) -> VaultError {
+    VaultError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", message)
 }
 
 fn parse_curve(crv: Option<&str>) -> Result<Curve, VaultError> {
@@ -328,18 +416,36 @@ fn attributes_json(a: &Attributes) -> Value {
 }
 
 fn key_bundle(base: &str, name: &str, v: &KeyVersion) -> Value {
-    let (x, y) = v.key.public_xy();
-    let mut bundle = json!({
-        "key": {
-            "kid": format!("{base}/keys/{name}/{}", v.version),
-            "kty": if v.hsm { "EC-HSM" } else { "EC" },
-            "key_ops": v.key_ops,
-            "crv": v.key.curve().jwk_name(),
-            "x": b64url(&x),
-            "y": b64url(&y),
-        },
-        "attributes": attributes_json(&v.attributes),
+    let kty = if v.hsm {
+        format!("{}-HSM", v.key.kty())
+    } else {
+        v.key.kty().to_owned()
+    };
+    let mut key = json!({
+        "kid": format!("{base}/keys/{name}/{}", v.version),
+        "kty": kty,
+        "key_ops": v.key_ops,
     });
+    match &v.key {
+        KeyMaterial::Ec(ec) => {
+            let (x, y) = ec.public_xy();
+            key["crv"] = json!(ec.curve().jwk_name());
+            key["x"] = json!(b64url(&x));
+            key["y"] = json!(b64url(&y));
+        }
+        KeyMaterial::Rsa(_) => {
+            if let Some((n, e)) = v.key.rsa_public() {
+                key["n"] = json!(b64url(&n));
+                key["e"] = json!(b64url(&e));
+            }
+        }
+        // A symmetric key's material never leaves the HSM.
+        KeyMaterial::Oct(_) => {}
+    }
+    if let (KeyMaterial::Oct(_), Some(bits)) = (&v.key, v.key.size_bits()) {
+        key["key_size"] = json!(bits);
+    }
+    let mut bundle = json!({ "key": key, "attributes": attributes_json(&v.attributes) });
     if !v.tags.is_empty() {
         bundle["tags"] = json!(v.tags);
     }
@@ -450,10 +556,11 @@ impl DataPlane<'_> {
         let p: CreateParams = parse_body(self.ctx)?;
         let kty = p
             .kty
+            .clone()
             .ok_or_else(|| VaultError::bad_parameter("Property 'kty' is required."))?;
-        let hsm = parse_kty(&kty, self.flavour())?;
-        let curve = parse_curve(p.crv.as_deref())?;
-        let key_ops = p.key_ops.unwrap_or_else(default_key_ops);
+        let (kind, hsm) = parse_kty(&kty, self.flavour())?;
+        let material = generate_material(kind, &p)?;
+        let key_ops = p.key_ops.clone().unwrap_or_else(|| default_key_ops_for(kind));
         check_key_ops(&key_ops)?;
         let attrs = p.attributes.unwrap_or_default();
         let now = clock::now();
@@ -461,7 +568,7 @@ impl DataPlane<'_> {
             name,
             KeyVersion {
                 version: clock::key_version(),
-                key: PrivateKey::generate(curve),
+                key: material,
                 hsm,
                 key_ops,
                 attributes: Attributes {
@@ -494,7 +601,12 @@ impl DataPlane<'_> {
         };
         let text = |k: &str| key.get(k).and_then(Value::as_str);
         let kty = text("kty").ok_or_else(|| VaultError::bad_parameter("Property 'key.kty' is required."))?;
-        let kty_hsm = parse_kty(kty, Flavour::Vault)?;
+        let (kind, kty_hsm) = parse_kty(kty, Flavour::Vault)?;
+        if kind != KeyKind::Ec {
+            return Err(VaultError::bad_parameter(format!(
+                "Importing {kty} keys is not supported by this emulator (EC keys only)."
+            )));
+        }
         let hsm = hsm_flag || kty_hsm || self.flavour() == Flavour::ManagedHsm;
         let curve = parse_curve(text("crv"))?;
         let d = decode_b64("key.d", text("d"))?;
@@ -533,7 +645,7 @@ impl DataPlane<'_> {
             name,
             KeyVersion {
                 version: clock::key_version(),
-                key: private,
+                key: KeyMaterial::Ec(private),
                 hsm,
                 key_ops,
                 attributes: Attributes {
@@ -694,7 +806,8 @@ impl DataPlane<'_> {
             .store
             .read(|s| self.usable(s, name, version, "sign"))?;
         let value = decode_b64("value", p.value.as_deref())?;
-        let digest = Self::check_alg_and_digest(v.key.curve(), p.alg.as_deref(), "value", &value)?;
+        let ec = ec_key(&v, p.alg.as_deref())?;
+        let digest = Self::check_alg_and_digest(ec.curve(), p.alg.as_deref(), "value", &value)?;
         let high = self
             .shared
             .faults
@@ -706,7 +819,7 @@ impl DataPlane<'_> {
         } else {
             SPolicy::Natural
         };
-        let signature = v.key.sign_digest(&digest, policy).map_err(|e| {
+        let signature = ec.sign_digest(&digest, policy).map_err(|e| {
             VaultError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",
@@ -727,8 +840,43 @@ impl DataPlane<'_> {
             .read(|s| self.usable(s, name, version, "verify"))?;
         let digest = decode_b64("digest", p.digest.as_deref())?;
         let signature = decode_b64("value", p.value.as_deref())?;
-        let digest = Self::check_alg_and_digest(v.key.curve(), p.alg.as_deref(), "digest", &digest)?;
-        Ok(json!({ "value": v.key.verify_digest(&digest, &signature) }))
+        let ec = ec_key(&v, p.alg.as_deref())?;
+        let digest = Self::check_alg_and_digest(ec.curve(), p.alg.as_deref(), "digest", &digest)?;
+        Ok(json!({ "value": ec.verify_digest(&digest, &signature) }))
+    }
+
+    /// `wrapkey` / `unwrapkey`: the version must be usable and permit `wrapKey` / `unwrapKey` (403 otherwise,
+    /// as for sign), `alg` must be a wrap algorithm that fits the key type and size (400 `BadParameter`),
+    /// `value` base64url. A ciphertext that does not open under this key is a 400 too.
+    fn wrap(&self, name: &str, version: Option<&str>, op: Wrap) -> Result<Value, VaultError> {
+        let p: WrapParams = parse_body(self.ctx)?;
+        let operation = match op {
+            Wrap::Wrap => "wrapKey",
+            Wrap::Unwrap => "unwrapKey",
+        };
+        let (display, v) = self
+            .shared
+            .store
+            .read(|s| self.usable(s, name, version, operation))?;
+        let alg_name = p
+            .alg
+            .as_deref()
+            .ok_or_else(|| VaultError::bad_parameter("Property 'alg' is required."))?;
+        let alg = WrapAlg::parse(alg_name)
+            .ok_or_else(|| VaultError::bad_parameter(format!("Invalid algorithm: {alg_name}")))?;
+        let value = decode_b64("value", p.value.as_deref())?;
+        let result = match op {
+            Wrap::Wrap => v.key.wrap(alg, alg_name, &value),
+            Wrap::Unwrap => v.key.unwrap(alg, alg_name, &value),
+        };
+        let out = result.map_err(|e| match e {
+            WrapError::Internal => internal(e.to_string()),
+            _ => VaultError::bad_parameter(e.to_string()),
+        })?;
+        Ok(json!({
+            "kid": format!("{}/keys/{display}/{}", self.base(), v.version),
+            "value": b64url(&out),
+        }))
     }
 
     fn backup(&self, name: &str) -> Result<Value, VaultError> {
@@ -880,6 +1028,17 @@ impl DataPlane<'_> {
     }
 }
 
+/// The EC key behind a sign / verify; other key types are a 400 like an algorithm mismatch.
+fn ec_key<'a>(v: &'a KeyVersion, alg: Option<&str>) -> Result<&'a PrivateKey, VaultError> {
+    v.key.ec().ok_or_else(|| {
+        VaultError::bad_parameter(format!(
+            "Key and signing algorithm are incompatible: this emulator signs with EC keys only, not {} ({}).",
+            v.key.kty(),
+            alg.unwrap_or("no alg")
+        ))
+    })
+}
+
 // ---- backup blobs --------------------------------------------------------------------------------------------
 
 #[derive(Debug, serde::Serialize, Deserialize)]
@@ -954,7 +1113,7 @@ mod tests {
             name: "k".to_owned(),
             versions: vec![KeyVersion {
                 version: clock::key_version(),
-                key: PrivateKey::generate(Curve::P256),
+                key: KeyMaterial::Ec(PrivateKey::generate(Curve::P256)),
                 hsm: false,
                 key_ops: default_key_ops(),
                 attributes: Attributes {

@@ -1,6 +1,7 @@
 //! Key state: names, versions, attributes, soft-deleted keys; kept in memory and optionally in `state.json`.
 
-use super::ec::{Curve, PrivateKey};
+use super::ec::Curve;
+use super::material::KeyMaterial;
 use crate::error::{StartError, VaultError};
 use axum::http::StatusCode;
 use rand_core::{OsRng, RngCore};
@@ -11,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// Days a deleted key stays recoverable (Azure's default retention).
-pub const RECOVERABLE_DAYS: i64 = 90;
+pub(crate) const RECOVERABLE_DAYS: i64 = 90;
 
 /// Attributes shared by every key version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attributes {
+pub(crate) struct Attributes {
     pub enabled: bool,
     pub nbf: Option<i64>,
     pub exp: Option<i64>,
@@ -25,9 +26,9 @@ pub struct Attributes {
 
 /// One version of a key.
 #[derive(Debug, Clone)]
-pub struct KeyVersion {
+pub(crate) struct KeyVersion {
     pub version: String,
-    pub key: PrivateKey,
+    pub key: KeyMaterial,
     pub hsm: bool,
     pub key_ops: Vec<String>,
     pub attributes: Attributes,
@@ -36,26 +37,26 @@ pub struct KeyVersion {
 
 /// A key name with its versions, oldest first (the last one is "latest").
 #[derive(Debug, Clone)]
-pub struct KeyEntry {
+pub(crate) struct KeyEntry {
     /// The name as first created (Key Vault names are case-insensitive but keep their spelling).
     pub name: String,
     pub versions: Vec<KeyVersion>,
 }
 
 impl KeyEntry {
-    pub fn latest(&self) -> Option<&KeyVersion> {
+    pub(crate) fn latest(&self) -> Option<&KeyVersion> {
         self.versions.last()
     }
 
     /// `None` or an empty version means the latest one.
-    pub fn version(&self, version: Option<&str>) -> Option<&KeyVersion> {
+    pub(crate) fn version(&self, version: Option<&str>) -> Option<&KeyVersion> {
         match version {
             None | Some("") => self.latest(),
             Some(v) => self.versions.iter().find(|kv| kv.version.eq_ignore_ascii_case(v)),
         }
     }
 
-    pub fn version_mut(&mut self, version: Option<&str>) -> Option<&mut KeyVersion> {
+    pub(crate) fn version_mut(&mut self, version: Option<&str>) -> Option<&mut KeyVersion> {
         match version {
             None | Some("") => self.versions.last_mut(),
             Some(v) => self
@@ -68,7 +69,7 @@ impl KeyEntry {
 
 /// A soft-deleted key, recoverable until purged.
 #[derive(Debug, Clone)]
-pub struct DeletedEntry {
+pub(crate) struct DeletedEntry {
     pub entry: KeyEntry,
     pub deleted_date: i64,
     pub scheduled_purge_date: i64,
@@ -76,7 +77,7 @@ pub struct DeletedEntry {
 
 /// Everything the data plane knows.
 #[derive(Debug)]
-pub struct StoreState {
+pub(crate) struct StoreState {
     /// Live keys by lowercase name.
     pub keys: BTreeMap<String, KeyEntry>,
     /// Soft-deleted keys by lowercase name.
@@ -87,14 +88,14 @@ pub struct StoreState {
 
 /// The state behind a lock, written through to disk after every successful change when persistent.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     state: Mutex<StoreState>,
     file: Option<PathBuf>,
 }
 
 impl Store {
     /// In memory, or loaded from / created in `dir/state.json`.
-    pub fn open(dir: Option<&Path>) -> Result<Store, StartError> {
+    pub(crate) fn open(dir: Option<&Path>) -> Result<Store, StartError> {
         let Some(dir) = dir else {
             return Ok(Store {
                 state: Mutex::new(StoreState::empty()),
@@ -131,17 +132,17 @@ impl Store {
         Ok(store)
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, StoreState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, StoreState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Read-only access.
-    pub fn read<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
         f(&self.lock())
     }
 
     /// Apply a change; on success persist the whole state before answering (durable like Azure's 200).
-    pub fn mutate<R>(
+    pub(crate) fn mutate<R>(
         &self,
         f: impl FnOnce(&mut StoreState) -> Result<R, VaultError>,
     ) -> Result<R, VaultError> {
@@ -192,7 +193,7 @@ impl StoreState {
         }
     }
 
-    pub fn key(&self, name: &str) -> Option<&KeyEntry> {
+    pub(crate) fn key(&self, name: &str) -> Option<&KeyEntry> {
         self.keys.get(&name.to_ascii_lowercase())
     }
 }
@@ -227,9 +228,13 @@ struct DeletedFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct VersionFile {
     version: String,
-    crv: Curve,
+    /// `RSA` or `oct`; absent for EC keys (the only type of format 1's first files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kty: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crv: Option<Curve>,
     hsm: bool,
-    /// Private scalar, hex. This is an emulator: keys are test keys.
+    /// Private part, hex: EC scalar, RSA PKCS#1 DER, AES key. This is an emulator: keys are test keys.
     d: String,
     key_ops: Vec<String>,
     enabled: bool,
@@ -249,9 +254,10 @@ impl KeyFile {
                 .iter()
                 .map(|v| VersionFile {
                     version: v.version.clone(),
-                    crv: v.key.curve(),
+                    kty: (v.key.kty() != "EC").then(|| v.key.kty().to_owned()),
+                    crv: v.key.ec().map(|k| k.curve()),
                     hsm: v.hsm,
-                    d: hex::encode(v.key.scalar_bytes()),
+                    d: hex::encode(v.key.private_bytes()),
                     key_ops: v.key_ops.clone(),
                     enabled: v.attributes.enabled,
                     nbf: v.attributes.nbf,
@@ -267,8 +273,10 @@ impl KeyFile {
     pub(crate) fn into_entry(self) -> Result<KeyEntry, String> {
         let mut versions = Vec::with_capacity(self.versions.len());
         for v in self.versions {
-            let d = hex::decode(&v.d).map_err(|e| format!("key {}: bad scalar: {e}", self.name))?;
-            let key = PrivateKey::from_scalar(v.crv, &d).map_err(|e| format!("key {}: {e}", self.name))?;
+            let d = hex::decode(&v.d).map_err(|e| format!("key {}: bad private part: {e}", self.name))?;
+            let kty = v.kty.as_deref().unwrap_or("EC");
+            let key = KeyMaterial::from_private_bytes(kty, v.crv, &d)
+                .map_err(|e| format!("key {}: {e}", self.name))?;
             versions.push(KeyVersion {
                 version: v.version,
                 key,
@@ -354,7 +362,7 @@ mod tests {
             name: "Baker1".to_owned(),
             versions: vec![KeyVersion {
                 version: "0123456789abcdef0123456789abcdef".to_owned(),
-                key: PrivateKey::generate(Curve::P256K),
+                key: KeyMaterial::Ec(super::super::ec::PrivateKey::generate(Curve::P256K)),
                 hsm: true,
                 key_ops: vec!["sign".to_owned(), "verify".to_owned()],
                 attributes: Attributes {
@@ -373,7 +381,7 @@ mod tests {
     fn state_survives_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let entry = sample_entry();
-        let public = entry.versions[0].key.public_xy();
+        let public = entry.versions[0].key.ec().expect("EC").public_xy();
         let secret = {
             let store = Store::open(Some(dir.path())).expect("open");
             store
@@ -394,7 +402,7 @@ mod tests {
         store.read(|s| {
             let k = s.key("BAKER1").expect("present");
             assert_eq!(k.name, "Baker1");
-            assert_eq!(k.versions[0].key.public_xy(), public);
+            assert_eq!(k.versions[0].key.ec().expect("EC").public_xy(), public);
             assert_eq!(k.versions[0].attributes.exp, Some(2_000_000_000));
             assert_eq!(s.token_secret, secret);
         });

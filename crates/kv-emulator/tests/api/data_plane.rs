@@ -138,7 +138,9 @@ async fn create_returns_a_key_bundle_with_versioned_kid_and_unpadded_coordinates
 async fn create_validates_kty_crv_name_and_body() {
     let t = TestVault::start().await;
     let cases = [
-        ("/keys/k/create", json!({"kty":"RSA"})),
+        ("/keys/k/create", json!({"kty":"RSA","key_size":1024})),
+        ("/keys/k/create", json!({"kty":"oct-HSM"})),
+        ("/keys/k/create", json!({"kty":"DSA"})),
         ("/keys/k/create", json!({"kty":"EC","crv":"P-384"})),
         ("/keys/k/create", json!({"crv":"P-256"})),
         ("/keys/k/create", json!({"kty":"EC","key_ops":["fly"]})),

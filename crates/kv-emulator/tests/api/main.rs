@@ -5,6 +5,7 @@ mod data_plane;
 mod faults;
 mod identity;
 mod transport;
+mod wrap;
 
 use kv_emulator::{Config, Emulator};
 use reqwest::{Method, StatusCode};

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use clap::Parser;
 use serde_json::json;
 use tezos::{BlsScheme, Curve, PublicKeyHash, SecretKey, Signature};
+use tzkms::app::Application;
 use tzkms::config::Config;
-use tzkms::server::App;
 use tzkms_load::client::authentication_bytes;
 use tzkms_load::limits::TrivialSigner;
 use tzkms_load::run::{run, Options, Report};
@@ -33,10 +33,9 @@ async fn tzkms_with_every_curve() -> (SocketAddr, Vec<PublicKeyHash>, tempfile::
     };
     config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
     config.keys.generate_if_empty = false;
-    let (signer, _) = tzkms::startup::build_signer(&config).await.expect("signer");
-    let app = App::bind(signer, &config.server).await.expect("bind");
+    let app = Application::build(&config).await.expect("application");
     let addr = app.local_addrs()[0];
-    tokio::spawn(app.run(std::future::pending()));
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
     (addr, pkhs, dir)
 }
 

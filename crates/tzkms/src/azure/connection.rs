@@ -31,7 +31,7 @@ pub enum Cause {
 
 /// The proxy reqwest sends a request for `url` through, from the environment (`HTTPS_PROXY`, `HTTP_PROXY`,
 /// `ALL_PROXY`, upper or lower case, minus `NO_PROXY`), as (variable, proxy URL).
-pub fn proxy_for(url: &reqwest::Url) -> Option<(String, String)> {
+pub(crate) fn proxy_for(url: &reqwest::Url) -> Option<(String, String)> {
     let env = |name: &str| {
         [name.to_owned(), name.to_ascii_lowercase()]
             .into_iter()
@@ -143,7 +143,7 @@ fn describe_certificate_error(cert: &rustls::CertificateError) -> String {
 
 /// One sentence: what failed reaching `error`'s URL and what to do about it. `timeout` is the time the
 /// request was given, for a timeout's message.
-pub fn explain(error: &reqwest::Error, timeout: Duration) -> String {
+pub(crate) fn explain(error: &reqwest::Error, timeout: Duration) -> String {
     let url = error.url();
     let host = url.and_then(|u| u.host_str()).unwrap_or("the server").to_owned();
     let port = url.and_then(|u| u.port_or_known_default()).unwrap_or(443);

@@ -12,8 +12,8 @@ use tokio::sync::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
 use crate::azure::connection;
-use crate::backend::BoxFuture;
 use crate::config::{CredentialConfig, CredentialKind};
+use crate::futures::BoxFuture;
 
 /// Time one token request (Entra ID, IMDS, App Service) may take.
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -484,7 +484,7 @@ pub struct TokenStats {
 
 impl TokenStats {
     /// Seconds until the cached token expires (negative once it has), `None` before the first token.
-    pub fn seconds_left(&self) -> Option<i64> {
+    pub(crate) fn seconds_left(&self) -> Option<i64> {
         let at = self.expires_at.load(std::sync::atomic::Ordering::Relaxed);
         if at == 0 {
             return None;
@@ -508,7 +508,7 @@ impl TokenCache {
         })
     }
 
-    pub fn source_name(&self) -> &'static str {
+    pub(crate) fn source_name(&self) -> &'static str {
         self.source.name()
     }
 
@@ -531,7 +531,7 @@ impl TokenCache {
     }
 
     /// Drops `rejected` (the vault said 401) and fetches a new token, unless another task already did.
-    pub async fn refresh_after_rejection(
+    pub(crate) async fn refresh_after_rejection(
         &self,
         rejected: &AccessToken,
     ) -> Result<AccessToken, CredentialError> {
@@ -567,13 +567,13 @@ impl TokenCache {
     }
 
     /// The cached token, if any (for readiness and metrics).
-    pub async fn peek(&self) -> Option<AccessToken> {
+    pub(crate) async fn peek(&self) -> Option<AccessToken> {
         self.current.read().await.clone()
     }
 
     /// Keeps the token fresh until the cache is dropped: fetches at the refresh point, and on failure
     /// retries with backoff while the current token stays in use.
-    pub fn spawn_refresher(self: &Arc<Self>) {
+    pub(crate) fn spawn_refresher(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut failures: u32 = 0;

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use super::credential::{CredentialError, TokenCache};
 use super::stats::{AttemptResult, KvStats};
@@ -174,7 +175,7 @@ pub struct KeyVaultClient {
 }
 
 /// Splits `https://v.vault.azure.net/keys/name/version` into (name, version).
-pub fn parse_kid(kid: &str) -> Option<(String, String)> {
+pub(crate) fn parse_kid(kid: &str) -> Option<(String, String)> {
     let rest = kid.split("/keys/").nth(1)?;
     let mut parts = rest.split('/');
     let name = parts.next()?.to_owned();
@@ -207,7 +208,7 @@ struct ErrorDetail {
 }
 
 /// Resource (token audience) named by a 401 challenge's `WWW-Authenticate` header.
-pub fn resource_from_challenge(header: &str) -> Option<String> {
+pub(crate) fn resource_from_challenge(header: &str) -> Option<String> {
     let find = |key: &str| {
         header.split(',').find_map(|part| {
             let part = part.trim().trim_start_matches("Bearer").trim();
@@ -238,7 +239,7 @@ impl KeyVaultClient {
 
     /// Reads one key the signer serves (`GET /keys/{name}/{version}`) to learn whether the vault answers,
     /// for readiness: what a key-scoped "Crypto User" role allows.
-    pub async fn probe_key(&self, name: &str, version: &str, budget: Duration) -> Result<(), KvError> {
+    pub(crate) async fn probe_key(&self, name: &str, version: &str, budget: Duration) -> Result<(), KvError> {
         let path = format!("/keys/{name}/{version}");
         self.call("probe", Method::GET, &path, &[], None, budget)
             .await
@@ -269,7 +270,7 @@ impl KeyVaultClient {
     }
 
     /// Asks the vault, unauthenticated, which token audience it wants (the 401 challenge).
-    pub async fn discover_resource(
+    pub(crate) async fn discover_resource(
         http: &reqwest::Client,
         vault_url: &str,
         api_version: &str,
@@ -481,6 +482,47 @@ impl KeyVaultClient {
         })
     }
 
+    /// Wraps `plain` with the vault key `name`/`version` (`wrapkey`); returns the versioned kid the vault
+    /// used (so an unwrap names the same version after a rotation) and the wrapped bytes.
+    pub async fn wrap_key(
+        &self,
+        name: &str,
+        version: &str,
+        alg: &str,
+        plain: &[u8],
+        budget: Duration,
+    ) -> Result<(String, Vec<u8>), KvError> {
+        let mut body = json!({ "alg": alg, "value": b64url(plain) });
+        let path = format!("/keys/{name}/{version}/wrapkey");
+        let answer = self
+            .call("wrap key", Method::POST, &path, &[], Some(&body), budget)
+            .await;
+        scrub_value(&mut body);
+        let answer = answer?;
+        let kid = answer["kid"].as_str().unwrap_or_default().to_owned();
+        let value = answer_bytes("wrap key", &answer)?;
+        Ok((kid, value))
+    }
+
+    /// Unwraps `wrapped` with the vault key `name`/`version` (`unwrapkey`); the plaintext is zeroized on drop.
+    pub async fn unwrap_key(
+        &self,
+        name: &str,
+        version: &str,
+        alg: &str,
+        wrapped: &[u8],
+        budget: Duration,
+    ) -> Result<Zeroizing<Vec<u8>>, KvError> {
+        let body = json!({ "alg": alg, "value": b64url(wrapped) });
+        let path = format!("/keys/{name}/{version}/unwrapkey");
+        let mut answer = self
+            .call("unwrap key", Method::POST, &path, &[], Some(&body), budget)
+            .await?;
+        let plain = answer_bytes("unwrap key", &answer).map(Zeroizing::new);
+        scrub_value(&mut answer);
+        plain
+    }
+
     /// Every key of the vault (following `nextLink`).
     pub async fn list_keys(&self, budget: Duration) -> Result<Vec<KeyItem>, KvError> {
         let mut items = Vec::new();
@@ -687,6 +729,27 @@ fn verify_challenge_resource(vault_url: &str, resource: &str) -> Result<(), Stri
             "the vault {vault_host} asks for tokens for {resource}, which is not its own domain; refusing"
         ))
     }
+}
+
+/// Overwrites the `value` string of a request or answer that carried a plaintext key. (reqwest's own copy
+/// of the serialized body is freed, not overwritten: a limit of sending it at all.)
+fn scrub_value(v: &mut Value) {
+    use zeroize::Zeroize as _;
+    if let Some(Value::String(text)) = v.get_mut("value") {
+        text.zeroize();
+    }
+}
+
+/// The base64url `value` of a key operation's answer.
+fn answer_bytes(operation: &'static str, answer: &Value) -> Result<Vec<u8>, KvError> {
+    let value = answer["value"].as_str().ok_or(KvError::Invalid {
+        operation,
+        message: "no value in the answer".into(),
+    })?;
+    b64url_decode(value).map_err(|e| KvError::Invalid {
+        operation,
+        message: format!("value is not base64url: {e}"),
+    })
 }
 
 fn bundle(operation: &'static str, answer: &Value) -> Result<KeyBundle, KvError> {

@@ -5,11 +5,19 @@ pub mod connection;
 pub mod credential;
 pub mod import;
 pub mod keyvault;
+pub mod observed;
 pub mod retry;
 pub mod stats;
 pub mod table;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::AzureConfig;
+use credential::TokenCache;
+use keyvault::KeyVaultClient;
 
 /// The HTTP client for every Azure endpoint: rustls, connections kept open (TCP keep-alive stops load
 /// balancers from dropping idle ones), so a steady-state call pays no new handshake.
@@ -39,4 +47,36 @@ pub fn http_client(extra_ca: Option<&std::path::Path>) -> Result<reqwest::Client
         }
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// The one Key Vault / Managed HSM client constructor (serve and the management commands): the token
+/// audience discovered from the vault's 401 challenge, a first token in hand, its refresher running, and
+/// the configured price for the cost estimate.
+pub async fn connect(azure: &AzureConfig) -> anyhow::Result<Arc<KeyVaultClient>> {
+    let http = http_client(azure.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let resource = KeyVaultClient::discover_resource(
+        &http,
+        &azure.vault_url,
+        &azure.api_version,
+        Duration::from_millis(azure.request_timeout_ms),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("azure: {e}"))?;
+    let source = credential::from_config(&azure.credential, http.clone())?;
+    let tokens = TokenCache::new(source, resource);
+    tokens
+        .get()
+        .await
+        .with_context(|| format!("azure: first token for {}", azure.vault_url))?;
+    tokens.spawn_refresher();
+    let client = Arc::new(KeyVaultClient::new(
+        http,
+        &azure.vault_url,
+        &azure.api_version,
+        tokens,
+    ));
+    if let Some(price) = azure.price_per_10k_operations {
+        client.stats().set_price_per_10k(price);
+    }
+    Ok(client)
 }

@@ -48,7 +48,7 @@ impl AttemptResult {
         )
     }
 
-    pub fn from_status(status: u16) -> Self {
+    pub(crate) fn from_status(status: u16) -> Self {
         match status {
             200..=299 => AttemptResult::Ok,
             429 => AttemptResult::Throttled,
@@ -137,7 +137,7 @@ impl KvStats {
     }
 
     /// Sets the price used for the estimated cost (USD per 10,000 operations).
-    pub fn set_price_per_10k(&self, price: f64) {
+    pub(crate) fn set_price_per_10k(&self, price: f64) {
         self.price_per_10k.store(price.to_bits(), Ordering::Relaxed);
     }
 
@@ -173,7 +173,7 @@ impl KvStats {
     }
 
     /// When the vault last answered.
-    pub fn last_answer(&self) -> Option<Instant> {
+    pub(crate) fn last_answer(&self) -> Option<Instant> {
         self.lock().last_answer
     }
 
@@ -207,12 +207,12 @@ impl KvStats {
     }
 
     /// The price used for the estimated cost (USD per 10,000 operations).
-    pub fn price_per_10k(&self) -> f64 {
+    pub(crate) fn price_per_10k(&self) -> f64 {
         f64::from_bits(self.price_per_10k.load(Ordering::Relaxed))
     }
 
     /// Mean time of one HTTP attempt so far, by operation (label form), in milliseconds.
-    pub fn mean_latency_ms(&self) -> BTreeMap<String, f64> {
+    pub(crate) fn mean_latency_ms(&self) -> BTreeMap<String, f64> {
         self.lock()
             .latency
             .iter()
@@ -226,7 +226,7 @@ impl KvStats {
         self.lock().billable.values().sum()
     }
 
-    pub fn write_metrics(&self, e: &mut Exposition) {
+    pub(crate) fn write_metrics(&self, e: &mut Exposition) {
         let i = self.lock();
         let vault = self.vault.as_str();
         e.family(

@@ -97,7 +97,7 @@ impl AzureBackend {
     }
 
     /// Re-lists the vault every `interval` in the background, while the backend lives.
-    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) {
+    pub(crate) fn spawn_refresher(self: &Arc<Self>, interval: Duration) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -117,7 +117,7 @@ impl AzureBackend {
     /// Asks the vault for one cheap read whenever it has not answered for `interval` (or its last call
     /// failed), so readiness knows about a vault that stopped answering before a signature needs it. A
     /// baker signing every few seconds never triggers a probe; an idle one pays one read per interval.
-    pub fn spawn_prober(self: &Arc<Self>, interval: Duration) {
+    pub(crate) fn spawn_prober(self: &Arc<Self>, interval: Duration) {
         let weak = Arc::downgrade(self);
         let tick = (interval / 4).max(Duration::from_millis(20));
         tokio::spawn(async move {
@@ -330,83 +330,6 @@ impl KeyBackend for AzureBackend {
             normalise(key.curve, &raw)
                 .ok_or_else(|| BackendError::Failed("key vault returned an invalid r‖s".into()))
         })
-    }
-
-    fn health(&self, config: &crate::config::HealthConfig) -> Vec<crate::health::Check> {
-        use crate::health::Check;
-        let stats = self.client.stats();
-        let vault = stats.vault();
-        let mut checks = vec![Check::from_result(
-            format!("azure:{vault}"),
-            stats.check(Duration::from_millis(config.max_silence_ms)),
-        )];
-        let margin = config.token_margin_s as i64;
-        let source = self.client.tokens().source_name();
-        checks.push(match self.client.tokens().stats().seconds_left() {
-            Some(left) if left > margin => Check::pass(
-                format!("azure-token:{vault}"),
-                format!("{source} token valid for {left}s more"),
-            ),
-            Some(left) => Check::fail(
-                format!("azure-token:{vault}"),
-                format!(
-                    "{source} token expires in {left}s (margin {margin}s): refreshing it keeps failing, \
-                     see the log for the credential error"
-                ),
-            ),
-            None => Check::fail(format!("azure-token:{vault}"), format!("no {source} token yet")),
-        });
-        checks
-    }
-
-    fn vault_status(&self, config: &crate::config::HealthConfig) -> Option<crate::status::VaultStatus> {
-        let stats = self.client.stats();
-        let check = stats.check(Duration::from_millis(config.max_silence_ms));
-        let billable = stats.billable();
-        let price = stats.price_per_10k();
-        Some(crate::status::VaultStatus {
-            vault: stats.vault().to_owned(),
-            healthy: check.is_ok(),
-            detail: check.unwrap_or_else(|why| why),
-            latency_ms: stats.mean_latency_ms(),
-            billable_operations: billable,
-            price_per_10k_usd: price,
-            estimated_cost_usd: billable as f64 * price / 10_000.0,
-        })
-    }
-
-    fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
-        let vault = self.client.stats().vault();
-        self.client.stats().write_metrics(out);
-        let tokens = self.client.tokens().stats();
-        out.family(
-            "tzkms_azure_token_fetches_total",
-            "counter",
-            "Entra ID token fetches (refreshes included), by result.",
-        );
-        for (result, counter) in [("ok", &tokens.fetched), ("failed", &tokens.failed)] {
-            out.sample(
-                "tzkms_azure_token_fetches_total",
-                &[("vault", vault), ("result", result)],
-                counter.load(std::sync::atomic::Ordering::Relaxed),
-            );
-        }
-        out.family(
-            "tzkms_azure_token_expiry_seconds",
-            "gauge",
-            "Seconds until the current token expires (refreshed ahead of time; negative: expired).",
-        );
-        if let Some(left) = tokens.seconds_left() {
-            out.sample("tzkms_azure_token_expiry_seconds", &[("vault", vault)], left);
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "azure {} ({} credential)",
-            self.client.base_url(),
-            self.client.tokens().source_name()
-        )
     }
 
     fn refresh_for_unknown(&self) -> BoxFuture<'_, bool> {

@@ -5,14 +5,16 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use tezos::encrypted;
 use tezos::{BlsScheme, PublicKey, PublicKeyHash, SecretKey, Signature};
 use zeroize::Zeroizing;
 
+use super::sealed::{SealedSecret, Unsealed};
 use super::{BackendError, BoxFuture, KeyBackend, KeyInfo};
+use crate::secret::{check_private, create_private_dir, PrivateFileError};
 
 /// The folder under the data directory that holds tzkms's key files.
 pub const KEYS_DIR: &str = "keys";
@@ -34,8 +36,22 @@ pub enum FileKeyError {
     PasswordNeeded { path: PathBuf },
     #[error("{path}: cannot decrypt the key: {message}")]
     Decrypt { path: PathBuf, message: String },
+    #[error(
+        "{path} holds a key sealed by {kid} that was not unsealed at start (was the file changed since?): restart \
+         tzkms to unseal it"
+    )]
+    NotUnsealed { path: PathBuf, kid: String },
     #[error("a key named {0:?} already exists")]
     Exists(String),
+}
+
+impl From<PrivateFileError> for FileKeyError {
+    fn from(e: PrivateFileError) -> Self {
+        match e {
+            PrivateFileError::Io { path, source } => Self::Io { path, source },
+            PrivateFileError::UnsafePermissions { path, mode } => Self::UnsafePermissions { path, mode },
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileKeyError + '_ {
@@ -45,26 +61,23 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileKeyError + '_ {
     }
 }
 
-/// Refuses files that anyone but their owner can read or write.
-pub fn check_private(path: &Path) -> Result<(), FileKeyError> {
-    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(FileKeyError::UnsafePermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-/// A secret key as written in a file: `unencrypted:` or `encrypted:` (octez-client's wallet syntax) or
-/// bare base58.
-pub(crate) fn parse_secret(
+/// A secret key as written in a file: `unencrypted:` or `encrypted:` (octez-client's wallet syntax), bare
+/// base58, or `sealed:` (see [`super::sealed`]), whose inner text (`unencrypted:` or `encrypted:`) must be in
+/// `unsealed`, unsealed before parsing (an async vault call, made once per start).
+pub fn parse_secret(
     path: &Path,
     value: &str,
     password: Option<&Zeroizing<Vec<u8>>>,
+    unsealed: &Unsealed,
 ) -> Result<SecretKey, FileKeyError> {
     let value = value.trim();
+    if SealedSecret::is_sealed(value) {
+        let inner = unsealed.get(value).ok_or_else(|| FileKeyError::NotUnsealed {
+            path: path.to_owned(),
+            kid: SealedSecret::parse(value).map_or_else(|e| e.to_string(), |s| s.kid()),
+        })?;
+        return parse_secret(path, inner, password, &Unsealed::default());
+    }
     let b58 = value
         .strip_prefix("unencrypted:")
         .or_else(|| value.strip_prefix("encrypted:"))
@@ -103,26 +116,21 @@ pub struct LoadReport {
 }
 
 impl FileBackend {
-    /// Loads `<data_dir>/keys/*.key` and, if given, `<octez_base_dir>/secret_keys`.
+    /// Loads `<data_dir>/keys/*.key` and, if given, `<octez_base_dir>/secret_keys`. Sealed key files must
+    /// have been unsealed into `unsealed` (by `crate::sealing::key_files`).
     pub fn load(
         data_dir: &Path,
         octez_base_dir: Option<&Path>,
         password: Option<&Zeroizing<Vec<u8>>>,
+        unsealed: &Unsealed,
     ) -> Result<(Self, LoadReport), FileKeyError> {
         let mut backend = Self::default();
         let mut report = LoadReport::default();
-        let dir = data_dir.join(KEYS_DIR);
-        if dir.exists() {
-            let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
-                .map_err(io_err(&dir))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == KEY_EXTENSION))
-                .collect();
-            entries.sort();
-            for path in entries {
+        {
+            for path in key_file_paths(data_dir)? {
                 check_private(&path)?;
                 let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
-                let secret = parse_secret(&path, &text, password)?;
+                let secret = parse_secret(&path, &text, password, unsealed)?;
                 let name = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -154,7 +162,7 @@ impl FileBackend {
                     ));
                     continue;
                 }
-                let secret = parse_secret(&path, &value, password)?;
+                let secret = parse_secret(&path, &value, password, &Unsealed::default())?;
                 backend.insert(alias.name, secret);
             }
         }
@@ -217,12 +225,32 @@ impl KeyBackend for FileBackend {
     }
 }
 
+/// The key files `<data_dir>/keys/*.key`, sorted (none if the folder does not exist).
+pub fn key_file_paths(data_dir: &Path) -> Result<Vec<PathBuf>, FileKeyError> {
+    let dir = data_dir.join(KEYS_DIR);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(io_err(&dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == KEY_EXTENSION))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
 /// Reads one key file (or any file holding a secret key in key-file syntax) as `load` reads each of
-/// `keys/*.key`: private to its owner, `unencrypted:`/`encrypted:`/bare base58, decrypted with `password`.
-pub fn read_key_file(path: &Path, password: Option<&Zeroizing<Vec<u8>>>) -> Result<SecretKey, FileKeyError> {
+/// `keys/*.key`: private to its owner, `unencrypted:`/`encrypted:`/bare base58/`sealed:` (found in
+/// `unsealed`), decrypted with `password`.
+pub fn read_key_file(
+    path: &Path,
+    password: Option<&Zeroizing<Vec<u8>>>,
+    unsealed: &Unsealed,
+) -> Result<SecretKey, FileKeyError> {
     check_private(path)?;
     let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
-    parse_secret(path, &text, password)
+    parse_secret(path, &text, password, unsealed)
 }
 
 /// Parses a secret key given as text (standard input, say) in key-file syntax; `origin` names it in errors.
@@ -230,8 +258,9 @@ pub fn parse_key_text(
     origin: &Path,
     text: &str,
     password: Option<&Zeroizing<Vec<u8>>>,
+    unsealed: &Unsealed,
 ) -> Result<SecretKey, FileKeyError> {
-    parse_secret(origin, text, password)
+    parse_secret(origin, text, password, unsealed)
 }
 
 /// Writes `secret` (already in its final text form: base58, possibly encrypted) as a new key file named
@@ -271,21 +300,10 @@ pub fn write_key_file(data_dir: &Path, name: &str, secret_text: &str) -> Result<
     Ok(path)
 }
 
-/// Creates `dir` (and parents) with mode 0700 if missing.
-pub fn create_private_dir(dir: &Path) -> Result<(), FileKeyError> {
-    if dir.exists() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use tezos::Curve;
 
     #[test]
@@ -301,7 +319,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let sk: SecretKey = v["sk"].as_str().unwrap().parse().unwrap();
             write_key_file(dir.path(), "k", &sk.to_b58()).unwrap();
-            let (backend, _) = FileBackend::load(dir.path(), None, None).unwrap();
+            let (backend, _) = FileBackend::load(dir.path(), None, None, &Unsealed::default()).unwrap();
             let pkh = v["pkh"].as_str().unwrap().parse().unwrap();
             let override_pk: Option<tezos::PublicKey> = v["override_pk"].as_str().map(|t| t.parse().unwrap());
             let proof = backend.bls_prove_possession(&pkh, override_pk.as_ref()).unwrap();
@@ -314,7 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sk = SecretKey::generate(Curve::P256);
         write_key_file(dir.path(), "baker", &sk.to_b58()).unwrap();
-        let (backend, _) = FileBackend::load(dir.path(), None, None).unwrap();
+        let (backend, _) = FileBackend::load(dir.path(), None, None, &Unsealed::default()).unwrap();
         let keys = backend.keys();
         assert_eq!(keys.len(), 1);
         assert_eq!(&keys[0].public_key, sk.public_key());
@@ -331,7 +349,7 @@ mod tests {
         let sk = SecretKey::generate(Curve::Ed25519);
         let path = write_key_file(dir.path(), "k", &sk.to_b58()).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = FileBackend::load(dir.path(), None, None).unwrap_err();
+        let err = FileBackend::load(dir.path(), None, None, &Unsealed::default()).unwrap_err();
         assert!(
             matches!(err, FileKeyError::UnsafePermissions { mode: 0o644, .. }),
             "{err}"
@@ -345,16 +363,51 @@ mod tests {
         let sk = SecretKey::generate(Curve::Secp256k1);
         write_key_file(dir.path(), "enc", &encrypted::encrypt(&sk, b"pw")).unwrap();
         assert!(matches!(
-            FileBackend::load(dir.path(), None, None),
+            FileBackend::load(dir.path(), None, None, &Unsealed::default()),
             Err(FileKeyError::PasswordNeeded { .. })
         ));
         let wrong = Zeroizing::new(b"nope".to_vec());
         assert!(matches!(
-            FileBackend::load(dir.path(), None, Some(&wrong)),
+            FileBackend::load(dir.path(), None, Some(&wrong), &Unsealed::default()),
             Err(FileKeyError::Decrypt { .. })
         ));
         let right = Zeroizing::new(b"pw".to_vec());
-        let (backend, _) = FileBackend::load(dir.path(), None, Some(&right)).unwrap();
+        let (backend, _) = FileBackend::load(dir.path(), None, Some(&right), &Unsealed::default()).unwrap();
+        assert_eq!(&backend.keys()[0].public_key, sk.public_key());
+    }
+
+    #[test]
+    fn sealed_key_files_parse_from_their_unsealed_text_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate(Curve::Bls);
+        let sealed = super::super::sealed::SealedSecret {
+            vault: "https://v.vault.azure.net".into(),
+            key: "seal".into(),
+            version: "1".into(),
+            alg: "RSA-OAEP-256".into(),
+            value: "AQID".into(),
+        }
+        .to_text();
+        write_key_file(dir.path(), "k", &sealed).unwrap();
+        let err = FileBackend::load(dir.path(), None, None, &Unsealed::default()).unwrap_err();
+        assert!(matches!(err, FileKeyError::NotUnsealed { .. }), "{err}");
+        assert!(
+            err.to_string().contains("https://v.vault.azure.net/keys/seal/1"),
+            "{err}"
+        );
+        let mut unsealed = Unsealed::default();
+        unsealed.insert_for_test(&sealed, &format!("unencrypted:{}", sk.to_b58().as_str()));
+        let (backend, _) = FileBackend::load(dir.path(), None, None, &unsealed).unwrap();
+        assert_eq!(&backend.keys()[0].public_key, sk.public_key());
+        // Sealed on top of a password: the inner text is encrypted and needs it.
+        let mut both = Unsealed::default();
+        both.insert_for_test(&sealed, &format!("encrypted:{}", encrypted::encrypt(&sk, b"pw")));
+        assert!(matches!(
+            FileBackend::load(dir.path(), None, None, &both),
+            Err(FileKeyError::PasswordNeeded { .. })
+        ));
+        let pw = Zeroizing::new(b"pw".to_vec());
+        let (backend, _) = FileBackend::load(dir.path(), None, Some(&pw), &both).unwrap();
         assert_eq!(&backend.keys()[0].public_key, sk.public_key());
     }
 
@@ -369,7 +422,13 @@ mod tests {
         let path = dir.path().join("secret_keys");
         fs::write(&path, wallet.to_string()).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        let (backend, report) = FileBackend::load(&dir.path().join("none"), Some(dir.path()), None).unwrap();
+        let (backend, report) = FileBackend::load(
+            &dir.path().join("none"),
+            Some(dir.path()),
+            None,
+            &Unsealed::default(),
+        )
+        .unwrap();
         assert_eq!(backend.keys().len(), 1);
         assert_eq!(backend.keys()[0].name, "baker");
         assert_eq!(report.skipped.len(), 1);

@@ -4,15 +4,14 @@
 
 pub mod azure;
 pub mod file;
+pub mod sealed;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tezos::{BlsScheme, PublicKey, PublicKeyHash, Signature};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::futures::BoxFuture;
 
 /// Why a backend could not sign.
 #[derive(Debug, thiserror::Error)]
@@ -75,20 +74,6 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
     fn share(&self, _pkh: &PublicKeyHash) -> Option<ShareInfo> {
         None
     }
-    /// Readiness checks of this backend (a remote one: did it answer lately, is its token valid).
-    fn health(&self, _config: &crate::config::HealthConfig) -> Vec<crate::health::Check> {
-        Vec::new()
-    }
-    /// For `GET /status`: a remote backend's health, latency and estimated cost.
-    fn vault_status(&self, _config: &crate::config::HealthConfig) -> Option<crate::status::VaultStatus> {
-        None
-    }
-    /// This backend's own metric families (calls, retries, tokens, cost).
-    fn write_metrics(&self, _out: &mut crate::metrics::Exposition) {}
-    /// One line for the startup summary: where the keys are.
-    fn describe(&self) -> String {
-        self.kind().to_owned()
-    }
     /// A BLS proof of possession, for backends that hold BLS keys.
     fn bls_prove_possession(
         &self,
@@ -114,7 +99,7 @@ pub struct Keyring {
 
 impl Keyring {
     /// Adds a backend. Keys it shares with an earlier backend are returned, so the caller can say so.
-    pub fn add_backend(&mut self, backend: Arc<dyn KeyBackend>) -> Vec<KeyInfo> {
+    pub(crate) fn add_backend(&mut self, backend: Arc<dyn KeyBackend>) -> Vec<KeyInfo> {
         let duplicates = backend
             .keys()
             .into_iter()

@@ -70,7 +70,7 @@ pub(crate) async fn azure_keys(config: Config, cmd: &AzureKeysCommand) -> anyhow
         .azure
         .as_ref()
         .context("no [azure] section in the configuration (see docs/azure.md)")?;
-    let client = startup::azure_client(azure).await?;
+    let client = tzkms::azure::connect(azure).await?;
     let report = |b: &tzkms::azure::keyvault::KeyBundle| -> anyhow::Result<()> {
         let curve = b
             .crv

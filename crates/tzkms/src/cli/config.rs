@@ -80,7 +80,10 @@ pub(crate) fn config_check(mut config: Config) -> anyhow::Result<()> {
         // and its key list, exactly as `serve` would.
         let (keyring, report) = startup::load_keyring(&config).await?;
         for (backend, n) in keyring.keys_per_backend() {
-            outln!("backend: {} ({n} key(s))", backend.describe());
+            outln!(
+                "backend: {} ({n} key(s))",
+                report.observers.describe(backend.kind())
+            );
         }
         if keyring.is_empty() {
             for s in &report.skipped {

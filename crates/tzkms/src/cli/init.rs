@@ -464,10 +464,10 @@ fn file_key(config: &Config, data_dir: &Path, a: &InitArgs) -> anyhow::Result<Op
                 .with_context(|| format!("reading the secret key from {}", source.display()))?;
         }
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return import_key_text(config, data_dir, first, a.alias.as_deref()).map(Some);
+        return import_key_text(config, data_dir, first, a.alias.as_deref(), None).map(Some);
     }
     let key = SecretKey::generate(a.curve);
-    store_key(config, data_dir, &key, false, a.alias.as_deref())?;
+    store_key(config, data_dir, &key, false, a.alias.as_deref(), None)?;
     let pkh = key.public_key().hash();
     watermark::floor::raise(data_dir, &pkh, None, "tzkms init")?;
     Ok(Some(pkh))
@@ -478,7 +478,7 @@ fn file_key(config: &Config, data_dir: &Path, a: &InitArgs) -> anyhow::Result<Op
 async fn vault_key(config: &Config, data_dir: &Path, a: &InitArgs) -> anyhow::Result<Option<PublicKeyHash>> {
     let azure = config.azure.as_ref().context("no [azure] section")?;
     let name = a.key_name.as_deref().context("--key-name")?;
-    let client = startup::azure_client(azure).await?;
+    let client = tzkms::azure::connect(azure).await?;
     let budget = super::azure::MANAGEMENT_BUDGET;
     if a.create_key {
         let curve = parse_vault_curve(a.curve)?;

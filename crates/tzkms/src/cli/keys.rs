@@ -7,6 +7,7 @@ use clap::Subcommand;
 use tezos::{encrypted, Curve, PublicKeyHash, SecretKey};
 use tzkms::backend::file::write_key_file;
 use tzkms::config::Config;
+use tzkms::sealing::{SealingKey, Vaults};
 use tzkms::startup;
 use tzkms::watermark;
 use zeroize::Zeroizing;
@@ -31,11 +32,20 @@ pub(crate) enum KeysCommand {
         /// File name for the key (default: its address).
         #[arg(long)]
         alias: Option<String>,
+        /// Seal the key file with this vault key (an RSA-HSM key, or a Managed HSM oct-HSM key, allowing
+        /// wrapKey and unwrapKey): its URL, or its name in azure.vault_url. The file then holds only the
+        /// vault's ciphertext; tzkms unseals it at each start. With --encrypt, the sealed secret is the
+        /// encrypted one.
+        #[arg(long, value_name = "VAULT_KEY")]
+        seal_with: Option<String>,
     },
     /// Import a secret key read from standard input (never from the command line).
     Import {
         #[arg(long)]
         alias: Option<String>,
+        /// Seal the key file with this vault key, as for `keys generate`.
+        #[arg(long, value_name = "VAULT_KEY")]
+        seal_with: Option<String>,
     },
     /// Show one key's public key and the octez-client import command.
     Show { pkh: String },
@@ -96,19 +106,27 @@ pub(crate) fn keys(config: Config, cmd: &KeysCommand) -> anyhow::Result<()> {
             curve,
             encrypt,
             alias,
+            seal_with,
         } => {
             let key = SecretKey::generate(*curve);
-            store_key(&config, &data_dir, &key, *encrypt, alias.as_deref())?;
+            store_key(
+                &config,
+                &data_dir,
+                &key,
+                *encrypt,
+                alias.as_deref(),
+                seal_with.as_deref(),
+            )?;
             // A key made here signed nothing anywhere else: its history starts now.
             watermark::floor::raise(&data_dir, &key.public_key().hash(), None, "tzkms keys generate")?;
         }
-        KeysCommand::Import { alias } => {
+        KeysCommand::Import { alias, seal_with } => {
             let mut line = Zeroizing::new(String::new());
             std::io::stdin()
                 .lock()
                 .read_line(&mut line)
                 .context("reading the secret key from standard input")?;
-            import_key_text(&config, &data_dir, &line, alias.as_deref())?;
+            import_key_text(&config, &data_dir, &line, alias.as_deref(), seal_with.as_deref())?;
         }
         KeysCommand::Proof {
             pkh,
@@ -176,6 +194,7 @@ pub(crate) fn import_key_text(
     data_dir: &std::path::Path,
     text: &str,
     alias: Option<&str>,
+    seal_with: Option<&str>,
 ) -> anyhow::Result<PublicKeyHash> {
     let text = text.trim();
     let text = text
@@ -188,13 +207,17 @@ pub(crate) fn import_key_text(
         let key = encrypted::decrypt(text, &password).context("decrypting the key")?;
         startup::ensure_data_dir(data_dir)?;
         let name = alias.map_or_else(|| key.public_key().hash().to_string(), str::to_owned);
-        // Kept encrypted on disk, exactly as given.
-        let path = write_key_file(data_dir, &name, text)?;
+        // Kept encrypted on disk, exactly as given (and sealed on top if asked).
+        let on_disk = match seal_with {
+            Some(_) => seal(config, seal_with, Zeroizing::new(format!("encrypted:{text}")))?,
+            None => Zeroizing::new(text.to_owned()),
+        };
+        let path = write_key_file(data_dir, &name, &on_disk)?;
         report_key(config, &key, &path);
         key.public_key().hash()
     } else {
         let key: SecretKey = text.parse().context("parsing the secret key")?;
-        store_key(config, data_dir, &key, false, alias)?;
+        store_key(config, data_dir, &key, false, alias, seal_with)?;
         key.public_key().hash()
     };
     history_note(&pkh);
@@ -207,6 +230,7 @@ pub(crate) fn store_key(
     key: &SecretKey,
     encrypt: bool,
     alias: Option<&str>,
+    seal_with: Option<&str>,
 ) -> anyhow::Result<()> {
     startup::ensure_data_dir(data_dir)?;
     let text = if encrypt {
@@ -215,15 +239,55 @@ pub(crate) fn store_key(
         if password.is_empty() {
             bail!("refusing to encrypt with an empty password");
         }
-        Zeroizing::new(encrypted::encrypt(key, &password))
+        let text = Zeroizing::new(encrypted::encrypt(key, &password));
+        match seal_with {
+            Some(_) => Zeroizing::new(format!("encrypted:{}", text.as_str())),
+            None => text,
+        }
+    } else if seal_with.is_some() {
+        Zeroizing::new(format!("unencrypted:{}", key.to_b58().as_str()))
     } else {
         key.to_b58()
     };
+    let text = seal(config, seal_with, text)?;
     let pkh = key.public_key().hash();
     let name = alias.map_or_else(|| pkh.to_string(), str::to_owned);
     let path = write_key_file(data_dir, &name, &text)?;
     report_key(config, key, &path);
     Ok(())
+}
+
+/// The text a key file holds: `secret_text` itself, or with `--seal-with`, the vault's ciphertext of it
+/// (`sealed:…`), after checking that the vault unseals it back to the same text.
+fn seal(
+    config: &Config,
+    seal_with: Option<&str>,
+    secret_text: Zeroizing<String>,
+) -> anyhow::Result<Zeroizing<String>> {
+    let Some(seal_with) = seal_with else {
+        return Ok(secret_text);
+    };
+    let key = SealingKey::parse(seal_with, config)?;
+    block_on(async {
+        let mut vaults = Vaults::new(config);
+        let sealed = vaults
+            .seal(&key, &secret_text)
+            .await
+            .with_context(|| format!("sealing with {seal_with}"))?;
+        // Proves now, not at the next start, that this identity can unseal what it wrote.
+        let back = vaults
+            .unseal(&sealed)
+            .await
+            .with_context(|| format!("unsealing what {seal_with} sealed"))?;
+        if back.as_str() != secret_text.as_str() {
+            bail!(
+                "the vault unsealed {} to different bytes: nothing written",
+                sealed.kid()
+            );
+        }
+        eprintln!("sealed by {}", sealed.kid());
+        Ok(Zeroizing::new(sealed.to_text()))
+    })
 }
 
 pub(crate) fn report_key(config: &Config, key: &SecretKey, path: &std::path::Path) {

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use tzkms::app::Application;
 use tzkms::config::Config;
-use tzkms::server::App;
 use tzkms::startup;
 use tzkms::watermark;
 use tzkms::watermark::file::Opened;
@@ -44,11 +44,13 @@ pub(crate) fn serve(
                  dedicated user (deploy/tzkms.service does)"
             );
         }
-        let (signer, report) = startup::build_signer(&config).await?;
+        let app = Application::build(&config).await?;
+        let signer = app.signer().clone();
+        let report = app.report();
         for skipped in &report.skipped {
             tracing::warn!("not served: {skipped}");
         }
-        match report.watermarks {
+        match &report.watermarks {
             Some(Opened::Initialized) => tracing::info!(
                 store = %data_dir.join(watermark::file::STORE_FILE).display(),
                 "fresh data directory: initialised a new, empty watermark store"
@@ -69,19 +71,9 @@ pub(crate) fn serve(
                  conflicting blocks and attestations if asked"
             );
         }
-        let app = App::bind(signer.clone(), &config.server).await?;
-        if let Some(addr) = config.metrics.listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("metrics listener on {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "operations listener: /metrics, /healthz, /readyz");
-            println!("metrics on http://{}/metrics", listener.local_addr()?);
-            tokio::spawn(tzkms::metrics::serve_with(
-                listener,
-                signer.clone(),
-                Some(app.connections()),
-                config.health.clone(),
-            ));
+        if let Some(addr) = app.ops_addr() {
+            tracing::info!(%addr, "operations listener: /metrics, /healthz, /readyz");
+            println!("metrics on http://{addr}/metrics");
         }
         if let Some(pkh) = report.generated {
             tracing::info!(%pkh, "no key configured: generated a P-256 key");
@@ -101,7 +93,7 @@ pub(crate) fn serve(
             "tzkms starting"
         );
         for backend in rules.keyring.backends() {
-            tracing::info!(backend = %backend.describe(), "key backend");
+            tracing::info!(backend = %app.observers().describe(backend.kind()), "key backend");
         }
         if rules.keyring.is_empty() {
             tracing::warn!(
@@ -124,12 +116,7 @@ pub(crate) fn serve(
         signer.metrics().config_loaded_now();
         // Handlers are installed before the address is announced, so a SIGTERM sent as soon as the
         // address is known still shuts down gracefully.
-        let signal = shutdown_signal()?;
-        let draining = signer.clone();
-        let shutdown = async move {
-            signal.await;
-            draining.start_draining();
-        };
+        let shutdown = shutdown_signal()?;
         let running = tzkms::reload::Running {
             azure: report.azure.clone(),
             tls: app.tls(),
@@ -141,7 +128,7 @@ pub(crate) fn serve(
         }
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        app.run(shutdown).await?;
+        app.run_until_stopped(shutdown).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

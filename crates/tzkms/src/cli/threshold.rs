@@ -10,6 +10,7 @@ use tezos::encrypted;
 use tezos::threshold::{self, ShareId, ShareSet, ThresholdError};
 use tezos::{Curve, PublicKeyHash, SecretKey};
 use tzkms::backend::file::{self, KEYS_DIR};
+use tzkms::backend::sealed::Unsealed;
 use tzkms::config::Config;
 use tzkms::startup;
 use tzkms::threshold::shares;
@@ -75,9 +76,14 @@ fn split(config: &Config, args: &SplitArgs) -> anyhow::Result<()> {
             std::io::stdin()
                 .read_to_string(&mut text)
                 .context("reading the secret key from standard input")?;
-            file::parse_key_text(Path::new("standard input"), &text, password.as_ref())?
+            file::parse_key_text(
+                Path::new("standard input"),
+                &text,
+                password.as_ref(),
+                &Unsealed::default(),
+            )?
         }
-        (_, Some(path)) => file::read_key_file(path, password.as_ref())?,
+        (_, Some(path)) => file::read_key_file(path, password.as_ref(), &Unsealed::default())?,
         (Some(name), None) => find_key(&config.data_dir(), name, password.as_ref())?,
         (None, None) => {
             bail!("give the key to split: --key <name or tz4 address> or --secret-key-file <path>")
@@ -111,7 +117,7 @@ fn find_key(data_dir: &Path, name: &str, password: Option<&Zeroizing<Vec<u8>>>) 
     if !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.') {
         let path = dir.join(format!("{name}.key"));
         if path.exists() {
-            return Ok(file::read_key_file(&path, password)?);
+            return Ok(file::read_key_file(&path, password, &Unsealed::default())?);
         }
     }
     let not_found = || anyhow::anyhow!("no key named {name} in {}: see `tzkms keys list`", dir.display());
@@ -126,7 +132,7 @@ fn find_key(data_dir: &Path, name: &str, password: Option<&Zeroizing<Vec<u8>>>) 
     paths.sort();
     let mut unread = Vec::new();
     for path in paths {
-        match file::read_key_file(&path, password) {
+        match file::read_key_file(&path, password, &Unsealed::default()) {
             Ok(key) if key.public_key().hash() == pkh => return Ok(key),
             Ok(_) => {}
             Err(e) => unread.push(e.to_string()),
@@ -187,10 +193,14 @@ pub(crate) fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
     };
     startup::ensure_data_dir(&data_dir)?;
     let group = set.public_key();
-    let existing = shares::load_all(&data_dir, startup::key_password(config)?.as_ref())
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| &s.group == group);
+    let existing = shares::load_all(
+        &data_dir,
+        startup::key_password(config)?.as_ref(),
+        &Unsealed::default(),
+    )
+    .unwrap_or_default()
+    .into_iter()
+    .find(|s| &s.group == group);
     if let Some(existing) = existing {
         bail!(
             "{} already holds share {} of {}: one machine holds one share of a key",

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// When the connection last moved bytes, shared with the idle check.
 #[derive(Debug, Clone)]
-pub struct LastActive {
+pub(super) struct LastActive {
     start: Instant,
     millis: Arc<AtomicU64>,
 }
@@ -21,20 +21,20 @@ impl LastActive {
         self.millis.store(now, Ordering::Relaxed);
     }
 
-    pub fn idle_for(&self) -> Duration {
+    pub(super) fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.millis.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
     }
 }
 
 #[derive(Debug)]
-pub struct Tracked<I> {
+pub(super) struct Tracked<I> {
     inner: I,
     last: LastActive,
 }
 
 impl<I> Tracked<I> {
-    pub fn new(inner: I) -> Self {
+    pub(super) fn new(inner: I) -> Self {
         Self {
             inner,
             last: LastActive {
@@ -44,7 +44,7 @@ impl<I> Tracked<I> {
         }
     }
 
-    pub fn last_active(&self) -> LastActive {
+    pub(super) fn last_active(&self) -> LastActive {
         self.last.clone()
     }
 }

@@ -11,8 +11,8 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig, ServerConnection};
 use tokio_rustls::TlsAcceptor;
 
-use crate::backend::file::check_private;
 use crate::config::TlsConfig;
+use crate::secret::check_private;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -39,10 +39,10 @@ pub enum TlsError {
 }
 
 /// Who a TLS client is (defined with authentication, which the signing path and the policy use).
-pub use crate::auth::ClientCertificate;
+pub use crate::peer::ClientCertificate;
 
 /// The identity of the verified end-entity certificate of a finished handshake.
-pub fn client_certificate(connection: &ServerConnection) -> Option<ClientCertificate> {
+pub(crate) fn client_certificate(connection: &ServerConnection) -> Option<ClientCertificate> {
     connection
         .peer_certificates()
         .and_then(|chain| chain.first())
@@ -93,7 +93,7 @@ impl Tls {
 
     /// Reads the files of `settings` (which may name other files than the served ones) without serving
     /// them yet, so a reload can check everything before changing anything.
-    pub fn prepare(settings: &TlsConfig) -> Result<Loaded, TlsError> {
+    pub(crate) fn prepare(settings: &TlsConfig) -> Result<Loaded, TlsError> {
         build(settings)
     }
 
@@ -222,7 +222,7 @@ pub const CLIENT_CERTIFICATE_FIX: &str = "issue an X.509 v3 client certificate f
      \"Certificates with openssl\")";
 
 /// Classifies the error of a failed server-side handshake.
-pub fn handshake_failure(error: &std::io::Error) -> HandshakeFailure {
+pub(crate) fn handshake_failure(error: &std::io::Error) -> HandshakeFailure {
     let rustls_error = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());

@@ -15,8 +15,9 @@ use tezos::{BlsScheme, PublicKey, PublicKeyHash, Signature};
 use tokio::sync::mpsc;
 
 use super::shares::ShareFile;
-use super::{ClientConfig, GroupConfig};
 use crate::backend::{BackendError, BoxFuture, KeyBackend, KeyInfo};
+use crate::config::threshold::{ClientConfig, GroupConfig};
+use crate::health::Observed;
 
 /// The HTTPS client that presents `[threshold.client]`'s certificate and trusts only its `server_ca`.
 pub fn client(config: &ClientConfig) -> anyhow::Result<reqwest::Client> {
@@ -29,7 +30,7 @@ pub fn client(config: &ClientConfig) -> anyhow::Result<reqwest::Client> {
             )
         })
     };
-    crate::backend::file::check_private(&config.private_key)
+    crate::secret::check_private(&config.private_key)
         .map_err(|e| anyhow::anyhow!("threshold.client.private_key: {e}"))?;
     let mut identity = read("certificate", &config.certificate)?;
     identity.push(b'\n');
@@ -126,7 +127,7 @@ impl Group {
             .shares
             .or(own.as_ref().map(|o| o.shares))
             .unwrap_or(u8::try_from(participants.len()).unwrap_or(u8::MAX));
-        super::check_group(&config.public_key, config.threshold, shares, &participants)
+        check_group(&config.public_key, config.threshold, shares, &participants)
             .map_err(|e| anyhow::anyhow!("threshold group {pkh} ({}-of-{shares}): {e}", config.threshold))?;
         Ok(Self {
             public_key: config.public_key.clone(),
@@ -348,6 +349,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The ids and keys of every participant of a group, checked: M > N/2, distinct ids, enough shares to
+/// sign, and share keys that interpolate to the group key.
+fn check_group(
+    group: &PublicKey,
+    threshold_m: u8,
+    share_count: u8,
+    participants: &[(ShareId, PublicKey)],
+) -> Result<(), String> {
+    threshold::check_parameters(threshold_m, share_count).map_err(|e| e.to_string())?;
+    let mut ids = std::collections::BTreeSet::new();
+    for (id, _) in participants {
+        if !ids.insert(*id) {
+            return Err(format!(
+                "share id {id} appears twice (a cosigner and this machine's share file?): each share has its \
+                 own id"
+            ));
+        }
+    }
+    if participants.len() > usize::from(share_count) {
+        return Err(format!(
+            "{} shares are configured but the key was split into {share_count}: set `shares` to the number of \
+             shares of the split",
+            participants.len()
+        ));
+    }
+    if participants.len() < usize::from(threshold_m) {
+        return Err(format!(
+            "only {} shares are configured but {threshold_m} are needed to sign: list at least {threshold_m} \
+             cosigners (with this machine's own share, if it holds one)",
+            participants.len()
+        ));
+    }
+    threshold::check_share_keys(group, participants, threshold_m).map_err(|e| e.to_string())
+}
+
 impl KeyBackend for Coordinator {
     fn kind(&self) -> &'static str {
         "threshold"
@@ -374,7 +410,9 @@ impl KeyBackend for Coordinator {
                 .map_err(BackendError::Failed)
         })
     }
+}
 
+impl Observed for Coordinator {
     fn describe(&self) -> String {
         let mut list: Vec<String> = self
             .groups

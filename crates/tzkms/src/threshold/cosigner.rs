@@ -9,6 +9,7 @@ use tezos::{BlsScheme, PublicKeyHash, Signature};
 
 use super::shares::ShareFile;
 use crate::backend::{BackendError, BoxFuture, KeyBackend, KeyInfo, ShareInfo};
+use crate::health::Observed;
 
 /// The shares this machine holds, by group key.
 #[derive(Debug)]
@@ -73,7 +74,9 @@ impl KeyBackend for ShareBackend {
             public_key: s.public_key.clone(),
         })
     }
+}
 
+impl Observed for ShareBackend {
     fn describe(&self) -> String {
         let mut list: Vec<String> = self
             .shares

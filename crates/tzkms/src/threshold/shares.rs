@@ -13,7 +13,9 @@ use tezos::threshold::{self, SecretShare, ShareId};
 use tezos::{Curve, PublicKey, PublicKeyHash};
 use zeroize::Zeroizing;
 
-use crate::backend::file::{check_private, create_private_dir, parse_secret};
+use crate::backend::file::parse_secret;
+use crate::backend::sealed::Unsealed;
+use crate::secret::{check_private, create_private_dir};
 
 /// The folder under the data directory that holds share files.
 pub const SHARES_DIR: &str = "shares";
@@ -60,7 +62,11 @@ pub fn path_for(data_dir: &Path, group: &PublicKeyHash) -> PathBuf {
 }
 
 /// Reads and checks one share file.
-pub fn read(path: &Path, password: Option<&Zeroizing<Vec<u8>>>) -> anyhow::Result<ShareFile> {
+pub fn read(
+    path: &Path,
+    password: Option<&Zeroizing<Vec<u8>>>,
+    unsealed: &Unsealed,
+) -> anyhow::Result<ShareFile> {
     check_private(path)?;
     let text =
         Zeroizing::new(fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
@@ -93,7 +99,7 @@ pub fn read(path: &Path, password: Option<&Zeroizing<Vec<u8>>>) -> anyhow::Resul
         .share_public_key
         .parse()
         .map_err(|e| anyhow::anyhow!("{where_}: share_public_key: {e}"))?;
-    let secret = parse_secret(path, &raw.secret_key, password)?;
+    let secret = parse_secret(path, &raw.secret_key, password, unsealed)?;
     let share = SecretShare::from_secret_key(id, secret).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
     if share.public_key() != public_key {
         bail!(
@@ -113,7 +119,11 @@ pub fn read(path: &Path, password: Option<&Zeroizing<Vec<u8>>>) -> anyhow::Resul
 
 /// Every share file of the data directory. Two shares of one group on one machine are refused: a
 /// machine that holds two shares counts twice toward the threshold, which defeats the point.
-pub fn load_all(data_dir: &Path, password: Option<&Zeroizing<Vec<u8>>>) -> anyhow::Result<Vec<ShareFile>> {
+pub fn load_all(
+    data_dir: &Path,
+    password: Option<&Zeroizing<Vec<u8>>>,
+    unsealed: &Unsealed,
+) -> anyhow::Result<Vec<ShareFile>> {
     let dir = data_dir.join(SHARES_DIR);
     if !dir.exists() {
         return Ok(Vec::new());
@@ -126,7 +136,7 @@ pub fn load_all(data_dir: &Path, password: Option<&Zeroizing<Vec<u8>>>) -> anyho
     paths.sort();
     let mut loaded: Vec<ShareFile> = Vec::new();
     for path in paths {
-        let share = read(&path, password)?;
+        let share = read(&path, password, unsealed)?;
         if let Some(other) = loaded.iter().find(|s| s.group == share.group) {
             bail!(
                 "{} and {} both hold a share of {}: one machine holds at most one share of a key (else it \
@@ -222,7 +232,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let loaded = load_all(dir.path(), None).unwrap();
+        let loaded = load_all(dir.path(), None, &Unsealed::default()).unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(
             (loaded[0].threshold, loaded[0].shares, loaded[0].share.id.get()),
@@ -249,15 +259,21 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         let other = set.shares()[1].public_key().to_string();
         fs::write(&path, text.replace(&share.public_key().to_string(), &other)).unwrap();
-        let err = load_all(dir.path(), None).unwrap_err().to_string();
+        let err = load_all(dir.path(), None, &Unsealed::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not the secret of share_public_key"), "{err}");
         assert!(!err.contains(share.to_b58().as_str()), "{err}");
         fs::write(&path, text.replace("threshold = 2", "threshold = 1")).unwrap();
-        let err = load_all(dir.path(), None).unwrap_err().to_string();
+        let err = load_all(dir.path(), None, &Unsealed::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a majority"), "{err}");
         fs::write(&path, &text).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_all(dir.path(), None).unwrap_err().to_string();
+        let err = load_all(dir.path(), None, &Unsealed::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chmod 600"), "{err}");
     }
 }

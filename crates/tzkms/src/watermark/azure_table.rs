@@ -18,7 +18,7 @@ use super::{
     decide, Begin, Decision, History, Mark, MarkKey, MarkRequest, Ticket, WatermarkError, WatermarkStore,
 };
 use crate::azure::table::{Entity, TableClient, TableError, WriteOutcome};
-use crate::backend::BoxFuture;
+use crate::futures::BoxFuture;
 
 /// Attempts at one decision when other instances keep winning the race.
 const MAX_RACES: usize = 16;
@@ -47,9 +47,15 @@ pub struct TableStore {
 /// or given back ([`WatermarkStore::abort`]), dropping it gives it back in the background: the entity is
 /// restored to what it was, conditionally on the reservation's ETag, so a position nothing was signed at
 /// is never left blocked, and a position another instance moved since is never touched.
-struct Reservation {
+pub struct Reservation {
     guard: Option<OwnedMutexGuard<Option<Known>>>,
     undo: Undo,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").finish_non_exhaustive()
+    }
 }
 
 /// What it takes to give a reservation back.
@@ -324,11 +330,13 @@ impl TableStore {
 }
 
 impl WatermarkStore for TableStore {
+    type Reservation = Reservation;
+
     fn begin<'a>(
         &'a self,
         key: MarkKey,
         request: MarkRequest,
-    ) -> BoxFuture<'a, Result<Begin, WatermarkError>> {
+    ) -> BoxFuture<'a, Result<Begin<Reservation>, WatermarkError>> {
         Box::pin(async move {
             let mut guard: OwnedMutexGuard<Option<Known>> = self.slot(&key).lock_owned().await;
             for _ in 0..MAX_RACES {
@@ -377,10 +385,10 @@ impl WatermarkStore for TableStore {
                                 return Ok(Begin::Sign(Ticket {
                                     key,
                                     request,
-                                    state: Box::new(Reservation {
+                                    state: Reservation {
                                         guard: Some(guard),
                                         undo,
-                                    }),
+                                    },
                                 }));
                             }
                             // Another instance moved the mark: read it and decide again.
@@ -402,11 +410,13 @@ impl WatermarkStore for TableStore {
     /// Records the signature with the reservation's ETag. The position was reserved durably before
     /// signing, so if this write fails the signature is still safe to release: only identical replays on
     /// other instances are refused (they find no stored signature).
-    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>> {
+    fn finish(
+        &self,
+        ticket: Ticket<Reservation>,
+        signature: Signature,
+    ) -> BoxFuture<'_, Result<(), WatermarkError>> {
         Box::pin(async move {
-            let Ok(mut reservation) = ticket.state.downcast::<Reservation>() else {
-                return Err(WatermarkError::Store("ticket from another store".into()));
-            };
+            let mut reservation = ticket.state;
             // From here on the reservation is never given back: the signature may be released.
             let Some(mut guard) = reservation.guard.take() else {
                 return Ok(());
@@ -441,11 +451,9 @@ impl WatermarkStore for TableStore {
         })
     }
 
-    fn abort(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+    fn abort(&self, ticket: Ticket<Reservation>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let Ok(mut reservation) = ticket.state.downcast::<Reservation>() else {
-                return;
-            };
+            let mut reservation = ticket.state;
             if let Some(mut guard) = reservation.guard.take() {
                 reservation.undo.run_logged().await;
                 *guard = None;
@@ -577,11 +585,14 @@ impl BothStores {
 }
 
 impl WatermarkStore for BothStores {
+    /// The local store's ticket, then the table's.
+    type Reservation = (Ticket<super::file::Reservation>, Ticket<Reservation>);
+
     fn begin<'a>(
         &'a self,
         key: MarkKey,
         request: MarkRequest,
-    ) -> BoxFuture<'a, Result<Begin, WatermarkError>> {
+    ) -> BoxFuture<'a, Result<Begin<Self::Reservation>, WatermarkError>> {
         Box::pin(async move {
             let local = match self.local.begin(key, request).await {
                 // This instance signed these exact bytes: its own signature answers.
@@ -601,7 +612,7 @@ impl WatermarkStore for BothStores {
                 Ok(Begin::Sign(shared)) => Ok(Begin::Sign(Ticket {
                     key,
                     request,
-                    state: Box::new((local, shared)),
+                    state: (local, shared),
                 })),
                 // Another instance signed these exact bytes: answer with its signature, and remember it.
                 Ok(Begin::Replay(signature)) => {
@@ -616,12 +627,13 @@ impl WatermarkStore for BothStores {
         })
     }
 
-    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>> {
+    fn finish(
+        &self,
+        ticket: Ticket<Self::Reservation>,
+        signature: Signature,
+    ) -> BoxFuture<'_, Result<(), WatermarkError>> {
         Box::pin(async move {
-            let Ok(both) = ticket.state.downcast::<(Ticket, Ticket)>() else {
-                return Err(WatermarkError::Store("ticket from another store".into()));
-            };
-            let (local, shared) = *both;
+            let (local, shared) = ticket.state;
             if let Err(e) = self.local.finish(local, signature).await {
                 // Nothing is released: the table's reservation is given back too.
                 self.shared.abort(shared).await;
@@ -631,13 +643,11 @@ impl WatermarkStore for BothStores {
         })
     }
 
-    fn abort(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+    fn abort(&self, ticket: Ticket<Self::Reservation>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Ok(both) = ticket.state.downcast::<(Ticket, Ticket)>() {
-                let (local, shared) = *both;
-                self.local.abort(local).await;
-                self.shared.abort(shared).await;
-            }
+            let (local, shared) = ticket.state;
+            self.local.abort(local).await;
+            self.shared.abort(shared).await;
         })
     }
 

@@ -20,7 +20,7 @@ use super::{
     decide, floor, Begin, Decision, History, Mark, MarkKey, MarkRequest, Refusal, Ticket, WatermarkError,
     WatermarkStore,
 };
-use crate::backend::BoxFuture;
+use crate::futures::BoxFuture;
 
 /// The snapshot, in the format of `tzkms watermark export`.
 pub const STORE_FILE: &str = "watermarks.json";
@@ -29,8 +29,7 @@ pub const LOG_FILE: &str = "watermarks.log";
 /// Written once when the store is created. If it exists and the store does not, the store was lost and
 /// tzkms refuses to start rather than begin again from level 0.
 pub const MARKER_FILE: &str = "watermarks.initialized";
-/// Distinct chains the store accepts marks on unless `[watermark] max_chains` says otherwise.
-pub const DEFAULT_MAX_CHAINS: usize = 8;
+pub use crate::config::DEFAULT_MAX_CHAINS;
 const TMP_FILE: &str = "watermarks.json.tmp";
 const LOG_TMP_FILE: &str = "watermarks.log.tmp";
 const MARKER_TMP_FILE: &str = "watermarks.initialized.tmp";
@@ -147,9 +146,15 @@ impl Drop for ChainClaim {
 }
 
 /// What a file store's ticket holds: the key's slot, locked, and the claim on a new chain if any.
-struct Reservation {
+pub struct Reservation {
     guard: OwnedMutexGuard<Option<Mark>>,
     claim: Option<ChainClaim>,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").finish_non_exhaustive()
+    }
 }
 
 /// The distinct chains of `marks`.
@@ -687,11 +692,13 @@ async fn compact_log(log: &mut Log, writes: &WriteCounters) {
 }
 
 impl WatermarkStore for FileStore {
+    type Reservation = Reservation;
+
     fn begin<'a>(
         &'a self,
         key: MarkKey,
         request: MarkRequest,
-    ) -> BoxFuture<'a, Result<Begin, WatermarkError>> {
+    ) -> BoxFuture<'a, Result<Begin<Reservation>, WatermarkError>> {
         Box::pin(async move {
             let claim = self.claim_chain(key, &request)?;
             let guard: OwnedMutexGuard<Option<Mark>> = self.slot(&key).lock_owned().await;
@@ -699,7 +706,7 @@ impl WatermarkStore for FileStore {
                 Decision::Sign => Ok(Begin::Sign(Ticket {
                     key,
                     request,
-                    state: Box::new(Reservation { guard, claim }),
+                    state: Reservation { guard, claim },
                 })),
                 Decision::Replay(signature) => Ok(Begin::Replay(signature)),
                 Decision::Refuse(refusal) => Err(WatermarkError::Refused {
@@ -711,11 +718,13 @@ impl WatermarkStore for FileStore {
         })
     }
 
-    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>> {
+    fn finish(
+        &self,
+        ticket: Ticket<Reservation>,
+        signature: Signature,
+    ) -> BoxFuture<'_, Result<(), WatermarkError>> {
         Box::pin(async move {
-            let Ok(mut reservation) = ticket.state.downcast::<Reservation>() else {
-                return Err(WatermarkError::Store("ticket from another store".into()));
-            };
+            let mut reservation = ticket.state;
             let mark = Mark {
                 level: ticket.request.level,
                 round: ticket.request.round,

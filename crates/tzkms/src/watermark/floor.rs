@@ -82,7 +82,7 @@ pub fn raise(
     }
     let dir = data_dir.join(FLOORS_DIR);
     let path = path_of(data_dir, pkh);
-    crate::backend::file::create_private_dir(&dir).map_err(|e| err(&dir, e))?;
+    crate::secret::create_private_dir(&dir).map_err(|e| err(&dir, e))?;
     let write = || -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(&FloorFile {
             format: FORMAT.into(),

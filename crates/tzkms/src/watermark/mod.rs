@@ -11,12 +11,11 @@ pub mod file;
 pub mod floor;
 pub mod interchange;
 
-use std::any::Any;
 use std::fmt;
 
 use tezos::{ChainId, ConsensusKind, Level, PublicKeyHash, Round, Signature};
 
-use crate::backend::BoxFuture;
+use crate::futures::BoxFuture;
 
 /// What a mark is kept for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -207,15 +206,34 @@ fn why(refusal: &Refusal) -> String {
 }
 
 /// A reservation: the store decided to sign and holds the key until [`WatermarkStore::finish`] or drop.
-/// Dropping a ticket (signing failed, request cancelled) leaves the mark as it was.
-pub struct Ticket {
+/// Dropping a ticket (signing failed, request cancelled) leaves the mark as it was. `R` is the issuing
+/// store's own [`WatermarkStore::Reservation`] (a lock guard, an ETag…), so a ticket can only be handed
+/// back to the kind of store that issued it: a mix-up does not compile.
+///
+/// ```
+/// use tzkms::watermark::{azure_table::TableStore, file::FileStore, Begin, MarkKey, MarkRequest, WatermarkStore};
+/// async fn sign(file: &FileStore, _table: &TableStore, key: MarkKey, request: MarkRequest, signature: tezos::Signature) {
+///     if let Ok(Begin::Sign(ticket)) = file.begin(key, request).await {
+///         let _ = file.finish(ticket, signature).await;
+///     }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// use tzkms::watermark::{azure_table::TableStore, file::FileStore, Begin, MarkKey, MarkRequest, WatermarkStore};
+/// async fn sign(file: &FileStore, table: &TableStore, key: MarkKey, request: MarkRequest, signature: tezos::Signature) {
+///     if let Ok(Begin::Sign(ticket)) = file.begin(key, request).await {
+///         let _ = table.finish(ticket, signature).await; // a file store's ticket
+///     }
+/// }
+/// ```
+pub struct Ticket<R> {
     pub key: MarkKey,
     pub request: MarkRequest,
-    /// Store-specific state (a lock guard, an ETag…).
-    pub state: Box<dyn Any + Send>,
+    pub state: R,
 }
 
-impl fmt::Debug for Ticket {
+impl<R> fmt::Debug for Ticket<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ticket")
             .field("key", &self.key)
@@ -226,25 +244,34 @@ impl fmt::Debug for Ticket {
 
 /// What `begin` answers.
 #[derive(Debug)]
-pub enum Begin {
-    Sign(Ticket),
+pub enum Begin<R> {
+    Sign(Ticket<R>),
     Replay(Signature),
 }
 
 /// A place where marks live. `begin` atomically checks the request against the mark and, if it may be
 /// signed, reserves the key; `finish` records the signature durably before it may be released.
 /// Requests for one key are decided one after the other; different keys proceed in parallel.
+///
+/// The signer holds whichever store the configuration names as a [`Watermarks`] trait object, which every
+/// store is.
 pub trait WatermarkStore: Send + Sync + fmt::Debug {
+    /// What a ticket of this store holds between `begin` and `finish` or `abort`.
+    type Reservation: Send;
     fn begin<'a>(
         &'a self,
         key: MarkKey,
         request: MarkRequest,
-    ) -> BoxFuture<'a, Result<Begin, WatermarkError>>;
-    fn finish(&self, ticket: Ticket, signature: Signature) -> BoxFuture<'_, Result<(), WatermarkError>>;
+    ) -> BoxFuture<'a, Result<Begin<Self::Reservation>, WatermarkError>>;
+    fn finish(
+        &self,
+        ticket: Ticket<Self::Reservation>,
+        signature: Signature,
+    ) -> BoxFuture<'_, Result<(), WatermarkError>>;
     /// Gives a reservation back when no signature was released (the backend failed, the signature did not
     /// verify): the position is free again. A store that reserves durably undoes its write here,
     /// conditionally; dropping the ticket instead does the same in the background.
-    fn abort(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+    fn abort(&self, ticket: Ticket<Self::Reservation>) -> BoxFuture<'_, ()> {
         drop(ticket);
         Box::pin(async {})
     }
@@ -262,6 +289,96 @@ pub trait WatermarkStore: Send + Sync + fmt::Debug {
     }
     /// The store's own metric families.
     fn write_metrics(&self, _out: &mut crate::metrics::Exposition) {}
+}
+
+/// A reservation held through [`Watermarks::reserve`]: it finishes or aborts in the store that issued it.
+pub trait Held<'a>: Send {
+    /// [`WatermarkStore::finish`] of the issuing store.
+    fn finish(self: Box<Self>, signature: Signature) -> BoxFuture<'a, Result<(), WatermarkError>>;
+    /// [`WatermarkStore::abort`] of the issuing store.
+    fn abort(self: Box<Self>) -> BoxFuture<'a, ()>;
+}
+
+/// What [`Watermarks::reserve`] answers.
+pub enum Reserved<'a> {
+    Sign(Box<dyn Held<'a> + 'a>),
+    Replay(Signature),
+}
+
+impl fmt::Debug for Reserved<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sign(_) => f.write_str("Sign(..)"),
+            Self::Replay(signature) => f.debug_tuple("Replay").field(signature).finish(),
+        }
+    }
+}
+
+/// A store of any kind behind one object type (what the signer holds): [`WatermarkStore`] with the
+/// reservation kept inside the answer of [`Watermarks::reserve`], together with the store it belongs to.
+pub trait Watermarks: Send + Sync + fmt::Debug {
+    /// [`WatermarkStore::begin`], its ticket bound to this store.
+    fn reserve<'a>(
+        &'a self,
+        key: MarkKey,
+        request: MarkRequest,
+    ) -> BoxFuture<'a, Result<Reserved<'a>, WatermarkError>>;
+    /// [`WatermarkStore::history`].
+    fn history<'a>(&'a self, key: &'a MarkKey) -> BoxFuture<'a, Result<History, WatermarkError>>;
+    /// [`WatermarkStore::snapshot`].
+    fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>>;
+    /// [`WatermarkStore::probe`].
+    fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>>;
+    /// [`WatermarkStore::describe`].
+    fn describe(&self) -> String;
+    /// [`WatermarkStore::write_metrics`].
+    fn write_metrics(&self, out: &mut crate::metrics::Exposition);
+}
+
+/// A ticket with the store that issued it.
+struct Bound<'a, S: WatermarkStore> {
+    store: &'a S,
+    ticket: Ticket<S::Reservation>,
+}
+
+impl<'a, S: WatermarkStore> Held<'a> for Bound<'a, S> {
+    fn finish(self: Box<Self>, signature: Signature) -> BoxFuture<'a, Result<(), WatermarkError>> {
+        self.store.finish(self.ticket, signature)
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'a, ()> {
+        self.store.abort(self.ticket)
+    }
+}
+
+impl<S: WatermarkStore> Watermarks for S {
+    fn reserve<'a>(
+        &'a self,
+        key: MarkKey,
+        request: MarkRequest,
+    ) -> BoxFuture<'a, Result<Reserved<'a>, WatermarkError>> {
+        Box::pin(async move {
+            Ok(match WatermarkStore::begin(self, key, request).await? {
+                Begin::Sign(ticket) => Reserved::Sign(Box::new(Bound { store: self, ticket })),
+                Begin::Replay(signature) => Reserved::Replay(signature),
+            })
+        })
+    }
+    fn history<'a>(&'a self, key: &'a MarkKey) -> BoxFuture<'a, Result<History, WatermarkError>> {
+        WatermarkStore::history(self, key)
+    }
+    fn snapshot(&self) -> BoxFuture<'_, Result<Vec<(MarkKey, Mark)>, WatermarkError>> {
+        WatermarkStore::snapshot(self)
+    }
+    fn probe(&self) -> BoxFuture<'_, Vec<crate::health::Check>> {
+        WatermarkStore::probe(self)
+    }
+    fn describe(&self) -> String {
+        WatermarkStore::describe(self)
+    }
+    fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        WatermarkStore::write_metrics(self, out)
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tzkms::config::{AzureConfig, CredentialConfig, CredentialKind};
 
 use crate::helpers::{assert_octez_error, attestation, TestSigner};
 
-pub async fn emulator() -> Emulator {
+pub(crate) async fn emulator() -> Emulator {
     Emulator::start(kv_emulator::Config {
         tls: true,
         ..Default::default()
@@ -22,7 +22,7 @@ pub async fn emulator() -> Emulator {
 }
 
 /// An [azure] section using the emulator's service principal (secret in a 0600 file under `dir`).
-pub fn azure_config(emu: &Emulator, dir: &Path) -> AzureConfig {
+pub(crate) fn azure_config(emu: &Emulator, dir: &Path) -> AzureConfig {
     use std::os::unix::fs::PermissionsExt;
     let secret = dir.join("azure-secret");
     std::fs::write(&secret, emu.client_secret()).unwrap();
@@ -41,7 +41,7 @@ pub fn azure_config(emu: &Emulator, dir: &Path) -> AzureConfig {
     }
 }
 
-pub fn pkh_of(info: &kv_emulator::KeyInfo) -> (PublicKeyHash, PublicKey) {
+pub(crate) fn pkh_of(info: &kv_emulator::KeyInfo) -> (PublicKeyHash, PublicKey) {
     let curve = match info.curve {
         KvCurveEmu::P256 => tezos::Curve::P256,
         _ => tezos::Curve::Secp256k1,
@@ -484,7 +484,7 @@ async fn a_wrong_secret_fails_startup_with_the_entra_error() {
         ..Default::default()
     };
     config.keys.generate_if_empty = false;
-    let err = tzkms::startup::build_signer(&config).await.unwrap_err();
+    let err = tzkms::app::Application::build(&config).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(
         text.contains("client secret") && text.contains("HTTP 401"),
@@ -506,7 +506,7 @@ async fn a_rotated_key_serves_every_enabled_version_until_the_old_one_is_disable
     let dir = tempfile::tempdir().unwrap();
     let v1 = emu.create_key("baker", KvCurveEmu::P256).unwrap();
     let old = pkh_of(&v1).0;
-    let client = tzkms::startup::azure_client(&azure_config(&emu, dir.path()))
+    let client = tzkms::azure::connect(&azure_config(&emu, dir.path()))
         .await
         .unwrap();
     let backend = tzkms::backend::azure::AzureBackend::start(client.clone(), vec![], Duration::from_secs(5))

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, documented by Microsoft).
-pub const KEY: &str =
+pub(crate) const KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const VERSION: &str = "3.35.0";
 
@@ -47,14 +47,14 @@ fn ensure_installed() -> PathBuf {
     bin
 }
 
-pub struct Azurite {
+pub(crate) struct Azurite {
     child: Child,
     pub endpoint: String,
     _dir: tempfile::TempDir,
 }
 
 impl Azurite {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let bin = tokio::task::spawn_blocking(ensure_installed)
             .await
             .expect("install");
@@ -99,7 +99,7 @@ impl Azurite {
         }
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }

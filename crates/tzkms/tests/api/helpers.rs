@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tezos::{Curve, PublicKey, PublicKeyHash, SecretKey};
 use tokio::sync::oneshot;
+use tzkms::app::Application;
 use tzkms::backend::file::FileBackend;
-use tzkms::backend::{BackendError, BoxFuture, KeyBackend, KeyInfo, Keyring};
+use tzkms::backend::{BackendError, KeyBackend, KeyInfo};
 use tzkms::config::Config;
-use tzkms::server::App;
-use tzkms::signer::Signer;
-use tzkms::watermark::file::FileStore;
+use tzkms::futures::BoxFuture;
+use tzkms::startup::WrapFiles;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,7 +41,7 @@ impl KeyBackend for Counting {
     }
 }
 
-pub struct TestSigner {
+pub(crate) struct TestSigner {
     pub addr: SocketAddr,
     /// Where `GET /metrics` is served.
     pub metrics_addr: SocketAddr,
@@ -57,17 +57,17 @@ pub struct TestSigner {
 
 /// For tests of something else than the policy that sign arbitrary 0x03 bytes: the default policy
 /// signs consensus payloads only, so they allow undecoded generic operations explicitly.
-pub fn allow_generic_unchecked(config: &mut Config) {
+pub(crate) fn allow_generic_unchecked(config: &mut Config) {
     config.policy.default.allow = ["block", "preattestation", "attestation", "generic_unchecked"]
         .map(|k| k.parse().unwrap())
         .to_vec();
 }
 
 /// The same, as TOML for config files given to the binary.
-pub const GENERIC_UNCHECKED_TOML: &str =
+pub(crate) const GENERIC_UNCHECKED_TOML: &str =
     "[policy.default]\nallow = [\"block\", \"preattestation\", \"attestation\", \"generic_unchecked\"]\n";
 
-pub fn vectors(name: &str) -> Value {
+pub(crate) fn vectors(name: &str) -> Value {
     let path = PathBuf::from(
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
     )
@@ -78,13 +78,13 @@ pub fn vectors(name: &str) -> Value {
 
 impl TestSigner {
     /// One fresh key per curve.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let keys: Vec<SecretKey> = Curve::ALL.into_iter().map(SecretKey::generate).collect();
         Self::start_with(&keys, |_| {}).await
     }
 
     /// One fresh key per curve, all under a default policy allowing `kinds`.
-    pub async fn start_allowing(kinds: &[&str]) -> Self {
+    pub(crate) async fn start_allowing(kinds: &[&str]) -> Self {
         let keys: Vec<SecretKey> = Curve::ALL.into_iter().map(SecretKey::generate).collect();
         Self::start_with(&keys, |c| {
             c.policy.default.allow = kinds.iter().map(|k| k.parse().unwrap()).collect();
@@ -92,7 +92,39 @@ impl TestSigner {
         .await
     }
 
-    pub async fn start_with(secrets: &[SecretKey], tweak: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start_with(secrets: &[SecretKey], tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_built(secrets, tweak, None).await
+    }
+
+    /// Like `start_with`, with every backend call counted.
+    pub(crate) async fn start_counting(secrets: &[SecretKey]) -> (Self, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let signer = Self::start_with_backend(secrets, |files| {
+            Arc::new(Counting {
+                inner: files,
+                calls: counted,
+            })
+        })
+        .await;
+        (signer, calls)
+    }
+
+    /// The keys in files, served through the backend `wrap` makes of the file backend.
+    pub(crate) async fn start_with_backend(
+        secrets: &[SecretKey],
+        wrap: impl FnOnce(FileBackend) -> Arc<dyn KeyBackend> + Send + 'static,
+    ) -> Self {
+        Self::start_built(secrets, |_| {}, Some(Box::new(wrap))).await
+    }
+
+    /// The one way a test signer starts: key files in a fresh data directory, a configuration serving
+    /// them on 127.0.0.1:0 (signing and operations listeners), built by `Application`.
+    async fn start_built(
+        secrets: &[SecretKey],
+        tweak: impl FnOnce(&mut Config),
+        wrap: Option<WrapFiles>,
+    ) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let mut keys = Vec::new();
         for sk in secrets {
@@ -108,82 +140,25 @@ impl TestSigner {
             ..Config::default()
         };
         config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
         config.keys.generate_if_empty = false;
         tweak(&mut config);
-        let (signer, _) = tzkms::startup::build_signer(&config).await.unwrap();
+        let mut builder = Application::builder(&config);
+        if let Some(wrap) = wrap {
+            builder = builder.wrap_file_backend(wrap);
+        }
+        let app = builder.build().await.unwrap();
         // Every key here, vault keys included, was made for the test: vouched for as `keys generate` and
         // `azure keys create` do. Keys without history have tests of their own (operator.rs).
-        for (pkh, _) in signer.rules().keyring.sorted() {
+        for (pkh, _) in app.signer().rules().keyring.sorted() {
             tzkms::watermark::floor::raise(data_dir.path(), &pkh, None, "made for the test").unwrap();
         }
-        Self::serve(signer, &config, keys, data_dir).await
-    }
-
-    /// Like `start_with`, with every backend call counted.
-    pub async fn start_counting(secrets: &[SecretKey]) -> (Self, Arc<AtomicUsize>) {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let signer = Self::start_with_backend(secrets, |files| {
-            Arc::new(Counting {
-                inner: files,
-                calls: counted,
-            })
-        })
-        .await;
-        (signer, calls)
-    }
-
-    /// The keys in files, served through the backend `wrap` makes of the file backend.
-    pub async fn start_with_backend(
-        secrets: &[SecretKey],
-        wrap: impl FnOnce(FileBackend) -> Arc<dyn KeyBackend>,
-    ) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut keys = Vec::new();
-        for sk in secrets {
-            tzkms::startup::write_new_key(data_dir.path(), &sk.public_key().hash().to_string(), sk).unwrap();
-            keys.push((sk.curve(), sk.public_key().hash(), sk.public_key().clone()));
-        }
-        let mut config = Config {
-            data_dir: Some(data_dir.path().to_owned()),
-            ..Config::default()
-        };
-        config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let (files, _) = FileBackend::load(data_dir.path(), None, None).unwrap();
-        let mut keyring = Keyring::default();
-        keyring.add_backend(wrap(files));
-        let (store, _) = FileStore::open(data_dir.path()).unwrap();
-        let signer = Signer::new(
-            keyring,
-            Default::default(),
-            tzkms::policy::Policy::from_config(&config.policy).unwrap(),
-            Arc::new(store),
-            Default::default(),
-            Default::default(),
-        );
-        Self::serve(signer, &config, keys, data_dir).await
-    }
-
-    async fn serve(
-        signer: Arc<Signer>,
-        config: &Config,
-        keys: Vec<(Curve, PublicKeyHash, PublicKey)>,
-        data_dir: tempfile::TempDir,
-    ) -> Self {
-        let app = App::bind(signer.clone(), &config.server).await.unwrap();
         let addr = app.local_addrs()[0];
         let endpoints = app.endpoints();
-        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_addr = metrics_listener.local_addr().unwrap();
-        tokio::spawn(tzkms::metrics::serve_with(
-            metrics_listener,
-            signer,
-            Some(app.connections()),
-            config.health.clone(),
-        ));
+        let metrics_addr = app.ops_addr().unwrap();
         let tls = app.tls();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app.run(async move {
+        let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         Self {
@@ -199,13 +174,13 @@ impl TestSigner {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// `https://127.0.0.1:<port><path>` of the first HTTPS listener.
     /// The Prometheus text of `GET /metrics`.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let r = self
             .client
             .get(format!("http://{}/metrics", self.metrics_addr))
@@ -221,7 +196,7 @@ impl TestSigner {
     }
 
     /// `GET` on the operations listener (`/healthz`, `/readyz`): status and JSON body.
-    pub async fn ops(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn ops(&self, path: &str) -> (u16, Value) {
         let r = self
             .client
             .get(format!("http://{}{path}", self.metrics_addr))
@@ -234,7 +209,7 @@ impl TestSigner {
 
     /// Polls `/readyz` until its status is `want` (a condition, not a sleep: each poll re-runs the checks),
     /// for at most 20 s; returns the body.
-    pub async fn wait_ready(&self, want: u16) -> Value {
+    pub(crate) async fn wait_ready(&self, want: u16) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let (status, body) = self.ops("/readyz").await;
@@ -250,21 +225,26 @@ impl TestSigner {
     }
 
     /// The marks of the file watermark store, as on disk.
-    pub async fn watermark_marks(&self) -> tzkms::watermark::interchange::Marks {
+    pub(crate) async fn watermark_marks(&self) -> tzkms::watermark::interchange::Marks {
         tzkms::watermark::file::read(self._data_dir.path()).unwrap()
     }
 
-    pub fn https_url(&self, path: &str) -> String {
+    pub(crate) fn https_url(&self, path: &str) -> String {
         let (_, addr) = self.endpoints.iter().find(|(s, _)| *s == "https").unwrap();
         format!("https://{addr}{path}")
     }
 
-    pub fn key(&self, curve: Curve) -> &(Curve, PublicKeyHash, PublicKey) {
+    pub(crate) fn key(&self, curve: Curve) -> &(Curve, PublicKeyHash, PublicKey) {
         self.keys.iter().find(|k| k.0 == curve).unwrap()
     }
 
     /// POSTs `body` verbatim to `/keys/<pkh><query>`.
-    pub async fn post_raw(&self, pkh: &str, query: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    pub(crate) async fn post_raw(
+        &self,
+        pkh: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let response = self
             .client
             .post(self.url(&format!("/keys/{pkh}{query}")))
@@ -280,25 +260,25 @@ impl TestSigner {
     }
 
     /// Signs `payload` (bytes) for `pkh`.
-    pub async fn sign(&self, pkh: &PublicKeyHash, query: &str, payload: &[u8]) -> (u16, Value) {
+    pub(crate) async fn sign(&self, pkh: &PublicKeyHash, query: &str, payload: &[u8]) -> (u16, Value) {
         self.post_raw(&pkh.to_string(), query, format!("\"{}\"", hex::encode(payload)))
             .await
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
     }
 }
 
 /// The bytes of the payload vector `id` in `../shared/vectors/payloads.json`.
-pub fn vector_payload(id: &str) -> Vec<u8> {
+pub(crate) fn vector_payload(id: &str) -> Vec<u8> {
     let v = vectors("payloads.json");
     let p = v["payloads"]
         .as_array()
@@ -311,7 +291,7 @@ pub fn vector_payload(id: &str) -> Vec<u8> {
 
 /// A Tenderbake attestation (magic 0x13, tag 21) on mainnet at `level`, round 0; `variant` fills the
 /// block payload hash, so two variants at one level are two different attestations.
-pub fn attestation(level: u32, variant: u8) -> Vec<u8> {
+pub(crate) fn attestation(level: u32, variant: u8) -> Vec<u8> {
     let mut p = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
     p.extend_from_slice(&[0x11; 32]);
     p.push(21);
@@ -324,7 +304,7 @@ pub fn attestation(level: u32, variant: u8) -> Vec<u8> {
 
 /// An unlocked Tenderbake block header (0x11) on mainnet at `level`/`round`; `variant` fills its payload
 /// hash, so two variants at one position are two different blocks.
-pub fn block(level: u32, round: u32, variant: u8) -> Vec<u8> {
+pub(crate) fn block(level: u32, round: u32, variant: u8) -> Vec<u8> {
     let mut b = vec![0x11, 0x7a, 0x06, 0xa7, 0x70];
     b.extend_from_slice(&level.to_be_bytes());
     b.push(1);
@@ -348,7 +328,7 @@ pub fn block(level: u32, round: u32, variant: u8) -> Vec<u8> {
 }
 
 /// A preattestation (0x12, tag 20) on mainnet at `level`/`round`.
-pub fn preattestation(level: u32, round: u32, variant: u8) -> Vec<u8> {
+pub(crate) fn preattestation(level: u32, round: u32, variant: u8) -> Vec<u8> {
     let mut p = vec![0x12, 0x7a, 0x06, 0xa7, 0x70];
     p.extend_from_slice(&[0x11; 32]);
     p.push(20);
@@ -360,7 +340,7 @@ pub fn preattestation(level: u32, round: u32, variant: u8) -> Vec<u8> {
 }
 
 /// Asserts an Octez error list with a message containing `needle`.
-pub fn assert_octez_error(body: &Value, needle: &str) {
+pub(crate) fn assert_octez_error(body: &Value, needle: &str) {
     let list = body
         .as_array()
         .unwrap_or_else(|| panic!("not an error list: {body}"));

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod abuse;
+mod architecture;
 mod audit;
 mod auth;
 mod azure;
@@ -24,8 +25,9 @@ mod operations;
 mod operator;
 mod policy;
 mod process;
-mod reload;
+pub(crate) mod reload;
 mod routes;
+mod sealed;
 mod status;
 mod table;
 mod threshold;

@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_tzkms");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tzkms");
 
 /// Upper bound for the server to print its address; a failure bound, not a synchronisation delay.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     /// What the server printed on stdout before its first `listening on` line.
@@ -24,12 +24,16 @@ pub struct Server {
 
 impl Server {
     /// Starts `tzkms serve` on a free port and waits for its `listening on` line.
-    pub async fn start(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
+    pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
         Self::start_env(data_dir, extra, &[]).await
     }
 
     /// Like `start`, with extra environment variables.
-    pub async fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
+    pub(crate) async fn start_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         // stderr goes to a file: a pipe nobody reads would fill up and block the server.
         let log_path = data_dir.with_extension("stderr.log");
         let log = std::fs::OpenOptions::new()
@@ -81,17 +85,17 @@ impl Server {
         }
     }
 
-    pub async fn kill9(mut self) {
+    pub(crate) async fn kill9(mut self) {
         self.child.kill().await.expect("SIGKILL");
     }
 
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(mut self) -> std::process::ExitStatus {
         self.send_sigterm().await;
         self.child.wait().await.expect("wait")
     }
 
     /// Sends SIGTERM and returns at once (the server drains, then exits).
-    pub async fn send_sigterm(&self) {
+    pub(crate) async fn send_sigterm(&self) {
         let pid = self.child.id().expect("running") as i32;
         Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -100,18 +104,18 @@ impl Server {
             .expect("kill");
     }
 
-    pub async fn wait(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().await.expect("wait")
     }
 }
 
 /// Runs a `tzkms` command to completion: (success, stdout, stderr).
-pub async fn run(args: &[&str], data_dir: &Path) -> (bool, String, String) {
+pub(crate) async fn run(args: &[&str], data_dir: &Path) -> (bool, String, String) {
     run_with(args, data_dir, &[], None).await
 }
 
 /// Runs a `tzkms` command with extra environment variables and standard input.
-pub async fn run_with(
+pub(crate) async fn run_with(
     args: &[&str],
     data_dir: &Path,
     env: &[(&str, &str)],

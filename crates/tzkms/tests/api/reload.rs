@@ -14,7 +14,7 @@ use crate::process::{run, Server};
 /// Upper bound for a reload to be applied; a failure bound, not a synchronisation delay.
 const BOUND: Duration = Duration::from_secs(20);
 
-pub struct Running {
+pub(crate) struct Running {
     pub server: Server,
     pub ops: String,
     pub http: reqwest::Client,
@@ -22,7 +22,7 @@ pub struct Running {
 
 impl Running {
     /// `tzkms serve --config <config>` with an operations listener and an `info` log.
-    pub async fn start(data: &Path, config: &Path, env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(data: &Path, config: &Path, env: &[(&str, &str)]) -> Self {
         let mut env = env.to_vec();
         env.push(("TZKMS_LOG", "info"));
         std::fs::create_dir_all(data).unwrap();
@@ -51,15 +51,15 @@ impl Running {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.server.addr
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.server.log_path).unwrap()
     }
 
-    pub async fn sighup(&self) {
+    pub(crate) async fn sighup(&self) {
         let pid = self.server.child.id().expect("running");
         let status = tokio::process::Command::new("kill")
             .args(["-HUP", &pid.to_string()])
@@ -70,7 +70,7 @@ impl Running {
     }
 
     /// The value of `tzkms_reloads_total{result=…}`, or None when the operations listener is gone.
-    pub async fn reloads(&self, result: &str) -> Option<u64> {
+    pub(crate) async fn reloads(&self, result: &str) -> Option<u64> {
         let text = self
             .http
             .get(format!("http://{}/metrics", self.ops))
@@ -87,7 +87,7 @@ impl Running {
     }
 
     /// Sends SIGHUP and waits until `tzkms_reloads_total{result}` reaches `count`.
-    pub async fn reload_and_wait(&mut self, result: &str, count: u64) {
+    pub(crate) async fn reload_and_wait(&mut self, result: &str, count: u64) {
         self.sighup().await;
         let deadline = Instant::now() + BOUND;
         loop {
@@ -110,7 +110,7 @@ impl Running {
         }
     }
 
-    pub async fn sign(&self, pkh: &PublicKeyHash, payload: &[u8]) -> u16 {
+    pub(crate) async fn sign(&self, pkh: &PublicKeyHash, payload: &[u8]) -> u16 {
         self.http
             .post(format!("http://{}/keys/{pkh}", self.addr()))
             .header("content-type", "application/json")
@@ -122,7 +122,7 @@ impl Running {
             .as_u16()
     }
 
-    pub async fn get(&self, path: &str) -> u16 {
+    pub(crate) async fn get(&self, path: &str) -> u16 {
         self.http
             .get(format!("http://{}{path}", self.addr()))
             .send()

@@ -18,7 +18,7 @@ use crate::process::Server;
 
 static TABLES: AtomicUsize = AtomicUsize::new(0);
 
-pub fn table_config(azurite: &Azurite, dir: &Path) -> TableConfig {
+pub(crate) fn table_config(azurite: &Azurite, dir: &Path) -> TableConfig {
     use std::os::unix::fs::PermissionsExt;
     let key = dir.join("storage-key");
     std::fs::write(&key, KEY).unwrap();
