@@ -83,8 +83,8 @@ fn split(config: &Config, args: &SplitArgs) -> anyhow::Result<()> {
                 &Unsealed::default(),
             )?
         }
-        (_, Some(path)) => file::read_key_file(path, password.as_ref(), &Unsealed::default())?,
-        (Some(name), None) => find_key(&config.data_dir(), name, password.as_ref())?,
+        (_, Some(path)) => file::read_key_file(path, password.as_ref(), &unseal(config, [path.clone()])?)?,
+        (Some(name), None) => find_key(config, name, password.as_ref())?,
         (None, None) => {
             bail!("give the key to split: --key <name or tz4 address> or --secret-key-file <path>")
         }
@@ -112,12 +112,13 @@ fn split(config: &Config, args: &SplitArgs) -> anyhow::Result<()> {
 }
 
 /// A key of the data directory: `keys/<name>.key`, else the key file whose key has address `name`.
-fn find_key(data_dir: &Path, name: &str, password: Option<&Zeroizing<Vec<u8>>>) -> anyhow::Result<SecretKey> {
-    let dir = data_dir.join(KEYS_DIR);
+fn find_key(config: &Config, name: &str, password: Option<&Zeroizing<Vec<u8>>>) -> anyhow::Result<SecretKey> {
+    let dir = config.data_dir().join(KEYS_DIR);
     if !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.') {
         let path = dir.join(format!("{name}.key"));
         if path.exists() {
-            return Ok(file::read_key_file(&path, password, &Unsealed::default())?);
+            let unsealed = unseal(config, [path.clone()])?;
+            return Ok(file::read_key_file(&path, password, &unsealed)?);
         }
     }
     let not_found = || anyhow::anyhow!("no key named {name} in {}: see `tzkms keys list`", dir.display());
@@ -130,9 +131,10 @@ fn find_key(data_dir: &Path, name: &str, password: Option<&Zeroizing<Vec<u8>>>) 
         .filter(|p| p.extension().is_some_and(|x| x == "key"))
         .collect();
     paths.sort();
+    let unsealed = unseal(config, paths.clone())?;
     let mut unread = Vec::new();
     for path in paths {
-        match file::read_key_file(&path, password, &Unsealed::default()) {
+        match file::read_key_file(&path, password, &unsealed) {
             Ok(key) if key.public_key().hash() == pkh => return Ok(key),
             Ok(_) => {}
             Err(e) => unread.push(e.to_string()),
@@ -149,6 +151,20 @@ fn find_key(data_dir: &Path, name: &str, password: Option<&Zeroizing<Vec<u8>>>) 
     }
 }
 
+/// The secrets of the sealed files among `paths`, unsealed by the vault (one call each), so a sealed key
+/// file splits like any other. Unreadable files are left to the reader to report.
+fn unseal(config: &Config, paths: impl IntoIterator<Item = PathBuf>) -> anyhow::Result<Unsealed> {
+    let texts: Vec<(PathBuf, Zeroizing<String>)> = paths
+        .into_iter()
+        .filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, Zeroizing::new(t))))
+        .filter(|(_, t)| tzkms::backend::sealed::SealedSecret::is_sealed(t.trim()))
+        .collect();
+    if texts.is_empty() {
+        return Ok(Unsealed::default());
+    }
+    super::block_on(tzkms::sealing::unseal_all(config, texts))
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ImportArgs {
     /// The JSON file the split printed (`-`: standard input). It holds every share: keep it offline and
@@ -160,6 +176,12 @@ pub(crate) struct ImportArgs {
     /// Encrypt the share with the password from TZKMS_KEY_PASSWORD or keys.password_file.
     #[arg(long)]
     pub encrypt: bool,
+    /// Seal the share's secret with this vault key, as `keys import --seal-with` does (an RSA-HSM key, or
+    /// a Managed HSM oct-HSM key, allowing wrapKey and unwrapKey): its URL, or its name in
+    /// azure.vault_url. The share file then holds only the vault's ciphertext; tzkms unseals it at each
+    /// start. With --encrypt, the sealed secret is the encrypted one.
+    #[arg(long, value_name = "VAULT_KEY")]
+    pub seal_with: Option<String>,
 }
 
 pub(crate) fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
@@ -213,10 +235,14 @@ pub(crate) fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
         let password = startup::key_password(config)?.ok_or_else(|| {
             anyhow::anyhow!("--encrypt needs a password: set TZKMS_KEY_PASSWORD or keys.password_file")
         })?;
-        format!("encrypted:{}", encrypted::encrypt(share.secret_key(), &password))
+        Zeroizing::new(format!(
+            "encrypted:{}",
+            encrypted::encrypt(share.secret_key(), &password)
+        ))
     } else {
-        format!("unencrypted:{}", share.to_b58().as_str())
+        Zeroizing::new(format!("unencrypted:{}", share.to_b58().as_str()))
     };
+    let secret_text = super::keys::seal(config, args.seal_with.as_deref(), secret_text)?;
     let path = shares::write(&data_dir, group, m, n, share, &secret_text)?;
     outln!("wrote {} (share {id} of {n}, threshold {m})", path.display());
     outln!("group key:          {} ({})", group.hash(), group);

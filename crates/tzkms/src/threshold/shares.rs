@@ -124,16 +124,7 @@ pub fn load_all(
     password: Option<&Zeroizing<Vec<u8>>>,
     unsealed: &Unsealed,
 ) -> anyhow::Result<Vec<ShareFile>> {
-    let dir = data_dir.join(SHARES_DIR);
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == SHARE_EXTENSION))
-        .collect();
-    paths.sort();
+    let paths = share_file_paths(data_dir)?;
     let mut loaded: Vec<ShareFile> = Vec::new();
     for path in paths {
         let share = read(&path, password, unsealed)?;
@@ -149,6 +140,32 @@ pub fn load_all(
         loaded.push(share);
     }
     Ok(loaded)
+}
+
+/// The share files `<data_dir>/shares/*.share`, sorted (none if the folder does not exist).
+pub fn share_file_paths(data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = data_dir.join(SHARES_DIR);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == SHARE_EXTENSION))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// The secret text (`secret_key`) of the share file at `path`, as written: what `crate::sealing` unseals
+/// when it is `sealed:…`. The file must be private, as for [`read`].
+pub fn secret_text(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    check_private(path)?;
+    let text =
+        Zeroizing::new(fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    let raw: RawShareFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a share file: {}", path.display(), e.message().trim_end()))?;
+    Ok(Zeroizing::new(raw.secret_key.clone()))
 }
 
 /// Writes the share file of `share` (secret already in its final text form), created 0600 and synced.

@@ -779,3 +779,98 @@ async fn sighup_keeps_serving_threshold_keys_on_coordinators_and_cosigners() {
         .group
         .verify(&attestation(82, 1), &sig, BlsScheme::ProofOfPossession));
 }
+
+/// The `[azure]` section (Key Vault emulator, client secret) a machine needs to seal and unseal with it.
+fn azure_section(emu: &kv_emulator::Emulator, dir: &Path) -> String {
+    let config = crate::azure_cli::write_config(emu, dir, crate::azure_cli::CLIENT_SECRET);
+    let text = std::fs::read_to_string(config).unwrap();
+    text[text.find("[azure]").unwrap()..].to_owned()
+}
+
+#[tokio::test]
+async fn a_share_sealed_by_the_vault_holds_only_ciphertext_and_its_cosigner_unseals_it_once_and_signs() {
+    use kv_emulator::Operation;
+    const SEAL: &str = "seal";
+    let emu = crate::azure::emulator().await;
+    emu.create_rsa_key(SEAL, 2048, &["wrapKey", "unwrapKey"])
+        .expect("sealing key");
+    let mut cluster = Cluster::new(3, 2).await;
+    // Cosigner 1 keeps its share sealed instead: its config gains the vault, its share file is re-imported.
+    cluster.kill(1).await;
+    let dir = cluster.dir("cosigner1");
+    let share_file = dir.join("shares").join(format!("{}.share", cluster.pkh()));
+    std::fs::remove_file(&share_file).unwrap();
+    let config = cluster.file("cosigner1.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&azure_section(&emu, &cluster.dir("azure")));
+    std::fs::write(&config, text).unwrap();
+    let json = cluster.file("split.json");
+    // The command as docs/threshold.md prints it.
+    let (ok, out, err) = run(
+        &[
+            "--config",
+            &config,
+            "threshold",
+            "import",
+            &json,
+            "--id",
+            "1",
+            "--seal-with",
+            SEAL,
+        ],
+        &dir,
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains(&format!("sealed by {}/keys/{SEAL}/", emu.url())),
+        "{err}"
+    );
+    // On disk: the public parts and the vault's ciphertext, no form of the share's secret.
+    let on_disk = std::fs::read_to_string(&share_file).unwrap();
+    let split: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let secret = split["secret_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == 1)
+        .unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(on_disk.contains("secret_key = \"sealed:"), "{on_disk}");
+    assert!(on_disk.contains(&cluster.share_keys[&1].to_string()));
+    for needle in [secret.as_str(), "BLsk", "unencrypted"] {
+        assert!(!on_disk.contains(needle), "{needle} on disk: {on_disk}");
+    }
+    // One unwrap at start; then a 2-of-3 that needs cosigner 1 (2 is down) signs under the group key.
+    let before = emu.counters().get(Operation::UnwrapKey);
+    cluster.start_cosigner(1).await;
+    assert_eq!(emu.counters().get(Operation::UnwrapKey) - before, 1);
+    cluster.kill(2).await;
+    let coordinator = cluster.coordinator("coordinator").await;
+    for payload in [preattestation(30, 0, 1), attestation(30, 1)] {
+        sign_ok(&cluster, &coordinator, 2, &payload).await;
+    }
+    // An identity the vault no longer lets unwrap: the cosigner refuses to start, naming the share file,
+    // the vault key and the role to grant, with or without a backtrace.
+    cluster.kill(1).await;
+    emu.faults().deny_key_operation(SEAL, Operation::UnwrapKey);
+    for backtrace in ["0", "1"] {
+        let err = Server::start_env(&dir, &["--config", &config], &[("RUST_BACKTRACE", backtrace)])
+            .await
+            .err()
+            .expect("startup refused");
+        for needle in [
+            share_file.display().to_string(),
+            format!("{}/keys/{SEAL}/", emu.url()),
+            "grant it the 'Key Vault Crypto Service Encryption User' role on that key".to_owned(),
+        ] {
+            assert!(
+                err.contains(&needle),
+                "RUST_BACKTRACE={backtrace}: no {needle:?} in:\n{err}"
+            );
+        }
+        assert!(!err.contains("BLsk") && !err.contains(&secret), "{err}");
+    }
+}
