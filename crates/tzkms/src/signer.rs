@@ -14,7 +14,7 @@ use tezos::{
 
 use crate::audit::AuditRecord;
 use crate::auth::{AuthError, Authenticator};
-use crate::backend::{Keyring, ServedKey};
+use crate::backend::{BackendError, Keyring, ServedKey};
 use crate::limits::{Limited, Limits, RouteClass};
 use crate::peer::ClientCertificate;
 use crate::policy::{Caller, Policy, PolicyError};
@@ -61,6 +61,9 @@ pub enum SignError {
     Policy(#[from] PolicyError),
     #[error("signing with {pkh} failed: {message}")]
     Backend { pkh: PublicKeyHash, message: String },
+    /// A threshold key's cosigners refused by their own watermarks (see [`BackendError::WatermarkRefused`]).
+    #[error("watermark: {message}")]
+    CosignersRefused { pkh: PublicKeyHash, message: String },
     #[error("the signature returned for {0} does not verify against its public key; it was not released")]
     VerificationFailed(PublicKeyHash),
     #[error("{0}")]
@@ -131,7 +134,9 @@ impl SignError {
             SignError::UnknownKey(_) | SignError::NotAShare(_) => Outcome::NotFound,
             SignError::ShareOnly { .. } => Outcome::RefusedPolicy,
             SignError::Watermark(e) if e.is_refusal() => Outcome::RefusedWatermark,
-            SignError::ReplayVersionMismatch => Outcome::RefusedWatermark,
+            SignError::ReplayVersionMismatch | SignError::CosignersRefused { .. } => {
+                Outcome::RefusedWatermark
+            }
             SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => {
                 Outcome::Failed
             }
@@ -155,6 +160,7 @@ impl SignError {
             SignError::Policy(e) => Some(e.rule().to_owned()),
             SignError::Watermark(e) if e.is_refusal() => Some("watermark".into()),
             SignError::ReplayVersionMismatch => Some("watermark".into()),
+            SignError::CosignersRefused { .. } => Some("threshold.watermark".into()),
             SignError::Limited(_) => Some("limits".into()),
             SignError::WrongKeyType(_) => Some("consensus.key_type".into()),
             SignError::ShareOnly { .. } => Some("threshold.share_only".into()),
@@ -453,9 +459,12 @@ impl Signer {
         let result = key.backend.sign(&pkh, &request.payload, request.scheme).await;
         self.metrics
             .backend_call(key.backend.kind(), result.is_ok(), started.elapsed());
-        let signature = result.map_err(|e| SignError::Backend {
-            pkh,
-            message: e.to_string(),
+        let signature = result.map_err(|e| match e {
+            BackendError::WatermarkRefused(message) => SignError::CosignersRefused { pkh, message },
+            e => SignError::Backend {
+                pkh,
+                message: e.to_string(),
+            },
         })?;
         if !key
             .backend

@@ -20,6 +20,10 @@ pub enum BackendError {
     UnknownKey(PublicKeyHash),
     #[error("{0}")]
     Failed(String),
+    /// The holders of a threshold key's shares refused by their own high watermarks, so many that the
+    /// threshold cannot be reached: a double-signing refusal, as the signer's own watermark would give.
+    #[error("{0}")]
+    WatermarkRefused(String),
 }
 
 /// The share of a threshold key a cosigner holds (see `crate::threshold`).

@@ -140,8 +140,25 @@ impl Group {
     }
 }
 
+/// Why one participant gave no partial signature.
+#[derive(Debug)]
+struct Failure {
+    why: String,
+    /// It refused by its own high watermark (409): it signed something else at that position or above.
+    watermark: bool,
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Self {
+            why,
+            watermark: false,
+        }
+    }
+}
+
 /// What one participant answered.
-type Answer = (ShareId, String, Result<Signature, String>);
+type Answer = (ShareId, String, Result<Signature, Failure>);
 
 /// The coordinator backend.
 #[derive(Debug)]
@@ -183,7 +200,7 @@ impl Coordinator {
         group: &Arc<Group>,
         message: &[u8],
         scheme: BlsScheme,
-    ) -> Result<Signature, String> {
+    ) -> Result<Signature, BackendError> {
         let pkh = group.public_key.hash();
         let (tx, mut rx) = mpsc::channel::<Answer>(group.cosigners.len() + 1);
         let mut pending: HashMap<ShareId, String> = group
@@ -219,10 +236,10 @@ impl Coordinator {
                         ) {
                             Ok(sig)
                         } else {
-                            Err(format!(
+                            Err(Failure::from(format!(
                                 "its partial signature does not verify under its share key {}",
                                 cosigner.share_public_key
-                            ))
+                            )))
                         }
                     });
                 let _ = tx
@@ -247,6 +264,7 @@ impl Coordinator {
         drop(tx);
         let mut partials: Vec<(ShareId, Signature)> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
+        let mut watermark_refusals = 0;
         let deadline = tokio::time::Instant::now() + group.deadline;
         let needed = usize::from(group.threshold);
         while partials.len() < needed {
@@ -255,9 +273,10 @@ impl Coordinator {
                     pending.remove(&id);
                     partials.push((id, sig));
                 }
-                Ok(Some((id, who, Err(why)))) => {
+                Ok(Some((id, who, Err(failure)))) => {
                     pending.remove(&id);
-                    failures.push(format!("{who}: {why}"));
+                    watermark_refusals += usize::from(failure.watermark);
+                    failures.push(format!("{who}: {}", failure.why));
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -273,16 +292,25 @@ impl Coordinator {
         }
         if partials.len() < needed {
             failures.sort();
-            return Err(format!(
+            let message = format!(
                 "threshold key {pkh}: {} of the {needed} partial signatures needed ({}-of-{}): {}",
                 partials.len(),
                 group.threshold,
                 group.shares,
                 failures.join("; ")
-            ));
+            );
+            // So many refused by their watermarks that the threshold could not be reached even with every
+            // other participant answering: a double-signing refusal, not an outage.
+            let participants = group.cosigners.len() + usize::from(group.own.is_some());
+            return Err(if watermark_refusals > participants.saturating_sub(needed) {
+                BackendError::WatermarkRefused(message)
+            } else {
+                BackendError::Failed(message)
+            });
         }
         // Checked under the group key by the signer, as every backend's signature is, before release.
-        threshold::combine(&partials, group.threshold).map_err(|e| format!("threshold key {pkh}: {e}"))
+        threshold::combine(&partials, group.threshold)
+            .map_err(|e| BackendError::Failed(format!("threshold key {pkh}: {e}")))
     }
 }
 
@@ -293,7 +321,7 @@ async fn ask(
     version: u8,
     body: String,
     deadline: Duration,
-) -> Result<Signature, String> {
+) -> Result<Signature, Failure> {
     let request = http
         .post(format!("{}?version={version}", cosigner.endpoint))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -302,8 +330,10 @@ async fn ask(
         .send();
     let response = match request.await {
         Ok(r) => r,
-        Err(e) if e.is_timeout() => return Err(format!("no answer within {} ms", deadline.as_millis())),
-        Err(e) => return Err(format!("unreachable: {}", error_chain(&e))),
+        Err(e) if e.is_timeout() => {
+            return Err(format!("no answer within {} ms", deadline.as_millis()).into())
+        }
+        Err(e) => return Err(format!("unreachable: {}", error_chain(&e)).into()),
     };
     let status = response.status();
     let text = response
@@ -316,7 +346,10 @@ async fn ask(
             .ok()
             .and_then(|v| v[0]["msg"].as_str().map(str::to_owned))
             .unwrap_or_else(|| text.chars().take(200).collect());
-        return Err(format!("refused ({}): {msg}", status.as_u16()));
+        return Err(Failure {
+            why: format!("refused ({}): {msg}", status.as_u16()),
+            watermark: status == reqwest::StatusCode::CONFLICT,
+        });
     }
     #[derive(serde::Deserialize)]
     struct Partial {
@@ -329,12 +362,13 @@ async fn ask(
         return Err(format!(
             "answered for share {} instead of share {}: check its url",
             partial.share_id, cosigner.id
-        ));
+        )
+        .into());
     }
     partial
         .signature
         .parse()
-        .map_err(|e| format!("not a signature: {e}"))
+        .map_err(|e| format!("not a signature: {e}").into())
 }
 
 /// An error with its causes (reqwest's top-level message alone hides "connection refused").
@@ -405,9 +439,7 @@ impl KeyBackend for Coordinator {
     ) -> BoxFuture<'a, Result<Signature, BackendError>> {
         Box::pin(async move {
             let group = self.groups.get(pkh).ok_or(BackendError::UnknownKey(*pkh))?;
-            self.coordinate(group, message, scheme)
-                .await
-                .map_err(BackendError::Failed)
+            self.coordinate(group, message, scheme).await
         })
     }
 }

@@ -436,7 +436,8 @@ async fn a_coordinator_with_an_empty_data_directory_cannot_get_a_conflicting_pay
     let fresh = cluster.coordinator("fresh").await;
     for payload in [block(20, 0, 2), preattestation(20, 0, 2)] {
         let (status, body) = sign(&fresh, &cluster.pkh(), 2, &payload).await;
-        assert_eq!(status, 500, "{body}");
+        // Every cosigner refused by its watermark: the baker sees a watermark refusal, as for any key.
+        assert_eq!(status, 409, "{body}");
         assert_octez_error(&body, "refused (409)");
         assert_octez_error(&body, "0 of the 2 partial signatures needed");
     }
@@ -474,7 +475,8 @@ async fn a_cosigner_whose_watermark_was_deleted_cannot_help_form_a_conflicting_s
     }
     let fresh = cluster.coordinator("fresh").await;
     let (status, body) = sign(&fresh, &cluster.pkh(), 2, &b).await;
-    assert_eq!(status, 500, "{body}");
+    // Two of three refused by their watermarks: 2-of-3 is out of reach, a watermark refusal (409).
+    assert_eq!(status, 409, "{body}");
     assert_octez_error(&body, "1 of the 2 partial signatures needed");
 }
 
@@ -873,4 +875,82 @@ async fn a_share_sealed_by_the_vault_holds_only_ciphertext_and_its_cosigner_unse
         }
         assert!(!err.contains("BLsk") && !err.contains(&secret), "{err}");
     }
+}
+
+#[tokio::test]
+async fn a_failed_request_leaves_the_coordinators_position_free_so_the_same_payload_signs_once_cosigners_are_back(
+) {
+    let mut cluster = Cluster::new(3, 2).await;
+    let coordinator = cluster.coordinator("coordinator").await;
+    let pkh = cluster.pkh();
+    for (i, payload) in [preattestation(70, 2, 1), attestation(70, 1), block(71, 1, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        // A majority down: refused, naming each cosigner that did not answer.
+        cluster.kill(2).await;
+        cluster.kill(3).await;
+        let (status, body) = sign(&coordinator, &pkh, 2, &payload).await;
+        assert_eq!(status, 500, "payload {i}: {body}");
+        assert_octez_error(&body, "1 of the 2 partial signatures needed (2-of-3)");
+        for id in [2, 3] {
+            assert_octez_error(
+                &body,
+                &format!(
+                    "cosigner {id} at https://127.0.0.1:{}: unreachable",
+                    cluster.ports[&id]
+                ),
+            );
+        }
+        // Back up: the same bytes at the same level and round sign (the coordinator's reservation was
+        // dropped with the failure; cosigner 1 answers its stored partial for identical bytes).
+        cluster.start_cosigner(2).await;
+        cluster.start_cosigner(3).await;
+        let (status, body) = sign(&coordinator, &pkh, 2, &payload).await;
+        assert_eq!(status, 200, "payload {i}: the retry was refused: {body}");
+        let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
+        assert!(cluster.group.verify(&payload, &sig, BlsScheme::ProofOfPossession));
+    }
+}
+
+#[tokio::test]
+async fn cosigners_refusing_by_watermark_give_409_and_leave_the_coordinator_free_for_what_they_signed() {
+    let mut cluster = Cluster::new(3, 2).await;
+    let coordinator = cluster.coordinator("coordinator").await;
+    let pkh = cluster.pkh();
+    // Another coordinator (a failover, or this test) got every cosigner's partial for A at level 50.
+    let other = cluster.client(Some("coordinator"));
+    let signed_a = attestation(50, 1);
+    for id in 1..=3 {
+        let (status, body) = cluster.cosign(&other, id, 2, &signed_a).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    // The baker asks this coordinator for B at the same level: every cosigner refuses by its watermark.
+    // The baker sees a watermark refusal (409, as for any key), naming each cosigner and why.
+    let (status, body) = sign(&coordinator, &pkh, 2, &attestation(50, 2)).await;
+    assert_eq!(status, 409, "{body}");
+    assert_octez_error(&body, "watermark: threshold key");
+    assert_octez_error(&body, "0 of the 2 partial signatures needed (2-of-3)");
+    for id in 1..=3 {
+        assert_octez_error(
+            &body,
+            &format!(
+                "cosigner {id} at https://127.0.0.1:{}: refused (409): watermark",
+                cluster.ports[&id]
+            ),
+        );
+    }
+    // Had the coordinator kept B's reservation at (50, 0), A (other bytes at that position) would be 409
+    // here. It did not: A signs (the cosigners replay their partials) and verifies under the group key.
+    sign_ok(&cluster, &coordinator, 2, &signed_a).await;
+    // A watermark refusal that alone does not block the threshold (1 of 3) with one cosigner down is an
+    // outage, not a double-signing refusal: 500.
+    let (status, _) = cluster.cosign(&other, 1, 2, &attestation(51, 1)).await.unwrap();
+    assert_eq!(status, 200);
+    cluster.kill(3).await;
+    let (status, body) = sign(&coordinator, &pkh, 2, &attestation(51, 2)).await;
+    assert_eq!(status, 500, "{body}");
+    assert_octez_error(&body, "cosigner 1 at");
+    assert_octez_error(&body, "refused (409)");
+    assert_octez_error(&body, "cosigner 3 at");
 }
