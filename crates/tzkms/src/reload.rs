@@ -95,8 +95,8 @@ pub async fn reload(
     )
     .context("key files")?;
     report.skipped.extend(load.skipped);
-    let threshold = crate::threshold::load(new.threshold.as_ref(), &data_dir, password.as_ref(), &unsealed)
-        .context("threshold keys")?;
+    let threshold =
+        crate::threshold::load(new, &data_dir, password.as_ref(), &unsealed).context("threshold keys")?;
     let auth = Authenticator::from_config(&new.auth).context("auth")?;
     let policy = Policy::from_config(&new.policy)
         .map_err(anyhow::Error::msg)

@@ -298,8 +298,7 @@ pub(crate) async fn load_keyring_wrapped(
         report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
-    let threshold =
-        crate::threshold::load(config.threshold.as_ref(), &data_dir, password.as_ref(), &unsealed)?;
+    let threshold = crate::threshold::load(config, &data_dir, password.as_ref(), &unsealed)?;
     any_key |= !threshold.is_empty();
     for loaded in threshold {
         report.observers.add(loaded.backend.kind(), loaded.observed);

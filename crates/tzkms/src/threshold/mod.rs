@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 use crate::backend::sealed::Unsealed;
 use crate::backend::KeyBackend;
 pub use crate::config::threshold::{ClientConfig, CosignerConfig, GroupConfig, ThresholdConfig};
+use crate::config::{Config, PolicyConfig};
 use crate::health::Observed;
 
 /// A threshold backend and what it tells the operator (its startup line).
@@ -30,11 +31,13 @@ pub struct Loaded {
 /// files. Checks every safety rule (majority threshold, distinct ids, share keys that interpolate to the
 /// group key) and fails with what to fix.
 pub fn load(
-    config: Option<&ThresholdConfig>,
+    config: &Config,
     data_dir: &Path,
     password: Option<&Zeroizing<Vec<u8>>>,
     unsealed: &Unsealed,
 ) -> anyhow::Result<Vec<Loaded>> {
+    let policy = &config.policy;
+    let config = config.threshold.as_ref();
     let mut shares = shares::load_all(data_dir, password, unsealed)?;
     let mut backends = Vec::new();
     let groups = config.map(|c| c.groups.as_slice()).unwrap_or_default();
@@ -58,6 +61,9 @@ pub fn load(
             observed: coordinator,
         });
     }
+    for share in &shares {
+        served_only_to_listed_clients(share, policy)?;
+    }
     if !shares.is_empty() {
         let cosigner = Arc::new(cosigner::ShareBackend::new(shares));
         backends.push(Loaded {
@@ -66,4 +72,27 @@ pub fn load(
         });
     }
     Ok(backends)
+}
+
+/// A share served on `/cosign` answers any client the key's policy lets through: without `tls_clients`,
+/// any certificate the listener's `client_ca` accepts (another machine of the same CA, a stolen test
+/// certificate) could ask for partial signatures and walk the cosigners' watermarks forward. A cosigner
+/// therefore names its coordinator(s) or does not start.
+fn served_only_to_listed_clients(share: &shares::ShareFile, policy: &PolicyConfig) -> anyhow::Result<()> {
+    let pkh = share.group.hash();
+    let (section, key_policy) = match policy.keys.get(&pkh) {
+        Some(p) => (format!("[policy.keys.{pkh}]"), p),
+        None => ("[policy.default]".to_owned(), &policy.default),
+    };
+    if key_policy.tls_clients.is_none() {
+        anyhow::bail!(
+            "{}: share {} of threshold key {pkh} would be served on /cosign to any client certificate that \
+             [server.tls] client_ca accepts, because {section} has no tls_clients: name the coordinator's \
+             certificate, e.g. [policy.keys.{pkh}] tls_clients = [\"cn:<coordinator certificate CN>\"] (or \
+             \"sha256:<fingerprint>\")",
+            share.path.display(),
+            share.share.id,
+        );
+    }
+    Ok(())
 }

@@ -954,3 +954,59 @@ async fn cosigners_refusing_by_watermark_give_409_and_leave_the_coordinator_free
     assert_octez_error(&body, "refused (409)");
     assert_octez_error(&body, "cosigner 3 at");
 }
+
+#[tokio::test]
+async fn a_cosigner_whose_group_key_has_no_tls_clients_refuses_to_start_naming_the_key_and_the_setting() {
+    let mut cluster = Cluster::new(3, 2).await;
+    let pkh = cluster.pkh();
+    cluster.kill(1).await;
+    // Cosigner 1 without tls_clients: any certificate of its client_ca could ask for partials.
+    let config = cluster.file("cosigner1.toml");
+    let open: String = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("tls_clients"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, &open).unwrap();
+    let dir = cluster.dir("cosigner1");
+    let share_file = dir.join("shares").join(format!("{pkh}.share"));
+    for backtrace in ["0", "1"] {
+        let _ = std::fs::remove_file(dir.with_extension("stderr.log"));
+        let err = Server::start_env(&dir, &["--config", &config], &[("RUST_BACKTRACE", backtrace)])
+            .await
+            .err()
+            .expect("startup refused");
+        for needle in [
+            format!("{}: share 1 of threshold key {pkh}", share_file.display()),
+            "to any client certificate that [server.tls] client_ca accepts".to_owned(),
+            format!("[policy.keys.{pkh}] has no tls_clients"),
+            format!("[policy.keys.{pkh}] tls_clients = [\"cn:<coordinator certificate CN>\"]"),
+        ] {
+            assert!(
+                err.contains(&needle),
+                "RUST_BACKTRACE={backtrace}: no {needle:?} in:\n{err}"
+            );
+        }
+        if backtrace == "0" {
+            assert!(!err.contains("Stack backtrace"), "{err}");
+        }
+    }
+    // Named in [policy.default] instead (no section of its own): starts, and signs for the coordinator.
+    let default_section = open
+        .replace(&format!("[policy.keys.{pkh}]"), "[policy.default]")
+        .replace("allow = [", "tls_clients = [\"cn:coordinator\"]\nallow = [");
+    std::fs::write(&config, default_section).unwrap();
+    cluster.start_cosigner(1).await;
+    let payload = attestation(80, 1);
+    let (status, body) = cluster
+        .cosign(&cluster.client(Some("coordinator")), 1, 2, &payload)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cluster
+        .cosign(&cluster.client(Some("stranger")), 1, 2, &attestation(81, 1))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+}
