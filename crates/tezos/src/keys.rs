@@ -486,6 +486,15 @@ impl SecretKey {
         })
     }
 
+    /// The blst key of a BLS secret key (`None` for the other curves): threshold signing prepends the
+    /// GROUP key, not this key's own, under the AUG scheme, which [`SecretKey::sign`] cannot express.
+    pub(crate) fn bls_inner(&self) -> Option<&blst::min_pk::SecretKey> {
+        match &self.inner {
+            SecretInner::Bls(k) => Some(k),
+            _ => None,
+        }
+    }
+
     /// A BLS proof of possession of `public_key` (this key's own unless overridden), as
     /// `GET /bls_prove_possession` returns it. `None` for non-BLS keys.
     pub fn bls_prove_possession(&self, override_pk: Option<&PublicKey>) -> Option<Signature> {

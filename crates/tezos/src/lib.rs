@@ -10,6 +10,7 @@ pub mod operation;
 mod p256_openssl;
 pub mod payload;
 pub mod signature;
+pub mod threshold;
 
 pub use hash::{blake2b_160, blake2b_256};
 pub use keys::{Curve, KeyError, PublicKey, PublicKeyHash, SecretKey};

@@ -10,6 +10,8 @@ use tezos::{Address, Ballot, ChainId, PublicKey, PublicKeyHash, SmartRollupAddre
 
 use crate::request::{ClientPattern, RequestKind};
 
+pub mod threshold;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6732";
 pub const DEFAULT_DATA_DIR: &str = "./tzkms-data";
 /// The environment variable holding the password of encrypted file keys.
@@ -40,6 +42,8 @@ pub struct Config {
     pub azure: Option<AzureConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Threshold BLS keys this machine coordinates (see [`threshold`]).
+    pub threshold: Option<threshold::ThresholdConfig>,
 }
 
 /// Prometheus metrics, on a listener of their own (never the signing port).
@@ -623,6 +627,9 @@ impl Config {
                 pinned.len(),
                 pinned.len()
             ));
+        }
+        if let Some(threshold) = &self.threshold {
+            threshold.validate()?;
         }
         if let Some(price) = self.azure.as_ref().and_then(|a| a.price_per_10k_operations) {
             if !(price.is_finite() && price >= 0.0) {

@@ -24,6 +24,7 @@ pub mod server;
 pub mod signer;
 pub mod startup;
 pub mod status;
+pub mod threshold;
 pub mod watermark;
 
 /// The git commit this binary was built from (`unknown` outside a git checkout).

@@ -95,6 +95,8 @@ pub async fn reload(
     )
     .context("key files")?;
     report.skipped.extend(load.skipped);
+    let threshold =
+        crate::threshold::load(new, &data_dir, password.as_ref(), &unsealed).context("threshold keys")?;
     let auth = Authenticator::from_config(&new.auth).context("auth")?;
     let policy = Policy::from_config(&new.policy)
         .map_err(anyhow::Error::msg)
@@ -114,6 +116,10 @@ pub async fn reload(
     let mut keyring = Keyring::default();
     if let Some(azure) = &running.azure {
         keyring.add_backend(azure.clone());
+    }
+    // In the order startup adds them.
+    for loaded in threshold {
+        keyring.add_backend(loaded.backend);
     }
     let files: Arc<dyn KeyBackend> = Arc::new(files);
     for dup in keyring.add_backend(files) {

@@ -336,7 +336,8 @@ pub async fn unseal_all(
     Ok(out)
 }
 
-/// Unseals the sealed files among `<data_dir>/keys/*.key`.
+/// Unseals the sealed files among `<data_dir>/keys/*.key` and the threshold share files
+/// `<data_dir>/shares/*.share` (whose `secret_key` may be sealed).
 pub async fn key_files(config: &Config, data_dir: &Path) -> anyhow::Result<Unsealed> {
     let mut texts = Vec::new();
     for path in crate::backend::file::key_file_paths(data_dir)? {
@@ -344,6 +345,12 @@ pub async fn key_files(config: &Config, data_dir: &Path) -> anyhow::Result<Unsea
         let text = Zeroizing::new(
             std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
         );
+        if SealedSecret::is_sealed(&text) {
+            texts.push((path, text));
+        }
+    }
+    for path in crate::threshold::shares::share_file_paths(data_dir)? {
+        let text = crate::threshold::shares::secret_text(&path)?;
         if SealedSecret::is_sealed(&text) {
             texts.push((path, text));
         }

@@ -28,7 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::audit::{AuditRecord, Decision};
 use crate::config::ServerConfig;
 use crate::limits::RouteClass;
-use crate::signer::{Outcome, SignError, SignRequest, Signer};
+use crate::signer::{Outcome, SignError, SignRequest, SignRoute, Signed, Signer};
 use tls::{ClientCertificate, Tls, TlsError};
 
 /// A TLS handshake not finished in this time closes the connection.
@@ -300,8 +300,22 @@ async fn post_sign(
 ) -> Response {
     let mut record = AuditRecord::new("sign", None, None);
     record.pkh = Some(pkh.clone());
-    match sign(&state, peer, &pkh, query.as_deref(), &headers, body, &mut record).await {
-        Ok((response, outcome)) => answer(record, outcome, Ok(response)),
+    let result = sign(
+        &state,
+        SignRoute::Keys,
+        peer,
+        &pkh,
+        query.as_deref(),
+        &headers,
+        body,
+        &mut record,
+    )
+    .await;
+    match result {
+        Ok(signed) => {
+            let response = Json(json!({ "signature": signed.signature.to_string() })).into_response();
+            answer(record, signed.outcome(), Ok(response))
+        }
         Err((e, rule)) => {
             record.rule = rule.or(record.rule.take());
             answer(record, e.outcome, Err(e))
@@ -309,15 +323,17 @@ async fn post_sign(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn sign(
     state: &AppState,
+    route: SignRoute,
     peer: Option<Extension<Peer>>,
     pkh: &str,
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
     record: &mut AuditRecord,
-) -> Result<(Response, Outcome), (ApiError, Option<String>)> {
+) -> Result<Signed, (ApiError, Option<String>)> {
     let pkh = parse_pkh(pkh).map_err(|e| (e, None))?;
     let query = parse_query(query).map_err(|e| (e, None))?;
     if let Some(version) = query.version {
@@ -330,6 +346,7 @@ async fn sign(
         .map_err(|e| (e, None))?;
     let request = SignRequest {
         pkh,
+        route,
         payload,
         scheme: BlsScheme::for_version(query.version),
         authentication: query.authentication,
@@ -337,10 +354,7 @@ async fn sign(
         certificate: peer.and_then(|Extension(p)| p.certificate),
     };
     match state.signer.sign(&request, record).await {
-        Ok(signed) => Ok((
-            Json(json!({ "signature": signed.signature.to_string() })).into_response(),
-            signed.outcome(),
-        )),
+        Ok(signed) => Ok(signed),
         Err(e) => {
             let rule = e.rule();
             Err((e.into(), rule))
@@ -465,7 +479,8 @@ fn route_class(method: &axum::http::Method, path: &str) -> Option<RouteClass> {
     use axum::http::Method;
     let keys = path.starts_with("/keys/");
     match *method {
-        Method::POST if keys => None,
+        // Signing and cosigning requests: the signer counts generic ones, never consensus ones.
+        Method::POST if keys || path.starts_with("/cosign/") => None,
         Method::GET if keys || path == "/authorized_keys" => Some(RouteClass::Reads),
         _ => Some(RouteClass::Other),
     }
@@ -499,6 +514,7 @@ pub fn router(signer: Arc<Signer>, config: &ServerConfig) -> Router {
         .route("/authorized_keys", get(get_authorized_keys))
         .route("/known_keys", get(get_known_keys))
         .route("/bls_prove_possession/{pkh}", get(get_bls_prove_possession))
+        .route("/cosign/{pkh}", get(get_cosign).post(post_cosign))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(signer.clone(), audit_layer))
@@ -856,6 +872,98 @@ async fn serve_connection<I>(
     if let Err(e) = connection.await {
         tracing::debug!(error = %e, "connection ended with an error while shutting down");
     }
+}
+
+// The cosigner route of threshold keys: `POST /cosign/<group>` answers this machine's partial signature
+// (`{"signature", "share_id"}`) after its own policy and watermark, to a coordinator that presents a
+// verified client certificate; `GET /cosign/<group>` describes the share.
+
+/// Why a cosigning request without a verified client certificate is refused.
+const NEEDS_MTLS: &str = "/cosign needs mTLS: serve it on an HTTPS listener ([server.tls]) with client_ca \
+     set, and call it with the coordinator's client certificate ([threshold.client] on the coordinator)";
+
+async fn post_cosign(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    Path(pkh): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut record = AuditRecord::new("cosign", None, None);
+    record.pkh = Some(pkh.clone());
+    if peer
+        .as_ref()
+        .and_then(|Extension(p)| p.certificate.as_ref())
+        .is_none()
+    {
+        record.rule = Some("threshold.mtls".into());
+        return answer(
+            record,
+            Outcome::RefusedAuth,
+            Err(ApiError::new(Outcome::RefusedAuth, NEEDS_MTLS)),
+        );
+    }
+    let result = sign(
+        &state,
+        SignRoute::Cosign,
+        peer,
+        &pkh,
+        query.as_deref(),
+        &headers,
+        body,
+        &mut record,
+    )
+    .await;
+    match result {
+        Ok(signed) => {
+            let share = signed_share(&state, &pkh);
+            let response =
+                Json(json!({ "signature": signed.signature.to_string(), "share_id": share })).into_response();
+            answer(record, signed.outcome(), Ok(response))
+        }
+        Err((e, rule)) => {
+            record.rule = rule.or(record.rule.take());
+            answer(record, e.outcome, Err(e))
+        }
+    }
+}
+
+fn signed_share(state: &AppState, pkh: &str) -> Option<u8> {
+    let pkh = pkh.parse().ok()?;
+    state
+        .signer
+        .rules()
+        .keyring
+        .get(&pkh)?
+        .backend
+        .share(&pkh)
+        .map(|s| s.id)
+}
+
+async fn get_cosign(State(state): State<AppState>, Path(pkh): Path<String>) -> Response {
+    let mut record = AuditRecord::new("cosign_info", None, None);
+    record.pkh = Some(pkh.clone());
+    let result = (|| {
+        let pkh = parse_pkh(&pkh)?;
+        let share = state
+            .signer
+            .rules()
+            .keyring
+            .get(&pkh)
+            .and_then(|k| k.backend.share(&pkh))
+            .ok_or(SignError::NotAShare(pkh))?;
+        Ok::<_, ApiError>(
+            Json(json!({
+                "share_id": share.id,
+                "share_public_key": share.public_key.to_string(),
+                "threshold": share.threshold,
+                "shares": share.shares,
+            }))
+            .into_response(),
+        )
+    })();
+    answer(record, Outcome::Served, result)
 }
 
 #[cfg(test)]

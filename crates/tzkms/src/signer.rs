@@ -14,16 +14,28 @@ use tezos::{
 
 use crate::audit::AuditRecord;
 use crate::auth::{AuthError, Authenticator};
-use crate::backend::{Keyring, ServedKey};
+use crate::backend::{BackendError, Keyring, ServedKey};
 use crate::limits::{Limited, Limits, RouteClass};
 use crate::peer::ClientCertificate;
 use crate::policy::{Caller, Policy, PolicyError};
 use crate::watermark::{History, MarkKey, MarkRequest, Reserved, WatermarkError, Watermarks};
 
+/// Which route a signing request came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignRoute {
+    /// `POST /keys/<pkh>`: a baker asks for a signature.
+    #[default]
+    Keys,
+    /// `POST /cosign/<group>`: a threshold coordinator, authenticated by its client certificate, asks
+    /// for this machine's partial signature.
+    Cosign,
+}
+
 /// One signing request, as parsed from HTTP.
 #[derive(Debug)]
 pub struct SignRequest {
     pub pkh: PublicKeyHash,
+    pub route: SignRoute,
     pub payload: Vec<u8>,
     pub scheme: BlsScheme,
     /// The `authentication` query parameter: a signature by an authorized key.
@@ -49,6 +61,9 @@ pub enum SignError {
     Policy(#[from] PolicyError),
     #[error("signing with {pkh} failed: {message}")]
     Backend { pkh: PublicKeyHash, message: String },
+    /// A threshold key's cosigners refused by their own watermarks (see [`BackendError::WatermarkRefused`]).
+    #[error("watermark: {message}")]
+    CosignersRefused { pkh: PublicKeyHash, message: String },
     #[error("the signature returned for {0} does not verify against its public key; it was not released")]
     VerificationFailed(PublicKeyHash),
     #[error("{0}")]
@@ -61,6 +76,10 @@ pub enum SignError {
     Limited(#[from] Limited),
     #[error("{0}")]
     WrongKeyType(#[from] WrongKeyType),
+    #[error("this machine holds share {id} of {pkh}; ask the coordinator")]
+    ShareOnly { pkh: PublicKeyHash, id: u8 },
+    #[error("this machine holds no share of {0}: /cosign serves the keys of its share files only")]
+    NotAShare(PublicKeyHash),
 }
 
 /// How a request ended. The server gives each outcome its HTTP status, its answer, its audit decision and
@@ -112,9 +131,12 @@ impl SignError {
                 Outcome::RefusedAuth
             }
             SignError::Policy(PolicyError::Refused { .. }) => Outcome::RefusedPolicy,
-            SignError::UnknownKey(_) => Outcome::NotFound,
+            SignError::UnknownKey(_) | SignError::NotAShare(_) => Outcome::NotFound,
+            SignError::ShareOnly { .. } => Outcome::RefusedPolicy,
             SignError::Watermark(e) if e.is_refusal() => Outcome::RefusedWatermark,
-            SignError::ReplayVersionMismatch => Outcome::RefusedWatermark,
+            SignError::ReplayVersionMismatch | SignError::CosignersRefused { .. } => {
+                Outcome::RefusedWatermark
+            }
             SignError::Backend { .. } | SignError::VerificationFailed(_) | SignError::Watermark(_) => {
                 Outcome::Failed
             }
@@ -138,8 +160,10 @@ impl SignError {
             SignError::Policy(e) => Some(e.rule().to_owned()),
             SignError::Watermark(e) if e.is_refusal() => Some("watermark".into()),
             SignError::ReplayVersionMismatch => Some("watermark".into()),
+            SignError::CosignersRefused { .. } => Some("threshold.watermark".into()),
             SignError::Limited(_) => Some("limits".into()),
             SignError::WrongKeyType(_) => Some("consensus.key_type".into()),
+            SignError::ShareOnly { .. } => Some("threshold.share_only".into()),
             _ => None,
         }
     }
@@ -319,13 +343,22 @@ impl Signer {
         if let (None, Some(ip)) = (&consensus, request.client) {
             self.limits.admit_client(ip, RouteClass::GenericSigning)?;
         }
-        audit.auth_key = rules.auth.authenticate(
-            &pkh,
-            &request.payload,
-            request.authentication.as_deref(),
-            request.scheme,
-        )?;
+        // A coordinator is authenticated by its client certificate (required on /cosign) and the key's
+        // `tls_clients`; the bakers' authentication keys are for the ordinary route.
+        if request.route == SignRoute::Keys {
+            audit.auth_key = rules.auth.authenticate(
+                &pkh,
+                &request.payload,
+                request.authentication.as_deref(),
+                request.scheme,
+            )?;
+        }
         let key = key(&rules, &pkh).await?;
+        match (request.route, key.backend.share(&pkh)) {
+            (SignRoute::Keys, Some(share)) => return Err(SignError::ShareOnly { pkh, id: share.id }),
+            (SignRoute::Cosign, None) => return Err(SignError::NotAShare(pkh)),
+            _ => {}
+        }
         if rules.policy.for_key(&pkh).log_payloads {
             audit.payload = Some(hex::encode(&request.payload));
         }
@@ -379,9 +412,8 @@ impl Signer {
             Reserved::Replay(signature) => {
                 // The stored signature answers identical bytes, but only under the same BLS scheme.
                 if !key
-                    .info
-                    .public_key
-                    .verify(&request.payload, &signature, request.scheme)
+                    .backend
+                    .verify(&key.info, &request.payload, &signature, request.scheme)
                 {
                     return Err(SignError::ReplayVersionMismatch);
                 }
@@ -427,14 +459,16 @@ impl Signer {
         let result = key.backend.sign(&pkh, &request.payload, request.scheme).await;
         self.metrics
             .backend_call(key.backend.kind(), result.is_ok(), started.elapsed());
-        let signature = result.map_err(|e| SignError::Backend {
-            pkh,
-            message: e.to_string(),
+        let signature = result.map_err(|e| match e {
+            BackendError::WatermarkRefused(message) => SignError::CosignersRefused { pkh, message },
+            e => SignError::Backend {
+                pkh,
+                message: e.to_string(),
+            },
         })?;
         if !key
-            .info
-            .public_key
-            .verify(&request.payload, &signature, request.scheme)
+            .backend
+            .verify(&key.info, &request.payload, &signature, request.scheme)
         {
             return Err(SignError::VerificationFailed(pkh));
         }

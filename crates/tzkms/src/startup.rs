@@ -298,6 +298,12 @@ pub(crate) async fn load_keyring_wrapped(
         report.azure = Some(backend.clone());
         keyring.add_backend(backend);
     }
+    let threshold = crate::threshold::load(config, &data_dir, password.as_ref(), &unsealed)?;
+    any_key |= !threshold.is_empty();
+    for loaded in threshold {
+        report.observers.add(loaded.backend.kind(), loaded.observed);
+        keyring.add_backend(loaded.backend);
+    }
     let (mut files, load) = FileBackend::load(
         &data_dir,
         config.keys.octez_base_dir.as_deref(),

@@ -230,6 +230,29 @@ pub fn key_file_paths(data_dir: &Path) -> Result<Vec<PathBuf>, FileKeyError> {
     Ok(entries)
 }
 
+/// Reads one key file (or any file holding a secret key in key-file syntax) as `load` reads each of
+/// `keys/*.key`: private to its owner, `unencrypted:`/`encrypted:`/bare base58/`sealed:` (found in
+/// `unsealed`), decrypted with `password`.
+pub fn read_key_file(
+    path: &Path,
+    password: Option<&Zeroizing<Vec<u8>>>,
+    unsealed: &Unsealed,
+) -> Result<SecretKey, FileKeyError> {
+    check_private(path)?;
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
+    parse_secret(path, &text, password, unsealed)
+}
+
+/// Parses a secret key given as text (standard input, say) in key-file syntax; `origin` names it in errors.
+pub fn parse_key_text(
+    origin: &Path,
+    text: &str,
+    password: Option<&Zeroizing<Vec<u8>>>,
+    unsealed: &Unsealed,
+) -> Result<SecretKey, FileKeyError> {
+    parse_secret(origin, text, password, unsealed)
+}
+
 /// Writes `secret` (already in its final text form: base58, possibly encrypted) as a new key file named
 /// `<name>.key`, created 0600 and synced to disk. Refuses to overwrite.
 pub fn write_key_file(data_dir: &Path, name: &str, secret_text: &str) -> Result<PathBuf, FileKeyError> {

@@ -20,6 +20,22 @@ pub enum BackendError {
     UnknownKey(PublicKeyHash),
     #[error("{0}")]
     Failed(String),
+    /// The holders of a threshold key's shares refused by their own high watermarks, so many that the
+    /// threshold cannot be reached: a double-signing refusal, as the signer's own watermark would give.
+    #[error("{0}")]
+    WatermarkRefused(String),
+}
+
+/// The share of a threshold key a cosigner holds (see `crate::threshold`).
+#[derive(Debug, Clone)]
+pub struct ShareInfo {
+    pub id: u8,
+    /// M.
+    pub threshold: u8,
+    /// N.
+    pub shares: u8,
+    /// The share's own public key.
+    pub public_key: PublicKey,
 }
 
 /// One key a backend serves.
@@ -52,6 +68,16 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug {
         message: &'a [u8],
         scheme: BlsScheme,
     ) -> BoxFuture<'a, Result<Signature, BackendError>>;
+    /// Whether `signature` is what this backend signs for `key` over `message`: the key's own
+    /// signature, except for a share of a threshold key (a partial signature, checked against the share).
+    fn verify(&self, key: &KeyInfo, message: &[u8], signature: &Signature, scheme: BlsScheme) -> bool {
+        key.public_key.verify(message, signature, scheme)
+    }
+    /// The share this backend holds of the threshold key `pkh`, if it holds only a share: such a key
+    /// signs on the cosigner route only.
+    fn share(&self, _pkh: &PublicKeyHash) -> Option<ShareInfo> {
+        None
+    }
     /// A BLS proof of possession, for backends that hold BLS keys.
     fn bls_prove_possession(
         &self,

@@ -259,7 +259,7 @@ pub(crate) fn store_key(
 
 /// The text a key file holds: `secret_text` itself, or with `--seal-with`, the vault's ciphertext of it
 /// (`sealed:…`), after checking that the vault unseals it back to the same text.
-fn seal(
+pub(crate) fn seal(
     config: &Config,
     seal_with: Option<&str>,
     secret_text: Zeroizing<String>,

@@ -19,6 +19,7 @@ pub(crate) mod keys;
 pub(crate) mod man;
 pub(crate) mod serve;
 pub(crate) mod status;
+pub(crate) mod threshold;
 pub(crate) mod watermark;
 
 use std::io::IsTerminal;
@@ -33,6 +34,7 @@ pub(crate) use auth::AuthCommand;
 pub(crate) use azure::AzureCommand;
 pub(crate) use config::ConfigCommand;
 pub(crate) use keys::KeysCommand;
+pub(crate) use threshold::ThresholdCommand;
 pub(crate) use watermark::WatermarkCommand;
 
 /// `tzkms --version`: the version and what it was built from.
@@ -135,6 +137,10 @@ pub(crate) enum Command {
     /// Manage the keys allowed to authenticate signing requests (auth.authorized_keys_file).
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Threshold BLS: split a tz4 key into shares held by separate cosigners, import this machine's share
+    /// (docs/threshold.md).
+    #[command(subcommand)]
+    Threshold(ThresholdCommand),
     Completions(completions::CompletionsArgs),
     Man(man::ManArgs),
 }
@@ -293,6 +299,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
             code => std::process::exit(code),
         },
         Command::Auth(cmd) => auth::auth(config, cli.config.as_deref(), cmd),
+        Command::Threshold(cmd) => threshold::threshold(config, cmd),
         Command::Init(_) | Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled before the configuration is loaded")
         }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Modules of the signing pipeline, and the edge modules none of them may import.
-const PIPELINE: &[&str] = &["signer", "policy", "watermark", "backend"];
+const PIPELINE: &[&str] = &["signer", "policy", "watermark", "backend", "threshold"];
 const EDGES: &[&str] = &["server", "ops", "cli", "startup", "app"];
 
 fn src() -> PathBuf {
