@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use serde_json::Value;
+use tezos::builder::ConsensusPayload;
 use tezos::threshold::{self, ShareId};
 use tezos::{BlsScheme, Curve, PublicKey, PublicKeyHash, SecretKey, Signature};
 
@@ -17,22 +18,16 @@ use crate::process::{run, Server};
 
 /// A tz4 preattestation (0x12, tag 40, no slot) on mainnet.
 fn preattestation(level: u32, round: u32, variant: u8) -> Vec<u8> {
-    consensus(0x12, 40, level, round, variant)
+    ConsensusPayload::new(40, level, round)
+        .payload_hash([variant; 32])
+        .bytes()
 }
 
 /// A tz4 attestation (0x13, tag 41, no slot) on mainnet.
 fn attestation(level: u32, variant: u8) -> Vec<u8> {
-    consensus(0x13, 41, level, 0, variant)
-}
-
-fn consensus(magic: u8, tag: u8, level: u32, round: u32, variant: u8) -> Vec<u8> {
-    let mut p = vec![magic, 0x7a, 0x06, 0xa7, 0x70];
-    p.extend_from_slice(&[0x11; 32]);
-    p.push(tag);
-    p.extend_from_slice(&level.to_be_bytes());
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend_from_slice(&[variant; 32]);
-    p
+    ConsensusPayload::new(41, level, 0)
+        .payload_hash([variant; 32])
+        .bytes()
 }
 
 struct Ca {
