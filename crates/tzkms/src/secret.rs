@@ -110,6 +110,32 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), PrivateFileError> {
         .map_err(io_err(dir))
 }
 
+/// Writes a new private file: created 0600 (never over an existing file: an `AlreadyExists` I/O error, see
+/// [`already_exists`]), `parts` written in order, then the file and its directory synced to disk.
+pub(crate) fn write_new_private(path: &Path, parts: &[&[u8]]) -> Result<(), PrivateFileError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    for part in parts {
+        file.write_all(part).map_err(io_err(path))?;
+    }
+    file.sync_all().map_err(io_err(path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Whether [`write_new_private`] refused because the file exists.
+pub(crate) fn already_exists(e: &PrivateFileError) -> bool {
+    matches!(e, PrivateFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,9 +311,23 @@ async fn post_sign(
         &mut record,
     )
     .await;
+    signed_answer(
+        record,
+        result,
+        |signed| json!({ "signature": signed.signature.to_string() }),
+    )
+}
+
+/// The answer of a signing route: `body` gives the JSON of a signature; a refusal's rule goes into the
+/// audit record.
+fn signed_answer(
+    mut record: AuditRecord,
+    result: Result<Signed, (ApiError, Option<String>)>,
+    body: impl FnOnce(&Signed) -> serde_json::Value,
+) -> Response {
     match result {
         Ok(signed) => {
-            let response = Json(json!({ "signature": signed.signature.to_string() })).into_response();
+            let response = Json(body(&signed)).into_response();
             answer(record, signed.outcome(), Ok(response))
         }
         Err((e, rule)) => {
@@ -915,18 +929,11 @@ async fn post_cosign(
         &mut record,
     )
     .await;
-    match result {
-        Ok(signed) => {
-            let share = signed_share(&state, &pkh);
-            let response =
-                Json(json!({ "signature": signed.signature.to_string(), "share_id": share })).into_response();
-            answer(record, signed.outcome(), Ok(response))
-        }
-        Err((e, rule)) => {
-            record.rule = rule.or(record.rule.take());
-            answer(record, e.outcome, Err(e))
-        }
-    }
+    signed_answer(
+        record,
+        result,
+        |signed| json!({ "signature": signed.signature.to_string(), "share_id": signed_share(&state, &pkh) }),
+    )
 }
 
 fn signed_share(state: &AppState, pkh: &str) -> Option<u8> {

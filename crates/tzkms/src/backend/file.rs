@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use tezos::encrypted;
@@ -265,28 +263,13 @@ pub fn write_key_file(data_dir: &Path, name: &str, secret_text: &str) -> Result<
     let dir = data_dir.join(KEYS_DIR);
     create_private_dir(&dir)?;
     let path = dir.join(format!("{name}.{KEY_EXTENSION}"));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                FileKeyError::Exists(name.to_owned())
-            } else {
-                FileKeyError::Io {
-                    path: path.clone(),
-                    source: e,
-                }
-            }
-        })?;
-    file.write_all(secret_text.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(io_err(&path))?;
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(&dir))?;
+    crate::secret::write_new_private(&path, &[secret_text.as_bytes(), b"\n"]).map_err(|e| {
+        if crate::secret::already_exists(&e) {
+            FileKeyError::Exists(name.to_owned())
+        } else {
+            FileKeyError::Private(e)
+        }
+    })?;
     Ok(path)
 }
 

@@ -3,8 +3,6 @@
 //! and read by the same function, so a key file's protections apply to shares unchanged.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -197,30 +195,18 @@ pub fn write(
         threshold_m,
         group.hash()
     );
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                anyhow::anyhow!(
-                    "{} already holds a share of {}: one machine holds one share of a key; remove the file \
-                     first if you mean to replace it",
-                    path.display(),
-                    group.hash()
-                )
-            } else {
-                anyhow::anyhow!("{}: {e}", path.display())
-            }
-        })?;
-    file.write_all(header.as_bytes())
-        .and_then(|()| file.write_all(body.as_bytes()))
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
+    crate::secret::write_new_private(&path, &[header.as_bytes(), body.as_bytes()]).map_err(|e| {
+        if crate::secret::already_exists(&e) {
+            anyhow::anyhow!(
+                "{} already holds a share of {}: one machine holds one share of a key; remove the file \
+                 first if you mean to replace it",
+                path.display(),
+                group.hash()
+            )
+        } else {
+            anyhow::anyhow!("writing the share file: {e}")
+        }
+    })?;
     Ok(path)
 }
 
