@@ -23,6 +23,24 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// Signs `payload` for `pkh` on the plain HTTP listener with `query` (e.g. `version=3`): the status and
+    /// the JSON body.
+    pub(crate) async fn sign(
+        &self,
+        pkh: &tezos::PublicKeyHash,
+        query: &str,
+        payload: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/keys/{pkh}?{query}", self.addr))
+            .json(&hex::encode(payload))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
     /// Starts `tzkms serve` on a free port and waits for its `listening on` line.
     pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
         Self::start_env(data_dir, extra, &[]).await

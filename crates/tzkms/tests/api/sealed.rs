@@ -50,6 +50,21 @@ impl Setup {
         run_with(&all, &self.data, env, stdin).await
     }
 
+    /// `tzkms keys generate --curve <curve> --alias <alias> --seal-with <SEAL>`.
+    async fn generate_sealed(&self, curve: &str, alias: &str) -> (bool, String, String) {
+        let args = [
+            "keys",
+            "generate",
+            "--curve",
+            curve,
+            "--alias",
+            alias,
+            "--seal-with",
+            SEAL,
+        ];
+        self.tzkms(&args, &[], None).await
+    }
+
     async fn serve(&self, env: &[(&str, &str)]) -> Result<Server, String> {
         Server::start_env(&self.data, &["--config", self.config.to_str().unwrap()], env).await
     }
@@ -94,14 +109,7 @@ fn assert_only_ciphertext(text: &str, secret: Option<&SecretKey>) {
 
 async fn sign_verified(server: &Server, pkh: &PublicKeyHash, pk: &PublicKey) {
     let payload = b"\x03\x42\x42";
-    let response = reqwest::Client::new()
-        .post(format!("http://{}/keys/{pkh}?version=3", server.addr))
-        .body(format!("\"{}\"", hex::encode(payload)))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = server.sign(pkh, "version=3", payload).await;
     assert_eq!(status, 200, "{body}");
     let sig: Signature = body["signature"].as_str().unwrap().parse().unwrap();
     assert!(pk.verify(payload, &sig, BlsScheme::default()), "{pkh}");
@@ -127,22 +135,7 @@ async fn sealed_key_files_of_every_curve_hold_only_ciphertext_and_sign_after_one
         ("p256", "k3"),
         ("bls", "k4"),
     ] {
-        let (ok, out, err) = s
-            .tzkms(
-                &[
-                    "keys",
-                    "generate",
-                    "--curve",
-                    curve,
-                    "--alias",
-                    alias,
-                    "--seal-with",
-                    SEAL,
-                ],
-                &[],
-                None,
-            )
-            .await;
+        let (ok, out, err) = s.generate_sealed(curve, alias).await;
         assert!(ok, "{curve}: {err}");
         assert!(
             err.contains(&format!("sealed by {}/keys/{SEAL}/", s.emu.url())),
@@ -266,22 +259,7 @@ fn kid_prefix(s: &Setup) -> String {
 #[tokio::test]
 async fn an_identity_without_the_unwrap_role_fails_startup_naming_file_key_and_role() {
     let s = setup().await;
-    let (ok, _, err) = s
-        .tzkms(
-            &[
-                "keys",
-                "generate",
-                "--curve",
-                "bls",
-                "--alias",
-                "tz4",
-                "--seal-with",
-                SEAL,
-            ],
-            &[],
-            None,
-        )
-        .await;
+    let (ok, _, err) = s.generate_sealed("bls", "tz4").await;
     assert!(ok, "{err}");
     s.emu.faults().deny_key_operation(SEAL, Operation::UnwrapKey);
     let file = s.data.join("keys/tz4.key");
@@ -298,22 +276,7 @@ async fn an_identity_without_the_unwrap_role_fails_startup_naming_file_key_and_r
     .await;
     // Sealing needs the wrap permission: refused before anything is written.
     s.emu.faults().deny_key_operation(SEAL, Operation::WrapKey);
-    let (ok, _, err) = s
-        .tzkms(
-            &[
-                "keys",
-                "generate",
-                "--curve",
-                "p256",
-                "--alias",
-                "nope",
-                "--seal-with",
-                SEAL,
-            ],
-            &[],
-            None,
-        )
-        .await;
+    let (ok, _, err) = s.generate_sealed("p256", "nope").await;
     assert!(!ok);
     assert!(err.contains("Key Vault Crypto Service Encryption User"), "{err}");
     assert!(!s.data.join("keys/nope.key").exists());
@@ -325,22 +288,7 @@ async fn an_identity_without_the_unwrap_role_fails_startup_naming_file_key_and_r
 #[tokio::test]
 async fn a_disabled_or_deleted_sealing_key_fails_startup_with_what_to_do() {
     let s = setup().await;
-    let (ok, _, err) = s
-        .tzkms(
-            &[
-                "keys",
-                "generate",
-                "--curve",
-                "ed25519",
-                "--alias",
-                "k",
-                "--seal-with",
-                SEAL,
-            ],
-            &[],
-            None,
-        )
-        .await;
+    let (ok, _, err) = s.generate_sealed("ed25519", "k").await;
     assert!(ok, "{err}");
     assert!(s.emu.faults().set_key_enabled(SEAL, false));
     start_fails(&s, &["k.key", &kid_prefix(&s), "is disabled: enable it"]).await;
@@ -367,22 +315,7 @@ async fn a_disabled_or_deleted_sealing_key_fails_startup_with_what_to_do() {
 #[tokio::test]
 async fn an_unreachable_vault_fails_startup_naming_the_cause() {
     let s = setup().await;
-    let (ok, _, err) = s
-        .tzkms(
-            &[
-                "keys",
-                "generate",
-                "--curve",
-                "p256",
-                "--alias",
-                "k",
-                "--seal-with",
-                SEAL,
-            ],
-            &[],
-            None,
-        )
-        .await;
+    let (ok, _, err) = s.generate_sealed("p256", "k").await;
     assert!(ok, "{err}");
     let kid = kid_prefix(&s);
     let Setup {
@@ -446,22 +379,7 @@ async fn a_managed_hsm_aes_key_seals_with_aes_key_wrap_and_a_refusal_names_the_h
         config,
         data,
     };
-    let (ok, out, err) = s
-        .tzkms(
-            &[
-                "keys",
-                "generate",
-                "--curve",
-                "bls",
-                "--alias",
-                "tz4",
-                "--seal-with",
-                SEAL,
-            ],
-            &[],
-            None,
-        )
-        .await;
+    let (ok, out, err) = s.generate_sealed("bls", "tz4").await;
     assert!(ok, "{err}");
     let pkh: PublicKeyHash = out.lines().next().unwrap().trim().parse().unwrap();
     let text = s.key_file("tz4");
@@ -489,22 +407,7 @@ async fn a_reload_unseals_new_sealed_files_and_a_refusing_vault_fails_the_reload
     let generate = |alias: &'static str| {
         let s = &s;
         async move {
-            let (ok, out, err) = s
-                .tzkms(
-                    &[
-                        "keys",
-                        "generate",
-                        "--curve",
-                        "bls",
-                        "--alias",
-                        alias,
-                        "--seal-with",
-                        SEAL,
-                    ],
-                    &[],
-                    None,
-                )
-                .await;
+            let (ok, out, err) = s.generate_sealed("bls", alias).await;
             assert!(ok, "{err}");
             out.lines()
                 .next()

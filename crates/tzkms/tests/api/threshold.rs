@@ -294,15 +294,7 @@ impl Cluster {
 
 /// Signs through a coordinator's plain HTTP listener: (status, body).
 async fn sign(server: &Server, pkh: &PublicKeyHash, version: u8, payload: &[u8]) -> (u16, Value) {
-    let url = format!("http://{}/keys/{pkh}?version={version}", server.addr);
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&hex::encode(payload))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    server.sign(pkh, &format!("version={version}"), payload).await
 }
 
 async fn get_json(url: &str) -> (u16, Value) {
